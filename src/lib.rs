@@ -1,0 +1,2 @@
+//! popsync: downloads new mail from POP3 servers into local mailboxes exactly once.
+pub mod pop3;

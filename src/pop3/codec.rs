@@ -1,0 +1,376 @@
+//! Sans-I/O POP3 framing.
+//!
+//! Everything here works on byte slices and never blocks: a function either finds a whole
+//! frame in the buffer or says it needs more data. The same bytes give the same result
+//! whatever the chunking (the tests feed every chunk size from 1 up).
+//!
+//! - [`find_line`] finds one CRLF- (or, leniently, LF-) terminated line, refusing lines
+//!   longer than a hard limit;
+//! - [`unstuff_line`] undoes dot-stuffing on one line of a multi-line listing;
+//! - [`BodyDecoder`] streams a multi-line message body: it strips the stuffed dots, passes
+//!   every other byte through untouched (8-bit, NUL, invalid UTF-8 and all) and stops at the
+//!   terminating `.` line.
+
+use memchr::memchr;
+
+/// Longest status or listing line accepted, terminator included. RFC 2449 allows 512
+/// octets for a response; real servers exceed that, so there is head-room, but a server
+/// cannot make the client buffer without limit.
+pub const MAX_LINE: usize = 8192;
+
+/// A line longer than the limit was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong {
+    pub limit: usize,
+}
+
+/// Looks for a complete line at the start of `buf`.
+///
+/// Returns `Ok(Some((line, consumed)))` with the line without its CRLF (or bare LF) and the
+/// number of bytes the line took including the terminator, `Ok(None)` if more data is needed,
+/// or an error once `limit` bytes have arrived without a terminator.
+pub fn find_line(buf: &[u8], limit: usize) -> Result<Option<(&[u8], usize)>, LineTooLong> {
+    let window = &buf[..buf.len().min(limit)];
+    match memchr(b'\n', window) {
+        Some(pos) => {
+            let mut line = &buf[..pos];
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            Ok(Some((line, pos + 1)))
+        }
+        None if buf.len() >= limit => Err(LineTooLong { limit }),
+        None => Ok(None),
+    }
+}
+
+/// What a line of a multi-line response is: the terminating `.` or a (dot-unstuffed) data line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ListingLine<'a> {
+    End,
+    Data(&'a [u8]),
+}
+
+/// Classifies one line of a multi-line response (RFC 1939 section 3): a lone `.` ends it; a
+/// leading dot on any other line is removed.
+pub fn unstuff_line(line: &[u8]) -> ListingLine<'_> {
+    match line {
+        b"." => ListingLine::End,
+        [b'.', rest @ ..] => ListingLine::Data(rest),
+        _ => ListingLine::Data(line),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// At the first byte of a line.
+    LineStart,
+    /// Inside a line; looking for its LF.
+    InLine,
+    /// A line started with `.`, which has been consumed.
+    Dot,
+    /// A line started with `.` followed by CR.
+    DotCr,
+    /// The terminating line has been consumed.
+    Done,
+}
+
+/// Streaming decoder for a multi-line body (the data after `+OK` to RETR or TOP).
+///
+/// Feed it bytes with [`BodyDecoder::decode`]; it hands message data to a callback in runs as
+/// long as possible and reports how many input bytes it consumed, so bytes after the
+/// terminator (pipelined responses) stay in the caller's buffer.
+#[derive(Debug, Clone)]
+pub struct BodyDecoder {
+    state: BodyState,
+    octets: u64,
+}
+
+impl Default for BodyDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BodyDecoder {
+    pub fn new() -> Self {
+        Self {
+            state: BodyState::LineStart,
+            octets: 0,
+        }
+    }
+
+    /// Has the terminating `.` line been seen?
+    pub fn is_done(&self) -> bool {
+        self.state == BodyState::Done
+    }
+
+    /// Message octets passed to the callback so far (after unstuffing).
+    pub fn octets(&self) -> u64 {
+        self.octets
+    }
+
+    /// Decodes as much of `input` as possible, calling `out` with message data.
+    ///
+    /// Returns the number of bytes consumed; once the terminator is consumed, decoding stops
+    /// there and [`is_done`](Self::is_done) becomes true. An error from `out` is returned as is.
+    pub fn decode<E>(
+        &mut self,
+        input: &[u8],
+        out: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut i = 0;
+        // Start of data not yet handed to `out`.
+        let mut run = 0;
+        loop {
+            match self.state {
+                BodyState::Done => return Ok(i),
+                BodyState::LineStart => {
+                    if i == input.len() {
+                        break;
+                    }
+                    if input[i] == b'.' {
+                        self.emit(&input[run..i], out)?;
+                        i += 1;
+                        run = i;
+                        self.state = BodyState::Dot;
+                    } else {
+                        self.state = BodyState::InLine;
+                    }
+                }
+                BodyState::InLine => match memchr(b'\n', &input[i..]) {
+                    Some(pos) => {
+                        i += pos + 1;
+                        self.state = BodyState::LineStart;
+                    }
+                    None => {
+                        i = input.len();
+                        break;
+                    }
+                },
+                BodyState::Dot => {
+                    if i == input.len() {
+                        break;
+                    }
+                    match input[i] {
+                        b'\r' => {
+                            i += 1;
+                            run = i;
+                            self.state = BodyState::DotCr;
+                        }
+                        // ".\n": a terminator from a server that sends bare LF.
+                        b'\n' => {
+                            i += 1;
+                            self.state = BodyState::Done;
+                            return Ok(i);
+                        }
+                        // A stuffed dot (or a lone leading dot, which RFC 1939 also strips).
+                        _ => {
+                            run = i;
+                            self.state = BodyState::InLine;
+                        }
+                    }
+                }
+                BodyState::DotCr => {
+                    if i == input.len() {
+                        break;
+                    }
+                    if input[i] == b'\n' {
+                        i += 1;
+                        self.state = BodyState::Done;
+                        return Ok(i);
+                    }
+                    // ".\r" and something else: the dot is stripped, the CR is data.
+                    self.emit(b"\r", out)?;
+                    run = i;
+                    self.state = BodyState::InLine;
+                }
+            }
+        }
+        self.emit(&input[run..i], out)?;
+        Ok(i)
+    }
+
+    fn emit<E>(
+        &mut self,
+        data: &[u8],
+        out: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.octets += data.len() as u64;
+        out(data)
+    }
+}
+
+/// Dot-stuffs a message for sending in a multi-line response and appends the terminator.
+/// The inverse of [`BodyDecoder`]; used by tests and test servers.
+pub fn stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 5);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes `input` fed in chunks of `chunk` bytes, the way a socket might deliver it,
+    /// keeping unconsumed bytes like the connection's buffer does.
+    fn decode_chunked(input: &[u8], chunk: usize) -> (Vec<u8>, usize) {
+        let mut dec = BodyDecoder::new();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut consumed_total = 0;
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            let n = dec
+                .decode(&buf, &mut |d: &[u8]| {
+                    out.extend_from_slice(d);
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            consumed_total += n;
+            buf.drain(..n);
+            if dec.is_done() {
+                break;
+            }
+        }
+        assert!(dec.is_done(), "terminator not found with chunk size {chunk}");
+        assert_eq!(dec.octets(), out.len() as u64);
+        (out, consumed_total)
+    }
+
+    const SCRIPT: &[u8] = b"Subject: dots\r\n\r\n..\r\n...\r\n..hidden\r\nFrom me\r\n\
+                            .\r\r\n\xff\xfe\x00 binary\r\nlast\r\n.\r\n+OK next response\r\n";
+
+    #[test]
+    fn body_decodes_the_same_in_every_chunk_size() {
+        let expected: &[u8] = b"Subject: dots\r\n\r\n.\r\n..\r\n.hidden\r\nFrom me\r\n\
+                                \r\r\n\xff\xfe\x00 binary\r\nlast\r\n";
+        let body_len = SCRIPT.len() - b"+OK next response\r\n".len();
+        for chunk in 1..=SCRIPT.len() + 1 {
+            let (out, consumed) = decode_chunked(SCRIPT, chunk);
+            assert_eq!(out, expected, "chunk size {chunk}");
+            assert_eq!(consumed, body_len, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn empty_body_is_just_the_terminator() {
+        for chunk in 1..=3 {
+            assert_eq!(decode_chunked(b".\r\n", chunk).0, b"");
+        }
+    }
+
+    #[test]
+    fn bare_lf_terminator_is_accepted() {
+        assert_eq!(decode_chunked(b"a\n..b\n.\n", 1).0, b"a\n.b\n");
+    }
+
+    #[test]
+    fn decoder_stops_exactly_at_the_terminator() {
+        let mut dec = BodyDecoder::new();
+        let n = dec
+            .decode(b"x\r\n.\r\n.\r\n", &mut |_: &[u8]| Ok::<(), ()>(()))
+            .unwrap();
+        assert_eq!(n, 6);
+        assert!(dec.is_done());
+    }
+
+    #[test]
+    fn sink_errors_are_passed_back() {
+        let mut dec = BodyDecoder::new();
+        let r = dec.decode(b"data\r\n", &mut |_: &[u8]| Err("disk full"));
+        assert_eq!(r, Err("disk full"));
+    }
+
+    #[test]
+    fn find_line_strips_crlf_and_reports_consumed() {
+        assert_eq!(
+            find_line(b"+OK hi\r\nrest", 100),
+            Ok(Some((&b"+OK hi"[..], 8)))
+        );
+        assert_eq!(find_line(b"+OK hi\nrest", 100), Ok(Some((&b"+OK hi"[..], 7))));
+        assert_eq!(find_line(b"+OK partial", 100), Ok(None));
+    }
+
+    #[test]
+    fn find_line_refuses_overlong_lines() {
+        let long = vec![b'a'; 200];
+        assert_eq!(find_line(&long, 100), Err(LineTooLong { limit: 100 }));
+        // A terminator just past the limit does not count.
+        let mut l = vec![b'a'; 100];
+        l.extend_from_slice(b"\r\n");
+        assert_eq!(find_line(&l, 100), Err(LineTooLong { limit: 100 }));
+        // A line that fits exactly, terminator included, does.
+        let mut l = vec![b'a'; 98];
+        l.extend_from_slice(b"\r\n");
+        assert!(matches!(find_line(&l, 100), Ok(Some((_, 100)))));
+    }
+
+    #[test]
+    fn listing_lines_are_unstuffed() {
+        assert_eq!(unstuff_line(b"."), ListingLine::End);
+        assert_eq!(unstuff_line(b"..x"), ListingLine::Data(b".x"));
+        assert_eq!(unstuff_line(b"1 abc"), ListingLine::Data(b"1 abc"));
+    }
+
+    fn crlf_message() -> impl Strategy<Value = Vec<u8>> {
+        // Lines of arbitrary bytes (no CR/LF inside), biased towards dots and "From ".
+        let line = prop_oneof![
+            proptest::collection::vec(
+                any::<u8>().prop_filter("no line ends", |b| *b != b'\n' && *b != b'\r'),
+                0..40
+            ),
+            Just(b".".to_vec()),
+            Just(b"..".to_vec()),
+            Just(b".x".to_vec()),
+            Just(b"From x".to_vec()),
+        ];
+        proptest::collection::vec(line, 0..30).prop_map(|lines| {
+            let mut m = Vec::new();
+            for l in lines {
+                m.extend_from_slice(&l);
+                m.extend_from_slice(b"\r\n");
+            }
+            m
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn stuffing_then_decoding_gives_back_the_message(msg in crlf_message(), chunk in 1usize..64) {
+            let wire = stuff(&msg);
+            let (out, consumed) = decode_chunked(&wire, chunk);
+            prop_assert_eq!(out, msg);
+            prop_assert_eq!(consumed, wire.len());
+        }
+
+        #[test]
+        fn decoder_never_panics_and_never_invents_bytes(input in proptest::collection::vec(any::<u8>(), 0..300), chunk in 1usize..32) {
+            let mut dec = BodyDecoder::new();
+            let mut out = 0usize;
+            for piece in input.chunks(chunk) {
+                let n = dec.decode(piece, &mut |d: &[u8]| { out += d.len(); Ok::<(), ()>(()) }).unwrap();
+                prop_assert!(n <= piece.len());
+                if dec.is_done() { break; }
+                prop_assert_eq!(n, piece.len());
+            }
+            prop_assert!(out <= input.len());
+        }
+    }
+}

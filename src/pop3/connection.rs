@@ -1,0 +1,264 @@
+//! One POP3 connection: a byte stream plus its read and write buffers.
+//!
+//! The read buffer has a fixed size; a status or listing line longer than
+//! [`MAX_LINE`](super::codec::MAX_LINE) is an error, and message bodies stream through to a
+//! sink, so memory stays bounded whatever the server sends. Every read is bounded by the
+//! response timeout (an idle timeout: a slow but moving transfer never times out, a stalled
+//! one always does). At TRACE level (target `popsync::pop3::wire`) the connection logs a
+//! transcript: commands as their redacted `Display` form, status and listing lines made
+//! printable, bodies as a byte count.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::trace;
+
+use super::codec::{self, BodyDecoder, ListingLine, MAX_LINE};
+use super::command::Command;
+use super::error::{Error, ErrorKind, Phase};
+use super::response::{Status, printable};
+
+/// Any byte stream the client can run over: TCP, TLS over TCP, or an in-memory pipe in tests.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+const READ_BUFFER: usize = 64 * 1024;
+pub(crate) const WIRE: &str = "popsync::pop3::wire";
+
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Length of the line last returned by `read_line`, consumed on the next read.
+    consume: usize,
+    out: Vec<u8>,
+    response_timeout: Duration,
+    broken: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("buffered", &(self.end - self.start))
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub fn new(stream: Box<dyn Stream>, response_timeout: Duration) -> Self {
+        Self {
+            stream,
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            consume: 0,
+            out: Vec::with_capacity(1024),
+            response_timeout,
+            broken: false,
+        }
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Marks the connection unusable, e.g. after the caller gave up in the middle of a
+    /// pipelined exchange.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Returns the stream for a TLS upgrade. Bytes the server sent after its answer to STLS
+    /// are discarded, never read as if they had come over TLS (RFC 2595 section 4; the
+    /// STARTTLS command-injection attack). Returns how many bytes were discarded.
+    pub fn into_stream(mut self) -> (Box<dyn Stream>, usize) {
+        self.consume_line();
+        (self.stream, self.end - self.start)
+    }
+
+    fn consume_line(&mut self) {
+        self.start += std::mem::take(&mut self.consume);
+    }
+
+    fn fail(&mut self, e: impl Into<Error>) -> Error {
+        let e = e.into();
+        if e.breaks_connection() {
+            self.broken = true;
+        }
+        e
+    }
+
+    async fn fill(&mut self) -> Result<(), Error> {
+        if self.broken {
+            return Err(ErrorKind::Broken.into());
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let read = self.stream.read(&mut self.buf[self.end..]);
+        let n = match tokio::time::timeout(self.response_timeout, read).await {
+            Err(_) => {
+                return Err(self.fail(ErrorKind::Timeout {
+                    phase: Phase::Response,
+                    after: self.response_timeout,
+                }));
+            }
+            Ok(Err(e)) => return Err(self.fail(ErrorKind::Io(e))),
+            Ok(Ok(0)) => return Err(self.fail(ErrorKind::Closed)),
+            Ok(Ok(n)) => n,
+        };
+        self.end += n;
+        Ok(())
+    }
+
+    /// Reads one line (without CRLF). The slice is valid until the next read.
+    pub async fn read_line(&mut self) -> Result<&[u8], Error> {
+        self.consume_line();
+        loop {
+            match codec::find_line(&self.buf[self.start..self.end], MAX_LINE) {
+                Ok(Some((_, used))) => {
+                    self.consume = used;
+                    let (line, _) = codec::find_line(&self.buf[self.start..self.end], MAX_LINE)
+                        .ok()
+                        .flatten()
+                        .expect("line found above");
+                    return Ok(line);
+                }
+                Ok(None) => self.fill().await?,
+                Err(e) => return Err(self.fail(ErrorKind::LineTooLong { limit: e.limit })),
+            }
+        }
+    }
+
+    /// Reads a status line. Anything else is a protocol error.
+    pub async fn read_status(&mut self) -> Result<Status, Error> {
+        let line = self.read_line().await?;
+        match Status::parse(line) {
+            Some(status) => {
+                trace!(target: WIRE, "S: {status}");
+                Ok(status)
+            }
+            None => {
+                let shown: String = printable(line).chars().take(120).collect();
+                Err(self.fail(ErrorKind::Protocol(format!(
+                    "expected +OK or -ERR, got {shown:?}"
+                ))))
+            }
+        }
+    }
+
+    /// Reads the data lines of a multi-line response up to the terminating `.`, handing
+    /// each (dot-unstuffed) line to `each`. At most `max_lines` lines are accepted.
+    pub async fn read_listing(
+        &mut self,
+        max_lines: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<usize, Error> {
+        let mut n = 0;
+        let wire = tracing::enabled!(target: WIRE, tracing::Level::TRACE);
+        loop {
+            let line = self.read_line().await?;
+            match codec::unstuff_line(line) {
+                ListingLine::End => {
+                    if wire {
+                        trace!(target: WIRE, "S: . ({n} lines)");
+                    }
+                    return Ok(n);
+                }
+                ListingLine::Data(data) => {
+                    if wire {
+                        trace!(target: WIRE, "S: {}", printable(data));
+                    }
+                    each(data);
+                    n += 1;
+                    if n > max_lines {
+                        return Err(self.fail(ErrorKind::Protocol(format!(
+                            "the server sent a listing of more than {max_lines} lines"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Streams a message body up to its terminating `.` line into `sink`, dot-unstuffed.
+    /// Returns the number of message octets. A sink error leaves the connection broken (the
+    /// rest of the body is still on the wire).
+    pub async fn read_body(
+        &mut self,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<u64, Error> {
+        self.consume_line();
+        let mut decoder = BodyDecoder::new();
+        loop {
+            if self.start < self.end {
+                let decoded = decoder.decode(&self.buf[self.start..self.end], &mut sink);
+                match decoded {
+                    Ok(n) => self.start += n,
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(ErrorKind::Local(e).into());
+                    }
+                }
+                if decoder.is_done() {
+                    trace!(target: WIRE, "S: <message body, {} octets>", decoder.octets());
+                    return Ok(decoder.octets());
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Adds a command to the output buffer (sent by [`flush`](Self::flush)).
+    pub fn queue(&mut self, command: &Command<'_>) -> Result<(), Error> {
+        command
+            .encode(&mut self.out)
+            .map_err(|_| Error::from(ErrorKind::InvalidArgument))?;
+        trace!(target: WIRE, "C: {command}");
+        Ok(())
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        if self.broken {
+            return Err(ErrorKind::Broken.into());
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        let result = tokio::time::timeout(self.response_timeout, write).await;
+        self.out.clear();
+        match result {
+            Err(_) => Err(self.fail(ErrorKind::Timeout {
+                phase: Phase::Send,
+                after: self.response_timeout,
+            })),
+            Ok(Err(e)) => Err(self.fail(ErrorKind::Io(e))),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Sends one command and reads its status line.
+    pub async fn command(&mut self, command: &Command<'_>) -> Result<Status, Error> {
+        self.queue(command)?;
+        self.flush().await?;
+        self.read_status().await
+    }
+
+    /// Best-effort orderly shutdown of the stream (TLS close_notify).
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;
+    }
+}

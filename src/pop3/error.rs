@@ -1,0 +1,254 @@
+//! Errors that answer questions.
+//!
+//! An [`Error`] is small (one box) and can be asked what kind of failure it is:
+//! [`is_transient`](Error::is_transient) (try again later), [`is_auth`](Error::is_auth)
+//! (credentials refused: do not hammer the server), [`is_certificate`](Error::is_certificate),
+//! [`is_local`](Error::is_local) (our disk, not the server). Messages are lower-case
+//! fragments so that a chain of contexts reads like a sentence, and they never contain
+//! secrets.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use super::response::{ResponseCode, Status};
+
+/// What the client was doing when a timeout struck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    TlsHandshake,
+    Response,
+    Send,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connecting",
+            Self::TlsHandshake => "the TLS handshake",
+            Self::Response => "a response",
+            Self::Send => "sending a command",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("could not connect to {address}")]
+    Connect {
+        address: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not resolve {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("timed out after {}s waiting for {phase}", .after.as_secs_f32())]
+    Timeout { phase: Phase, after: Duration },
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("connection error")]
+    Io(#[source] io::Error),
+    #[error("the server's certificate was refused: {0}")]
+    Certificate(String),
+    #[error("TLS handshake failed")]
+    Tls(#[source] native_tls::Error),
+    #[error(
+        "the server does not offer STLS; refusing to continue without encryption \
+         (use security = \"tls\" if it offers implicit TLS, usually on port 995)"
+    )]
+    StlsUnavailable,
+    #[error("the server refused STLS: {0}")]
+    StlsRefused(Status),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("the server sent a line longer than {limit} bytes")]
+    LineTooLong { limit: usize },
+    #[error("login refused ({method}): {status}")]
+    Auth { method: String, status: Status },
+    #[error("no usable login method: {0}")]
+    NoAuthMethod(String),
+    #[error("the mailbox is in use by another session: {0}")]
+    InUse(Status),
+    #[error("the server asks to wait before logging in again: {0}")]
+    LoginDelay(Status),
+    #[error("temporary server problem: {0}")]
+    SysTemp(Status),
+    #[error("permanent server problem: {0}")]
+    SysPerm(Status),
+    #[error("the server refused {command}: {status}")]
+    Refused {
+        command: &'static str,
+        status: Status,
+    },
+    #[error("the server does not support UIDL, which popsync needs to tell new messages from old ones")]
+    NoUidl,
+    #[error("a command argument contains a line break or NUL")]
+    InvalidArgument,
+    #[error("the connection was broken by an earlier error")]
+    Broken,
+    #[error("writing the message locally failed")]
+    Local(#[source] io::Error),
+}
+
+/// A POP3 client error. See the module docs.
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// Trying again later may well succeed: network trouble, timeouts, a busy mailbox,
+    /// `[SYS/TEMP]`, `[LOGIN-DELAY]`.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            *self.0,
+            ErrorKind::Connect { .. }
+                | ErrorKind::Resolve { .. }
+                | ErrorKind::Timeout { .. }
+                | ErrorKind::Closed
+                | ErrorKind::Io(_)
+                | ErrorKind::Tls(_)
+                | ErrorKind::InUse(_)
+                | ErrorKind::LoginDelay(_)
+                | ErrorKind::SysTemp(_)
+                | ErrorKind::Refused { .. }
+                | ErrorKind::Protocol(_)
+                | ErrorKind::LineTooLong { .. }
+                | ErrorKind::Broken
+        )
+    }
+
+    /// The server refused the credentials (or offers no method we may use): retrying
+    /// without a change of configuration will not help.
+    pub fn is_auth(&self) -> bool {
+        matches!(*self.0, ErrorKind::Auth { .. } | ErrorKind::NoAuthMethod(_))
+    }
+
+    /// The server's certificate was not trusted.
+    pub fn is_certificate(&self) -> bool {
+        matches!(*self.0, ErrorKind::Certificate(_))
+    }
+
+    /// The server cannot be used safely or at all as configured: no STLS, no UIDL,
+    /// `[SYS/PERM]`.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            *self.0,
+            ErrorKind::StlsUnavailable
+                | ErrorKind::StlsRefused(_)
+                | ErrorKind::SysPerm(_)
+                | ErrorKind::NoUidl
+                | ErrorKind::InvalidArgument
+        )
+    }
+
+    /// The failure is on this machine (writing the message), not the server's.
+    pub fn is_local(&self) -> bool {
+        matches!(*self.0, ErrorKind::Local(_))
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(*self.0, ErrorKind::Timeout { .. })
+    }
+
+    /// After this error the connection cannot be used for further commands.
+    pub fn breaks_connection(&self) -> bool {
+        !matches!(
+            *self.0,
+            ErrorKind::Refused { .. } | ErrorKind::InvalidArgument | ErrorKind::NoUidl
+        )
+    }
+
+    /// The seconds a `[LOGIN-DELAY n]` asks for are not parsed; this says whether the server
+    /// asked to wait at all.
+    pub fn response_code(&self) -> Option<&ResponseCode> {
+        match &*self.0 {
+            ErrorKind::Auth { status, .. }
+            | ErrorKind::InUse(status)
+            | ErrorKind::LoginDelay(status)
+            | ErrorKind::SysTemp(status)
+            | ErrorKind::SysPerm(status)
+            | ErrorKind::Refused { status, .. } => status.code(),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self(Box::new(kind))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+/// Turns an `-ERR` to a login command into the right error, by its response code
+/// (RFC 3206). Without a code, a refused login is taken to be about the credentials.
+pub(crate) fn login_error(method: &str, status: Status) -> Error {
+    match status.code() {
+        Some(ResponseCode::InUse) => ErrorKind::InUse(status),
+        Some(ResponseCode::LoginDelay) => ErrorKind::LoginDelay(status),
+        Some(ResponseCode::SysTemp) => ErrorKind::SysTemp(status),
+        Some(ResponseCode::SysPerm) => ErrorKind::SysPerm(status),
+        _ => ErrorKind::Auth {
+            method: method.to_owned(),
+            status,
+        },
+    }
+    .into()
+}
+
+/// Turns an `-ERR` to any other command into an error, honouring response codes.
+pub(crate) fn command_error(command: &'static str, status: Status) -> Error {
+    match status.code() {
+        Some(ResponseCode::InUse) => ErrorKind::InUse(status),
+        Some(ResponseCode::SysTemp) => ErrorKind::SysTemp(status),
+        Some(ResponseCode::SysPerm) => ErrorKind::SysPerm(status),
+        _ => ErrorKind::Refused { command, status },
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn login_errors_are_classified_by_response_code() {
+        let err = |line: &[u8]| login_error("USER/PASS", Status::parse(line).unwrap());
+        assert!(err(b"-ERR [AUTH] Authentication failed.").is_auth());
+        assert!(err(b"-ERR bad password").is_auth());
+        let in_use = err(b"-ERR [IN-USE] locked");
+        assert!(in_use.is_transient() && !in_use.is_auth());
+        assert!(err(b"-ERR [LOGIN-DELAY] soon").is_transient());
+        assert!(err(b"-ERR [SYS/TEMP] try later").is_transient());
+        assert!(err(b"-ERR [SYS/PERM] gone").is_permanent());
+    }
+}

@@ -1,0 +1,574 @@
+//! The protocol phases as types.
+//!
+//! [`connect`] opens the connection (implicit TLS, STLS or — only when asked — plaintext),
+//! reads the greeting and asks for capabilities, returning a [`Greeted`] session. Logging in
+//! consumes it and returns an [`Authenticated`] one, which has the transaction commands.
+//! Capabilities are asked for again after STLS and after login (some servers, Gmail among
+//! them, show more once logged in).
+//!
+//! Message retrieval and deletion are pipelined (RFC 2449) with a bounded window when the
+//! server advertises PIPELINING, and strictly one command at a time otherwise.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::auth::{self, AuthMethod, Credentials, Secret};
+use super::command::Command;
+use super::connection::{Connection, Stream};
+use super::error::{Error, ErrorKind, Phase, command_error, login_error};
+use super::response::{Capabilities, ListEntry, MsgNum, Status, UidlEntry, parse_stat};
+use super::tls::{CertificateInfo, TlsOptions, handshake_error};
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Implicit TLS from the first byte (POP3S, port 995). The default.
+    Tls,
+    /// Plain TCP upgraded with STLS (RFC 2595, port 110). If the server does not offer STLS
+    /// or refuses it, the session ends: there is no fallback to plaintext.
+    StartTls,
+    /// No encryption at all. The password and every message cross the network readable by
+    /// anyone on the path. Only for servers on the same machine or a trusted network.
+    DangerousPlaintext,
+}
+
+impl Security {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Tls => 995,
+            Self::StartTls | Self::DangerousPlaintext => 110,
+        }
+    }
+}
+
+/// Time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Name resolution plus TCP connect.
+    pub connect: Duration,
+    /// The TLS handshake.
+    pub handshake: Duration,
+    /// Waiting for any byte of a response (an idle limit, not a limit on a whole transfer).
+    pub response: Duration,
+}
+
+impl Timeouts {
+    /// The same limit for everything.
+    pub fn uniform(limit: Duration) -> Self {
+        Self {
+            connect: limit,
+            handshake: limit,
+            response: limit,
+        }
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub tls: TlsOptions,
+    pub timeouts: Timeouts,
+}
+
+/// Most RETR or DELE commands outstanding at once when pipelining. Each is a dozen bytes, so
+/// the window never comes near filling the socket buffer (RFC 2449 section 6.6).
+pub const PIPELINE_WINDOW: usize = 32;
+
+/// Most lines accepted in one UIDL or LIST listing (bounds memory against a hostile server).
+pub const MAX_LISTING: usize = 5_000_000;
+
+/// A connected session, greeted and with capabilities known, not yet logged in.
+#[derive(Debug)]
+pub struct Greeted {
+    conn: Connection,
+    greeting: String,
+    caps: Capabilities,
+    caps_before_tls: Option<Capabilities>,
+    certificate: Option<CertificateInfo>,
+    encrypted: bool,
+}
+
+/// Connects, greets and asks for capabilities, upgrading with STLS when configured.
+pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
+    let tcp = tcp_connect(options).await?;
+    let _ = tcp.set_nodelay(true);
+    let timeouts = options.timeouts;
+    let (stream, certificate, encrypted): (Box<dyn Stream>, _, _) = match options.security {
+        Security::Tls => {
+            let (tls, cert) = tls_handshake(options, Box::new(tcp)).await?;
+            (tls, cert, true)
+        }
+        Security::StartTls | Security::DangerousPlaintext => (Box::new(tcp), None, false),
+    };
+    let mut conn = Connection::new(stream, timeouts.response);
+    let greeting = match conn.read_status().await? {
+        Status::Ok { text } => text,
+        status @ Status::Err { .. } => return Err(login_error("the greeting", status)),
+        other => {
+            return Err(ErrorKind::Protocol(format!("unexpected greeting {other}")).into());
+        }
+    };
+    let caps = capabilities(&mut conn).await?;
+    let mut session = Greeted {
+        conn,
+        greeting,
+        caps,
+        caps_before_tls: None,
+        certificate,
+        encrypted,
+    };
+    if options.security == Security::StartTls {
+        session = session.starttls(options).await?;
+    }
+    Ok(session)
+}
+
+async fn tcp_connect(options: &ConnectOptions) -> Result<TcpStream, Error> {
+    let address = format!("{}:{}", options.host, options.port);
+    let limit = options.timeouts.connect;
+    let timeout = || -> Error {
+        ErrorKind::Timeout {
+            phase: Phase::Connect,
+            after: limit,
+        }
+        .into()
+    };
+    let work = async {
+        let addrs: Vec<_> = tokio::net::lookup_host((options.host.as_str(), options.port))
+            .await
+            .map_err(|source| ErrorKind::Resolve {
+                host: options.host.clone(),
+                source,
+            })?
+            .collect();
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::from(ErrorKind::Connect {
+            address: address.clone(),
+            source: last.unwrap_or_else(|| std::io::Error::other("no addresses found")),
+        }))
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| timeout())?
+}
+
+async fn tls_handshake(
+    options: &ConnectOptions,
+    stream: Box<dyn Stream>,
+) -> Result<(Box<dyn Stream>, Option<CertificateInfo>), Error> {
+    let connector = options.tls.connector()?;
+    let handshake = connector.connect(options.host.as_str(), stream);
+    let tls = tokio::time::timeout(options.timeouts.handshake, handshake)
+        .await
+        .map_err(|_| {
+            Error::from(ErrorKind::Timeout {
+                phase: Phase::TlsHandshake,
+                after: options.timeouts.handshake,
+            })
+        })?
+        .map_err(handshake_error)?;
+    let certificate = tls
+        .peer_certificate()
+        .ok()
+        .flatten()
+        .and_then(|c| c.to_der().ok())
+        .map(|der| CertificateInfo::from_der(&der));
+    Ok((Box::new(tls), certificate))
+}
+
+async fn capabilities(conn: &mut Connection) -> Result<Capabilities, Error> {
+    match conn.command(&Command::Capa).await? {
+        Status::Ok { .. } => {
+            let mut lines = Vec::new();
+            conn.read_listing(1000, |l| lines.push(l.to_vec())).await?;
+            Ok(Capabilities::from_lines(lines.iter().map(Vec::as_slice)))
+        }
+        // An RFC 1939 server without CAPA.
+        Status::Err { .. } => Ok(Capabilities::default()),
+        other => Err(ErrorKind::Protocol(format!("unexpected answer to CAPA: {other}")).into()),
+    }
+}
+
+impl Greeted {
+    async fn starttls(mut self, options: &ConnectOptions) -> Result<Self, Error> {
+        if !self.caps.stls {
+            return Err(ErrorKind::StlsUnavailable.into());
+        }
+        match self.conn.command(&Command::Stls).await? {
+            Status::Ok { .. } => {}
+            status => return Err(ErrorKind::StlsRefused(status).into()),
+        }
+        let (stream, discarded) = self.conn.into_stream();
+        if discarded > 0 {
+            warn!("discarded {discarded} bytes the server sent before the TLS handshake");
+        }
+        let (tls, certificate) = tls_handshake(options, stream).await?;
+        let mut conn = Connection::new(tls, options.timeouts.response);
+        let caps = capabilities(&mut conn).await?;
+        Ok(Self {
+            conn,
+            greeting: self.greeting,
+            caps_before_tls: Some(self.caps),
+            caps,
+            certificate,
+            encrypted: true,
+        })
+    }
+
+    /// The greeting text after `+OK`.
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    /// Capabilities as currently known (after STLS, if used).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Capabilities the server showed before STLS, if STLS was used.
+    pub fn capabilities_before_tls(&self) -> Option<&Capabilities> {
+        self.caps_before_tls.as_ref()
+    }
+
+    /// The server's certificate, if the connection is encrypted.
+    pub fn certificate(&self) -> Option<&CertificateInfo> {
+        self.certificate.as_ref()
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
+    }
+
+    /// The login method [`login`](Self::login) would use.
+    pub fn auth_method(&self, forced: Option<AuthMethod>) -> Result<AuthMethod, Error> {
+        auth::choose_method(
+            forced,
+            &self.caps,
+            auth::apop_timestamp(&self.greeting),
+            self.encrypted,
+        )
+    }
+
+    /// Logs in. `forced` is the configured method; `None` picks one from the capabilities.
+    pub async fn login(
+        mut self,
+        credentials: &Credentials,
+        forced: Option<AuthMethod>,
+    ) -> Result<Authenticated, Error> {
+        let method = self.auth_method(forced)?;
+        debug!("logging in with {method}");
+        let label = method.to_string();
+        let conn = &mut self.conn;
+        let status = match method {
+            AuthMethod::User => {
+                match conn.command(&Command::User(&credentials.username)).await? {
+                    Status::Ok { .. } => conn.command(&Command::Pass(&credentials.password)).await?,
+                    other => other,
+                }
+            }
+            AuthMethod::Apop => {
+                let ts = auth::apop_timestamp(&self.greeting).unwrap_or_default();
+                let digest = auth::apop_digest(ts, &credentials.password);
+                conn.command(&Command::Apop {
+                    name: &credentials.username,
+                    digest,
+                })
+                .await?
+            }
+            AuthMethod::Plain => {
+                let response = auth::plain_response(credentials);
+                let with_initial = Command::Auth {
+                    mechanism: "PLAIN",
+                    initial: Some(response.clone()),
+                };
+                if with_initial.encoded_len() <= auth::MAX_AUTH_LINE {
+                    conn.command(&with_initial).await?
+                } else {
+                    sasl_two_step(conn, "PLAIN", response).await?
+                }
+            }
+        };
+        match status {
+            Status::Ok { .. } => {}
+            Status::Continue { .. } => {
+                // A challenge PLAIN does not expect: cancel the exchange (RFC 5034 section 4).
+                let _ = conn
+                    .command(&Command::SaslResponse(Secret::new("*")))
+                    .await;
+                return Err(ErrorKind::Protocol(
+                    "the server sent an unexpected SASL challenge".into(),
+                )
+                .into());
+            }
+            status @ Status::Err { .. } => return Err(login_error(&label, status)),
+        }
+        let before = std::mem::take(&mut self.caps);
+        let caps = capabilities(&mut self.conn).await?;
+        Ok(Authenticated {
+            conn: self.conn,
+            caps,
+            caps_before_login: before,
+            certificate: self.certificate,
+            method,
+        })
+    }
+}
+
+async fn sasl_two_step(
+    conn: &mut Connection,
+    mechanism: &str,
+    response: Secret,
+) -> Result<Status, Error> {
+    match conn
+        .command(&Command::Auth {
+            mechanism,
+            initial: None,
+        })
+        .await?
+    {
+        Status::Continue { .. } => conn.command(&Command::SaslResponse(response)).await,
+        other => Ok(other),
+    }
+}
+
+/// Receives retrieved messages. Methods are called in message order; an error aborts the
+/// retrieval and leaves the connection unusable (part of a body is still on the wire).
+pub trait RetrieveHandler {
+    /// The server answered `+OK` to RETR for `msg`; its body follows.
+    fn start(&mut self, msg: MsgNum) -> std::io::Result<()>;
+    /// Message bytes, dot-unstuffed, CRLF line endings as sent.
+    fn data(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// The body of `msg` is complete.
+    fn finish(&mut self, msg: MsgNum, octets: u64) -> std::io::Result<()>;
+    /// The server answered `-ERR` to RETR for `msg`; nothing was received for it.
+    fn refused(&mut self, msg: MsgNum, status: Status) -> std::io::Result<()>;
+}
+
+/// A logged-in session (RFC 1939 TRANSACTION state).
+#[derive(Debug)]
+pub struct Authenticated {
+    conn: Connection,
+    caps: Capabilities,
+    caps_before_login: Capabilities,
+    certificate: Option<CertificateInfo>,
+    method: AuthMethod,
+}
+
+impl Authenticated {
+    /// Capabilities after login.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Capabilities before login (after STLS, if used).
+    pub fn capabilities_before_login(&self) -> &Capabilities {
+        &self.caps_before_login
+    }
+
+    pub fn certificate(&self) -> Option<&CertificateInfo> {
+        self.certificate.as_ref()
+    }
+
+    /// The method used to log in.
+    pub fn auth_method(&self) -> AuthMethod {
+        self.method
+    }
+
+    /// Whether commands are pipelined.
+    pub fn pipelining(&self) -> bool {
+        self.caps.pipelining
+    }
+
+    fn window(&self) -> usize {
+        if self.caps.pipelining {
+            PIPELINE_WINDOW
+        } else {
+            1
+        }
+    }
+
+    async fn expect_ok(&mut self, command: Command<'_>) -> Result<String, Error> {
+        let name = command.name();
+        match self.conn.command(&command).await? {
+            Status::Ok { text } => Ok(text),
+            status @ Status::Err { .. } => Err(command_error(name, status)),
+            other => Err(ErrorKind::Protocol(format!("unexpected answer to {name}: {other}")).into()),
+        }
+    }
+
+    /// STAT: message count and total size.
+    pub async fn stat(&mut self) -> Result<(u32, u64), Error> {
+        let text = self.expect_ok(Command::Stat).await?;
+        parse_stat(&text).ok_or_else(|| {
+            ErrorKind::Protocol(format!("unreadable answer to STAT: {text:?}")).into()
+        })
+    }
+
+    async fn read_uidl(&mut self, status: Status) -> Result<Vec<UidlEntry>, Error> {
+        match status {
+            Status::Ok { .. } => {}
+            Status::Err { code: None, .. } => return Err(ErrorKind::NoUidl.into()),
+            status => return Err(command_error("UIDL", status)),
+        }
+        let mut entries = Vec::new();
+        let mut bad = 0usize;
+        self.conn
+            .read_listing(MAX_LISTING, |line| match UidlEntry::parse(line) {
+                Some(e) => entries.push(e),
+                None => bad += 1,
+            })
+            .await?;
+        if bad > 0 {
+            warn!("ignored {bad} unreadable lines in the server's UIDL listing");
+        }
+        Ok(entries)
+    }
+
+    async fn read_list(&mut self, status: Status) -> Result<Vec<ListEntry>, Error> {
+        if let status @ Status::Err { .. } = status {
+            return Err(command_error("LIST", status));
+        }
+        let mut entries = Vec::new();
+        self.conn
+            .read_listing(MAX_LISTING, |line| {
+                if let Some(e) = ListEntry::parse(line) {
+                    entries.push(e);
+                }
+            })
+            .await?;
+        Ok(entries)
+    }
+
+    /// UIDL for all messages. A server without UIDL gives [`ErrorKind::NoUidl`].
+    pub async fn uidl(&mut self) -> Result<Vec<UidlEntry>, Error> {
+        let status = self.conn.command(&Command::Uidl(None)).await?;
+        self.read_uidl(status).await
+    }
+
+    /// LIST for all messages.
+    pub async fn list(&mut self) -> Result<Vec<ListEntry>, Error> {
+        let status = self.conn.command(&Command::List(None)).await?;
+        self.read_list(status).await
+    }
+
+    /// UIDL and LIST together, in one round trip when pipelining.
+    pub async fn uidl_and_list(&mut self) -> Result<(Vec<UidlEntry>, Vec<ListEntry>), Error> {
+        if !self.caps.pipelining {
+            let uidl = self.uidl().await?;
+            let list = self.list().await?;
+            return Ok((uidl, list));
+        }
+        self.conn.queue(&Command::Uidl(None))?;
+        self.conn.queue(&Command::List(None))?;
+        self.conn.flush().await?;
+        let status = self.conn.read_status().await?;
+        let uidl = match self.read_uidl(status).await {
+            Ok(u) => u,
+            Err(e) => {
+                // The LIST answer is still coming; read past it so the session stays usable.
+                if !self.conn.is_broken()
+                    && let Ok(status) = self.conn.read_status().await
+                {
+                    let _ = self.read_list(status).await;
+                }
+                return Err(e);
+            }
+        };
+        let status = self.conn.read_status().await?;
+        let list = self.read_list(status).await?;
+        Ok((uidl, list))
+    }
+
+    /// Retrieves `msgs` in order, streaming each body to `handler`.
+    pub async fn retrieve(
+        &mut self,
+        msgs: &[MsgNum],
+        handler: &mut impl RetrieveHandler,
+    ) -> Result<(), Error> {
+        let window = self.window();
+        let mut sent = 0;
+        for (received, &msg) in msgs.iter().enumerate() {
+            while sent < msgs.len() && sent - received < window {
+                self.conn.queue(&Command::Retr(msgs[sent]))?;
+                sent += 1;
+            }
+            self.conn.flush().await?;
+            match self.conn.read_status().await? {
+                Status::Ok { .. } => {
+                    handler.start(msg).map_err(|e| self.local(e))?;
+                    let octets = self.conn.read_body(|d| handler.data(d)).await?;
+                    handler.finish(msg, octets).map_err(|e| self.local(e))?;
+                }
+                status @ Status::Err { .. } => {
+                    handler.refused(msg, status).map_err(|e| self.local(e))?;
+                }
+                other => {
+                    return Err(ErrorKind::Protocol(format!(
+                        "unexpected answer to RETR {msg}: {other}"
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn local(&mut self, e: std::io::Error) -> Error {
+        // Answers to pipelined commands may still be on the wire: the session cannot go on.
+        self.conn.mark_broken();
+        ErrorKind::Local(e).into()
+    }
+
+    /// Marks `msgs` for deletion. Returns the server's answer for each; the deletions take
+    /// effect only when [`quit`](Self::quit) succeeds (RFC 1939 UPDATE state).
+    pub async fn delete(&mut self, msgs: &[MsgNum]) -> Result<Vec<(MsgNum, Status)>, Error> {
+        let window = self.window();
+        let mut answers = Vec::with_capacity(msgs.len());
+        let mut sent = 0;
+        for (received, &msg) in msgs.iter().enumerate() {
+            while sent < msgs.len() && sent - received < window {
+                self.conn.queue(&Command::Dele(msgs[sent]))?;
+                sent += 1;
+            }
+            self.conn.flush().await?;
+            let status = self.conn.read_status().await?;
+            answers.push((msg, status));
+        }
+        Ok(answers)
+    }
+
+    /// RSET: undo deletion marks of this session.
+    pub async fn rset(&mut self) -> Result<(), Error> {
+        self.expect_ok(Command::Rset).await.map(drop)
+    }
+
+    /// NOOP: keep the session alive.
+    pub async fn noop(&mut self) -> Result<(), Error> {
+        self.expect_ok(Command::Noop).await.map(drop)
+    }
+
+    /// Whether an earlier error left the connection unusable (then only dropping it is
+    /// possible; without QUIT the server deletes nothing).
+    pub fn is_broken(&self) -> bool {
+        self.conn.is_broken()
+    }
+
+    /// QUIT: ends the session; the server now deletes what was marked. `Ok` means the
+    /// deletions are done; an error means none can be counted on.
+    pub async fn quit(mut self) -> Result<(), Error> {
+        let result = self.expect_ok(Command::Quit).await.map(drop);
+        self.conn.shutdown().await;
+        result
+    }
+}

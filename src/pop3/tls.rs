@@ -1,0 +1,285 @@
+//! TLS set-up and certificate facts.
+//!
+//! Certificates are always verified against the system's roots plus any extra roots the
+//! account names (`ca-file`); TLS 1.2 is the minimum. [`CertificateInfo`] reads the few
+//! fields `popsync check` shows (subject, issuer, validity) straight from the DER, and the
+//! SHA-256 fingerprint of the whole certificate. It is for display only: trust decisions are
+//! made by the TLS library.
+
+use std::fmt::Write as _;
+
+use async_native_tls::{Certificate, Protocol, TlsConnector};
+use sha2::{Digest as _, Sha256};
+
+use super::error::{Error, ErrorKind};
+
+/// Trust settings for one account.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra trusted roots, as PEM text (may hold several certificates) or DER.
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+impl TlsOptions {
+    /// Checks that the extra roots parse, returning how many certificates they hold.
+    pub fn validate(&self) -> Result<usize, String> {
+        let mut n = 0;
+        for root in &self.extra_roots {
+            n += parse_roots(root)?.len();
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn connector(&self) -> Result<TlsConnector, Error> {
+        let mut connector = TlsConnector::new().min_protocol_version(Some(Protocol::Tlsv12));
+        for root in &self.extra_roots {
+            for cert in parse_roots(root).map_err(|e| ErrorKind::Certificate(e))? {
+                connector = connector.add_root_certificate(cert);
+            }
+        }
+        Ok(connector)
+    }
+}
+
+fn parse_roots(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
+    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        let certs = Certificate::stack_from_pem(bytes)
+            .map_err(|e| format!("the CA file is not valid PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("the CA file holds no certificate".into());
+        }
+        Ok(certs)
+    } else {
+        Certificate::from_der(bytes)
+            .map(|c| vec![c])
+            .map_err(|e| format!("the CA file is neither PEM nor DER: {e}"))
+    }
+}
+
+/// Classifies a handshake failure: certificate problems are their own kind of error (the
+/// user must act), everything else is a TLS error (possibly transient).
+pub(crate) fn handshake_error(e: native_tls::Error) -> Error {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("verify") {
+        ErrorKind::Certificate(text).into()
+    } else {
+        ErrorKind::Tls(e).into()
+    }
+}
+
+/// Facts about the server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// SHA-256 of the DER encoding, as `sha256:AB:CD:...`.
+    pub sha256: String,
+}
+
+impl CertificateInfo {
+    /// Reads the certificate's facts from its DER encoding.
+    pub fn from_der(der: &[u8]) -> Self {
+        let digest = Sha256::digest(der);
+        let mut sha256 = String::from("sha256:");
+        for (i, b) in digest.iter().enumerate() {
+            if i > 0 {
+                sha256.push(':');
+            }
+            let _ = write!(sha256, "{b:02X}");
+        }
+        let parsed = parse_tbs(der);
+        let unknown = || "(could not be read)".to_owned();
+        match parsed {
+            Some(p) => Self {
+                subject: p.subject,
+                issuer: p.issuer,
+                not_before: p.not_before,
+                not_after: p.not_after,
+                sha256,
+            },
+            None => Self {
+                subject: unknown(),
+                issuer: unknown(),
+                not_before: unknown(),
+                not_after: unknown(),
+                sha256,
+            },
+        }
+    }
+}
+
+struct Tbs {
+    subject: String,
+    issuer: String,
+    not_before: String,
+    not_after: String,
+}
+
+/// A DER element: tag and contents.
+struct Tlv<'a> {
+    tag: u8,
+    body: &'a [u8],
+}
+
+/// Reads one DER element from the front of `input`, returning it and the rest.
+fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&len0, mut rest) = rest.split_first()?;
+    let len = if len0 < 0x80 {
+        len0 as usize
+    } else {
+        let n = (len0 & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        rest = &rest[n..];
+        len
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((
+        Tlv {
+            tag,
+            body: &rest[..len],
+        },
+        &rest[len..],
+    ))
+}
+
+fn parse_tbs(der: &[u8]) -> Option<Tbs> {
+    let (cert, _) = read_tlv(der)?;
+    let (tbs, _) = read_tlv(cert.body)?;
+    let mut rest = tbs.body;
+    let (mut el, mut next) = read_tlv(rest)?;
+    if el.tag == 0xA0 {
+        // [0] version
+        rest = next;
+        (el, next) = read_tlv(rest)?;
+    }
+    // serialNumber
+    if el.tag != 0x02 {
+        return None;
+    }
+    let (_sig_alg, next) = read_tlv(next)?;
+    let (issuer, next) = read_tlv(next)?;
+    let (validity, next) = read_tlv(next)?;
+    let (subject, _) = read_tlv(next)?;
+    let (nb, vrest) = read_tlv(validity.body)?;
+    let (na, _) = read_tlv(vrest)?;
+    Some(Tbs {
+        subject: name(subject.body)?,
+        issuer: name(issuer.body)?,
+        not_before: time(&nb)?,
+        not_after: time(&na)?,
+    })
+}
+
+fn name(mut rdns: &[u8]) -> Option<String> {
+    let mut parts = Vec::new();
+    while !rdns.is_empty() {
+        let (set, rest) = read_tlv(rdns)?;
+        rdns = rest;
+        let mut attrs = set.body;
+        while !attrs.is_empty() {
+            let (atv, rest) = read_tlv(attrs)?;
+            attrs = rest;
+            let (oid, vrest) = read_tlv(atv.body)?;
+            let (value, _) = read_tlv(vrest)?;
+            let label = match oid.body {
+                [0x55, 0x04, 0x03] => "CN".to_owned(),
+                [0x55, 0x04, 0x06] => "C".to_owned(),
+                [0x55, 0x04, 0x07] => "L".to_owned(),
+                [0x55, 0x04, 0x08] => "ST".to_owned(),
+                [0x55, 0x04, 0x0A] => "O".to_owned(),
+                [0x55, 0x04, 0x0B] => "OU".to_owned(),
+                [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x01] => "emailAddress".to_owned(),
+                other => oid_string(other),
+            };
+            let text = match value.tag {
+                // BMPString: UTF-16BE
+                0x1E => String::from_utf16_lossy(
+                    &value
+                        .body
+                        .chunks(2)
+                        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => String::from_utf8_lossy(value.body).into_owned(),
+            };
+            let text: String = text.chars().flat_map(char::escape_default).collect();
+            parts.push(format!("{label}={text}"));
+        }
+    }
+    Some(parts.join(", "))
+}
+
+fn oid_string(body: &[u8]) -> String {
+    let mut out = String::new();
+    let mut value: u64 = 0;
+    for (i, &b) in body.iter().enumerate() {
+        value = (value << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if out.is_empty() && i < body.len() {
+                let (a, b) = if value < 80 {
+                    (value / 40, value % 40)
+                } else {
+                    (2, value - 80)
+                };
+                let _ = write!(out, "{a}.{b}");
+            } else {
+                let _ = write!(out, ".{value}");
+            }
+            value = 0;
+        }
+    }
+    out
+}
+
+fn time(el: &Tlv<'_>) -> Option<String> {
+    let s = std::str::from_utf8(el.body).ok()?;
+    let (year, rest) = match el.tag {
+        0x17 if s.len() >= 12 => {
+            let yy: u32 = s[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
+        }
+        0x18 if s.len() >= 14 => (s[..4].parse().ok()?, &s[4..]),
+        _ => return None,
+    };
+    let d = |i: usize| rest.get(i..i + 2);
+    Some(format!(
+        "{year}-{}-{} {}:{}:{} UTC",
+        d(0)?,
+        d(2)?,
+        d(4)?,
+        d(6)?,
+        d(8)?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oid_strings() {
+        assert_eq!(oid_string(&[0x55, 0x04, 0x03]), "2.5.4.3");
+        assert_eq!(
+            oid_string(&[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x01]),
+            "1.2.840.113549.1.9.1"
+        );
+    }
+
+    #[test]
+    fn garbage_der_gives_a_fingerprint_and_no_panic() {
+        for len in 0..40 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 0x30) as u8).collect();
+            let info = CertificateInfo::from_der(&junk);
+            assert!(info.sha256.starts_with("sha256:"));
+        }
+    }
+}
