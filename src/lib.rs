@@ -1,2 +1,3 @@
 //! popsync: downloads new mail from POP3 servers into local mailboxes exactly once.
 pub mod pop3;
+pub mod config;

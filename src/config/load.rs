@@ -1,0 +1,775 @@
+//! Reading the TOML file and checking every key, collecting all problems.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::secret::PasswordSource;
+use super::{
+    Account, Config, DEFAULT_FORGET_AFTER, DEFAULT_TIMEOUT, Retention, default_state_dir,
+    expand_path, parse_duration,
+};
+use crate::pop3::{AuthMethod, Secret, Security, TlsOptions};
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line and column, where known.
+    pub position: Option<(usize, usize)>,
+    pub account: Option<String>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        f.write_str(": ")?;
+        match (&self.account, &self.key) {
+            (Some(a), Some(k)) => write!(f, "account {a:?}, key `{k}`: ")?,
+            (Some(a), None) => write!(f, "account {a:?}: ")?,
+            (None, Some(k)) => write!(f, "key `{k}`: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read { file: PathBuf, source: std::io::Error },
+    /// The file was read but has problems (syntax or content); all of them are listed.
+    Invalid(Vec<Problem>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { file, source } if source.kind() == std::io::ErrorKind::NotFound => write!(
+                f,
+                "no configuration file at {} (create one from config.example.toml, or pass --config FILE)",
+                file.display()
+            ),
+            Self::Read { file, source } => {
+                write!(f, "cannot read configuration file {}: {source}", file.display())
+            }
+            Self::Invalid(problems) => {
+                let n = problems.len();
+                write!(
+                    f,
+                    "{n} problem{} in the configuration:",
+                    if n == 1 { "" } else { "s" }
+                )?;
+                for p in problems {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const TOP_KEYS: &[&str] = &["state-dir", "defaults", "account"];
+const ACCOUNT_KEYS: &[&str] = &[
+    "name",
+    "host",
+    "port",
+    "security",
+    "ca-file",
+    "username",
+    "password",
+    "password-command",
+    "auth",
+    "maildir",
+    "retention",
+    "timeout",
+    "forget-after",
+];
+
+pub(super) fn load(file: &Path, state_dir_override: Option<PathBuf>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
+    let mut config = parse(&text, file, state_dir_override)?;
+    check_permissions(file, &config.accounts, &text)?;
+    config.file = absolute(file);
+    Ok(config)
+}
+
+fn absolute(file: &Path) -> PathBuf {
+    std::path::absolute(file).unwrap_or_else(|_| file.to_owned())
+}
+
+struct Checker<'a> {
+    file: PathBuf,
+    text: &'a str,
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    fn problem(&mut self, at: Option<usize>, account: Option<&str>, key: Option<&str>, message: impl Into<String>) {
+        let position = at.map(|o| self.position(o));
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            position,
+            account: account.map(str::to_owned),
+            key: key.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, known: &[&str], account: Option<&str>) {
+        let name = key.get_ref().as_ref();
+        let hint = closest(name, known)
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_else(|| format!(" (known keys: {})", known.join(", ")));
+        self.problem(Some(key.span().start), account, Some(name), format!("unknown key{hint}"));
+    }
+}
+
+/// Looks up `key` in the account table, then in `[defaults]`.
+struct Layered<'t, 'i> {
+    account: &'t DeTable<'i>,
+    defaults: Option<&'t DeTable<'i>>,
+}
+
+impl<'t, 'i> Layered<'t, 'i> {
+    fn get(&self, key: &str) -> Option<(&'t Spanned<DeValue<'i>>, bool)> {
+        self.account
+            .get(key)
+            .map(|v| (v, false))
+            .or_else(|| self.defaults.and_then(|d| d.get(key)).map(|v| (v, true)))
+    }
+}
+
+pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>) -> Result<Config, ConfigError> {
+    let base = file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(absolute)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut c = Checker {
+        file: file.to_owned(),
+        text,
+        base,
+        problems: Vec::new(),
+    };
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        for e in errors {
+            let at = e.span().map(|s| s.start);
+            let message = format!("TOML syntax error: {}", e.message().trim());
+            c.problem(at, None, None, message);
+        }
+        return Err(ConfigError::Invalid(c.problems));
+    }
+    let root = root.into_inner();
+
+    for key in root.keys() {
+        if !TOP_KEYS.contains(&key.get_ref().as_ref()) {
+            if ACCOUNT_KEYS.contains(&key.get_ref().as_ref()) {
+                let name = key.get_ref().to_string();
+                c.problem(
+                    Some(key.span().start),
+                    None,
+                    Some(&name),
+                    "account keys belong in an [[account]] section or in [defaults]",
+                );
+            } else {
+                c.unknown_key(key, TOP_KEYS, None);
+            }
+        }
+    }
+
+    let mut state_dir = None;
+    if let Some(v) = root.get("state-dir") {
+        if let Some(s) = string(&mut c, v, None, "state-dir") {
+            match expand_path(s, &c.base.clone()) {
+                Ok(p) => state_dir = Some(p),
+                Err(e) => c.problem(Some(v.span().start), None, Some("state-dir"), e),
+            }
+        }
+    }
+
+    let defaults = match root.get("defaults") {
+        None => None,
+        Some(v) => match v.get_ref() {
+            DeValue::Table(t) => {
+                for key in t.keys() {
+                    let k = key.get_ref().as_ref();
+                    if k == "name" {
+                        c.problem(Some(key.span().start), None, Some("name"), "[defaults] cannot set an account's name");
+                    } else if !ACCOUNT_KEYS.contains(&k) {
+                        c.unknown_key(key, ACCOUNT_KEYS, None);
+                    }
+                }
+                Some(t)
+            }
+            _ => {
+                c.problem(Some(v.span().start), None, Some("defaults"), "must be a table: [defaults]");
+                None
+            }
+        },
+    };
+
+    let mut accounts = Vec::new();
+    match root.get("account") {
+        None => c.problem(
+            None,
+            None,
+            None,
+            "no accounts: add an [[account]] section (see config.example.toml)",
+        ),
+        Some(v) => match v.get_ref() {
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item.get_ref() {
+                        DeValue::Table(t) => {
+                            if let Some(a) = account(&mut c, i, item.span().start, t, defaults) {
+                                accounts.push(a);
+                            }
+                        }
+                        _ => c.problem(Some(item.span().start), None, Some("account"), "each account must be a table"),
+                    }
+                }
+            }
+            DeValue::Table(_) => c.problem(
+                Some(v.span().start),
+                None,
+                Some("account"),
+                "accounts are written [[account]], with double brackets",
+            ),
+            _ => c.problem(Some(v.span().start), None, Some("account"), "must be [[account]] sections"),
+        },
+    }
+
+    // Names must be unique: they key the state database and the locks.
+    for (i, a) in accounts.iter().enumerate() {
+        if accounts[..i].iter().any(|b| b.name == a.name) {
+            c.problem(None, Some(&a.name), Some("name"), "two accounts have this name; names must be unique");
+        }
+    }
+
+    let state_dir = state_dir_override
+        .or(state_dir)
+        .or_else(default_state_dir);
+    let Some(state_dir) = state_dir else {
+        c.problem(None, None, Some("state-dir"), "cannot find a default state directory; set state-dir");
+        return Err(ConfigError::Invalid(c.problems));
+    };
+
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
+        return Err(ConfigError::Invalid(c.problems));
+    }
+    Ok(Config {
+        file: file.to_owned(),
+        state_dir,
+        accounts,
+    })
+}
+
+fn string<'v>(c: &mut Checker<'_>, v: &'v Spanned<DeValue<'_>>, account: Option<&str>, key: &str) -> Option<&'v str> {
+    match v.get_ref() {
+        DeValue::String(s) => Some(s.as_ref()),
+        other => {
+            c.problem(
+                Some(v.span().start),
+                account,
+                Some(key),
+                format!("must be a string in quotes, not {}", other.type_str()),
+            );
+            None
+        }
+    }
+}
+
+fn account(
+    c: &mut Checker<'_>,
+    index: usize,
+    at: usize,
+    table: &DeTable<'_>,
+    defaults: Option<&DeTable<'_>>,
+) -> Option<Account> {
+    let before = c.problems.len();
+    // The name first, so that every other problem can name the account.
+    let label = format!("#{}", index + 1);
+    let name = match table.get("name") {
+        None => {
+            c.problem(Some(at), Some(&label), Some("name"), "missing: every account needs a name");
+            label.clone()
+        }
+        Some(v) => match string(c, v, Some(&label), "name") {
+            Some(n) if valid_name(n) => n.to_owned(),
+            Some(n) => {
+                c.problem(
+                    Some(v.span().start),
+                    Some(n),
+                    Some("name"),
+                    "names may use letters, digits and . _ @ + - (starting with a letter or digit, at most 64 characters)",
+                );
+                n.to_owned()
+            }
+            None => label.clone(),
+        },
+    };
+    let acct = Some(name.as_str());
+    for key in table.keys() {
+        if !ACCOUNT_KEYS.contains(&key.get_ref().as_ref()) {
+            c.unknown_key(key, ACCOUNT_KEYS, acct);
+        }
+    }
+    let layers = Layered {
+        account: table,
+        defaults,
+    };
+    let base = c.base.clone();
+
+    let str_key = |c: &mut Checker<'_>, key: &str| -> Option<(&str, usize)> {
+        let (v, _) = layers.get(key)?;
+        string(c, v, acct, key).map(|s| (s, v.span().start))
+    };
+    let required = |c: &mut Checker<'_>, key: &str, what: &str| -> Option<(String, usize)> {
+        match str_key(c, key) {
+            Some((s, at)) if !s.trim().is_empty() => Some((s.to_owned(), at)),
+            Some((_, at)) => {
+                c.problem(Some(at), acct, Some(key), "must not be empty");
+                None
+            }
+            None => {
+                if layers.get(key).is_none() {
+                    c.problem(Some(at), acct, Some(key), format!("missing: {what}"));
+                }
+                None
+            }
+        }
+    };
+
+    let host = required(c, "host", "the POP3 server's host name, e.g. host = \"pop.example.net\"");
+    if let Some((h, at)) = &host
+        && h.chars().any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')
+    {
+        c.problem(Some(*at), acct, Some("host"), "a host name cannot contain spaces or slashes");
+    }
+
+    let security = match str_key(c, "security") {
+        None => Security::Tls,
+        Some((s, at)) => match s {
+            "tls" => Security::Tls,
+            "starttls" => Security::StartTls,
+            "dangerous-plaintext" => Security::DangerousPlaintext,
+            _ => {
+                c.problem(Some(at), acct, Some("security"), format!("{s:?} is not one of \"tls\", \"starttls\", \"dangerous-plaintext\""));
+                Security::Tls
+            }
+        },
+    };
+
+    let port = match layers.get("port") {
+        None => security.default_port(),
+        Some((v, _)) => match v.get_ref() {
+            DeValue::Integer(i) => match i.as_str().parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    c.problem(Some(v.span().start), acct, Some("port"), format!("must be a number from 1 to 65535, not {}", i.as_str()));
+                    0
+                }
+            },
+            other => {
+                c.problem(Some(v.span().start), acct, Some("port"), format!("must be a number (no quotes), not {}", other.type_str()));
+                0
+            }
+        },
+    };
+
+    let ca_file = match str_key(c, "ca-file") {
+        None => None,
+        Some((s, at)) => match expand_path(s, &base) {
+            Err(e) => {
+                c.problem(Some(at), acct, Some("ca-file"), e);
+                None
+            }
+            Ok(p) => {
+                match std::fs::read(&p) {
+                    Err(e) => c.problem(Some(at), acct, Some("ca-file"), format!("cannot read {}: {e}", p.display())),
+                    Ok(bytes) => {
+                        if let Err(e) = (TlsOptions { extra_roots: vec![bytes] }).validate() {
+                            c.problem(Some(at), acct, Some("ca-file"), format!("{}: {e}", p.display()));
+                        }
+                    }
+                }
+                Some(p)
+            }
+        },
+    };
+
+    let username = required(c, "username", "the login name, e.g. username = \"me@example.net\"");
+
+    let password = match (layers.get("password"), layers.get("password-command")) {
+        (Some((p, p_def)), Some((pc, pc_def))) if p_def == pc_def => {
+            let at = p.span().start.max(pc.span().start);
+            c.problem(Some(at), acct, Some("password"), "set either `password` or `password-command`, not both");
+            None
+        }
+        // One in the account, one in [defaults]: the account's wins.
+        (Some((p, false)), _) | (Some((p, true)), None) => {
+            string(c, p, acct, "password").map(|s| PasswordSource::Inline(Secret::new(s)))
+        }
+        (_, Some((pc, _))) => match pc.get_ref() {
+            DeValue::Array(items) => {
+                let mut argv = Vec::new();
+                for item in items.iter() {
+                    if let Some(s) = string(c, item, acct, "password-command") {
+                        argv.push(s.to_owned());
+                    }
+                }
+                if items.is_empty() || argv.first().is_some_and(|a| a.is_empty()) {
+                    c.problem(Some(pc.span().start), acct, Some("password-command"), "must name a program, e.g. [\"pass\", \"show\", \"mail/home\"]");
+                    None
+                } else if argv.len() == items.len() {
+                    Some(PasswordSource::Command(argv))
+                } else {
+                    None
+                }
+            }
+            DeValue::String(_) => {
+                c.problem(
+                    Some(pc.span().start),
+                    acct,
+                    Some("password-command"),
+                    "must be a list of program and arguments, e.g. [\"pass\", \"show\", \"mail/home\"] (it is not run by a shell)",
+                );
+                None
+            }
+            other => {
+                c.problem(Some(pc.span().start), acct, Some("password-command"), format!("must be a list of strings, not {}", other.type_str()));
+                None
+            }
+        },
+        (None, None) => {
+            c.problem(Some(at), acct, Some("password"), "missing: set `password` or `password-command`");
+            None
+        }
+    };
+
+    let auth = match str_key(c, "auth") {
+        None => None,
+        Some((s, at)) => match s {
+            "auto" => None,
+            "user" => Some(AuthMethod::User),
+            "apop" => Some(AuthMethod::Apop),
+            "plain" => Some(AuthMethod::Plain),
+            _ => {
+                c.problem(Some(at), acct, Some("auth"), format!("{s:?} is not one of \"auto\", \"user\", \"apop\", \"plain\""));
+                None
+            }
+        },
+    };
+    if security == Security::DangerousPlaintext && matches!(auth, Some(AuthMethod::User | AuthMethod::Plain)) {
+        tracing::warn!("account {name}: the password will cross the network unencrypted (security = \"dangerous-plaintext\")");
+    }
+
+    let maildir = match required(c, "maildir", "where to deliver, e.g. maildir = \"~/Mail/inbox\"") {
+        None => None,
+        Some((s, at)) => match expand_path(&s, &base) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.problem(Some(at), acct, Some("maildir"), e);
+                None
+            }
+        },
+    };
+
+    let retention = match str_key(c, "retention") {
+        None => Retention::Keep,
+        Some((s, at)) => match s {
+            "keep" => Retention::Keep,
+            "delete" => Retention::Delete,
+            other => match parse_duration(other) {
+                Ok(d) => Retention::After(d),
+                Err(e) => {
+                    c.problem(Some(at), acct, Some("retention"), format!("must be \"keep\", \"delete\" or a duration such as \"14d\": {e}"));
+                    Retention::Keep
+                }
+            },
+        },
+    };
+
+    let duration_key = |c: &mut Checker<'_>, key: &str, default: Duration, min: Duration| -> Duration {
+        match str_key(c, key) {
+            None => default,
+            Some((s, at)) => match parse_duration(s) {
+                Ok(d) if d >= min => d,
+                Ok(_) => {
+                    c.problem(Some(at), acct, Some(key), format!("must be at least {}", super::format_duration(min)));
+                    default
+                }
+                Err(e) => {
+                    c.problem(Some(at), acct, Some(key), e);
+                    default
+                }
+            },
+        }
+    };
+    let timeout = duration_key(c, "timeout", DEFAULT_TIMEOUT, Duration::from_millis(100));
+    let forget_after = duration_key(c, "forget-after", DEFAULT_FORGET_AFTER, Duration::ZERO);
+
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(Account {
+        name,
+        host: host?.0,
+        port,
+        security,
+        ca_file,
+        username: username?.0,
+        password: password?,
+        auth,
+        maildir: maildir?,
+        retention,
+        timeout,
+        forget_after,
+    })
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+}
+
+/// The known key closest to a misspelt one, if it is close enough to be a likely typo.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// A file holding a password must not be readable by group or others.
+#[cfg(unix)]
+fn check_permissions(file: &Path, accounts: &[Account], _text: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let with_password: Vec<&str> = accounts
+        .iter()
+        .filter(|a| matches!(a.password, PasswordSource::Inline(_)))
+        .map(|a| a.name.as_str())
+        .collect();
+    if with_password.is_empty() {
+        return Ok(());
+    }
+    let mode = match std::fs::metadata(file) {
+        Ok(m) => m.permissions().mode(),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                file: file.to_owned(),
+                source,
+            });
+        }
+    };
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Invalid(vec![Problem {
+            file: file.to_owned(),
+            position: None,
+            account: None,
+            key: None,
+            message: format!(
+                "holds a password (account {}) but can be read by {} (mode {:04o}); \
+                 make it private with: chmod 600 '{}' \
+                 (or use password-command to keep the password elsewhere)",
+                with_password.join(", "),
+                if mode & 0o007 != 0 { "anyone on this machine" } else { "its group" },
+                mode & 0o7777,
+                file.display()
+            ),
+        }]));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_file: &Path, _accounts: &[Account], _text: &str) -> Result<(), ConfigError> {
+    // Windows ACLs on the user's profile directory keep other users out by default.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/home/u/.config/popsync/config.toml"), Some("/tmp/state".into()))
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse_str(text) {
+            Err(ConfigError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = r#"
+[defaults]
+retention = "14d"
+timeout = "30s"
+
+[[account]]
+name = "home"
+host = "pop.example.net"
+username = "me"
+password = "secret"
+maildir = "~/Mail/home"
+
+[[account]]
+name = "work"
+host = "mail.example.com"
+security = "starttls"
+username = "me@example.com"
+password-command = ["pass", "show", "work"]
+maildir = "Mail/work"
+retention = "keep"
+auth = "plain"
+"#;
+
+    #[test]
+    fn a_good_config_gets_defaults_applied() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
+        let [home, work] = &c.accounts[..] else { panic!() };
+        assert_eq!(home.port, 995);
+        assert_eq!(home.security, Security::Tls);
+        assert_eq!(home.retention, Retention::After(Duration::from_secs(14 * 86_400)));
+        assert_eq!(home.timeout, Duration::from_secs(30));
+        assert!(home.maildir.is_absolute() && home.maildir.ends_with("Mail/home"));
+        assert_eq!(work.port, 110);
+        assert_eq!(work.retention, Retention::Keep);
+        assert_eq!(work.auth, Some(AuthMethod::Plain));
+        assert_eq!(work.maildir, PathBuf::from("/home/u/.config/popsync/Mail/work"));
+        assert!(matches!(&work.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"]));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_line_account_and_key() {
+        let p = problems(
+            r#"
+[[account]]
+name = "home"
+host = "pop.example.net"
+port = 99999
+security = "ssl"
+username = "me"
+pasword = "x"
+maildir = "~/Mail"
+retention = "sometimes"
+
+[[account]]
+host = "b"
+"#,
+        );
+        let all = p.join("\n");
+        assert!(all.contains(r#"config.toml:5:8: account "home", key `port`: must be a number from 1 to 65535, not 99999"#), "{all}");
+        assert!(all.contains(r#"config.toml:6:12: account "home", key `security`: "ssl" is not one of"#), "{all}");
+        assert!(all.contains(r#"config.toml:8:1: account "home", key `pasword`: unknown key (did you mean `password`?)"#), "{all}");
+        assert!(all.contains(r#"account "home", key `password`: missing"#), "{all}");
+        assert!(all.contains(r#"account "home", key `retention`: must be "keep", "delete" or a duration"#), "{all}");
+        assert!(all.contains(r##"account "#2", key `name`: missing"##), "{all}");
+        assert!(all.contains(r##"account "#2", key `username`: missing"##), "{all}");
+        assert!(all.contains(r##"account "#2", key `maildir`: missing"##), "{all}");
+        assert_eq!(p.len(), 9, "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let p = problems("[[account]]\nname = \"x\nhost = 1\n");
+        assert!(p[0].starts_with("/home/u/.config/popsync/config.toml:2:"), "{p:?}");
+        assert!(p[0].contains("TOML syntax error"), "{p:?}");
+    }
+
+    #[test]
+    fn single_bracket_account_is_explained() {
+        let p = problems("[account]\nname = \"x\"\n");
+        assert!(p[0].contains("double brackets"), "{p:?}");
+    }
+
+    #[test]
+    fn both_password_sources_are_refused() {
+        let p = problems(
+            "[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword='p'\npassword-command=['x']\n",
+        );
+        assert!(p[0].contains("not both"), "{p:?}");
+    }
+
+    #[test]
+    fn password_command_must_be_a_list() {
+        let p = problems(
+            "[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword-command='pass show x'\n",
+        );
+        assert!(p[0].contains("not run by a shell"), "{p:?}");
+    }
+
+    #[test]
+    fn duplicate_and_bad_names() {
+        let base = "host='h'\nusername='u'\nmaildir='/m'\npassword='p'\n";
+        let p = problems(&format!("[[account]]\nname='a'\n{base}[[account]]\nname='a'\n{base}[[account]]\nname='../x'\n{base}"));
+        let all = p.join("\n");
+        assert!(all.contains("names must be unique"), "{all}");
+        assert!(all.contains(r#"account "../x", key `name`: names may use"#), "{all}");
+    }
+
+    #[test]
+    fn keys_at_top_level_are_pointed_to_the_right_place() {
+        let p = problems("host = 'x'\n[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword='p'\n");
+        assert!(p[0].contains("belong in an [[account]] section"), "{p:?}");
+    }
+
+    #[test]
+    fn no_accounts() {
+        let p = problems("state-dir = '/x'\n");
+        assert!(p[0].contains("no accounts"), "{p:?}");
+    }
+
+    #[test]
+    fn closest_key_suggestions() {
+        assert_eq!(closest("pasword", ACCOUNT_KEYS), Some("password"));
+        assert_eq!(closest("mail-dir", ACCOUNT_KEYS), Some("maildir"));
+        assert_eq!(closest("zzzzzz", ACCOUNT_KEYS), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! Configuration: where it is found, what it may say, and what it means.
+//!
+//! The TOML file is parsed with spans, then every key is checked by hand, so that one run
+//! reports *every* problem at once, each naming the file, line and column, the account and
+//! the key (with a "did you mean" for misspelt keys). What comes out is a validated
+//! [`Config`]: paths expanded and absolute, durations parsed, defaults applied, exactly one
+//! password source per account. A file that holds a password and can be read by group or
+//! others is refused.
+//!
+//! Lookup order for the file: `--config FILE`, then `$POPSYNC_CONFIG`, then the platform's
+//! config directory (`~/.config/popsync/config.toml` on Linux). The state directory:
+//! `$POPSYNC_STATE_DIR`, then `state-dir` in the file, then the platform's state directory
+//! (`~/.local/state/popsync` on Linux).
+
+mod duration;
+mod load;
+pub mod secret;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+pub use load::{ConfigError, Problem};
+pub use secret::PasswordSource;
+
+use crate::pop3::{AuthMethod, Security};
+
+/// The environment variable naming the config file.
+pub const CONFIG_ENV: &str = "POPSYNC_CONFIG";
+/// The environment variable naming the state directory (overrides `state-dir`).
+pub const STATE_DIR_ENV: &str = "POPSYNC_STATE_DIR";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Where the state database and lock files live.
+    pub state_dir: PathBuf,
+    pub accounts: Vec<Account>,
+}
+
+/// What happens to messages on the server after they were downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Leave them on the server (the default).
+    Keep,
+    /// Delete them from the server once they are safely stored.
+    Delete,
+    /// Delete them this long after they were downloaded.
+    After(Duration),
+}
+
+/// One POP3 account, fully validated.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password: PasswordSource,
+    /// The login method, `None` for automatic.
+    pub auth: Option<AuthMethod>,
+    pub maildir: PathBuf,
+    pub retention: Retention,
+    /// Limit for connecting, the TLS handshake and waiting for each response.
+    pub timeout: Duration,
+    /// How long a message may be missing from the server's listing before popsync forgets
+    /// it (so that a server that briefly lists nothing does not cause a re-download).
+    pub forget_after: Duration,
+}
+
+/// Default response timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default grace period before a vanished message is forgotten.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 86_400);
+
+impl Config {
+    /// Reads and validates `file`. `state_dir_override` is `$POPSYNC_STATE_DIR`, if set.
+    pub fn load(file: &Path, state_dir_override: Option<PathBuf>) -> Result<Self, ConfigError> {
+        load::load(file, state_dir_override)
+    }
+
+    /// Validates configuration text as if it had been read from `file`.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        state_dir_override: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        load::parse(text, file, state_dir_override)
+    }
+
+    /// The accounts named in `names`, or all of them if `names` is empty. Unknown names are
+    /// an error listing the known ones.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Account>, String> {
+        if names.is_empty() {
+            return Ok(self.accounts.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.accounts.iter().find(|a| &a.name == n).ok_or_else(|| {
+                    let known: Vec<_> = self.accounts.iter().map(|a| a.name.as_str()).collect();
+                    format!(
+                        "no account named {n:?} in {} (accounts: {})",
+                        self.file.display(),
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The config file to use: `explicit` (from `--config`), else `$POPSYNC_CONFIG`, else the
+/// platform default.
+pub fn config_path(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    project_dirs()
+        .map(|d| d.config_dir().join("config.toml"))
+        .ok_or_else(|| "cannot find the home directory; pass --config FILE".to_owned())
+}
+
+/// The platform's default state directory.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let dirs = project_dirs()?;
+    Some(
+        dirs.state_dir()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| dirs.data_local_dir().to_owned()),
+    )
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "popsync")
+}
+
+/// Expands a leading `~` and makes a relative path relative to `base` (the directory of
+/// the config file), so the meaning of a path does not depend on where popsync was started.
+pub fn expand_path(raw: &str, base: &Path) -> Result<PathBuf, String> {
+    let path = if raw == "~" || raw.starts_with("~/") || raw.starts_with("~\\") {
+        let home = directories::BaseDirs::new()
+            .map(|b| b.home_dir().to_owned())
+            .ok_or("cannot expand ~: no home directory")?;
+        if raw.len() > 2 {
+            home.join(&raw[2..])
+        } else {
+            home
+        }
+    } else if raw.starts_with('~') {
+        return Err(format!(
+            "{raw:?}: only ~ and ~/ are expanded (not ~user)"
+        ));
+    } else {
+        PathBuf::from(raw)
+    };
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    })
+}

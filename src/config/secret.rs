@@ -1,0 +1,160 @@
+//! Where an account's password comes from, and getting it.
+//!
+//! A password is either written in the config file or printed by a command the user names
+//! as an argv list (never run through a shell). The command's first line of output is the
+//! password; it runs with a time limit, and when it fails its stderr is shown so the user
+//! can see why (a locked password store, say).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::pop3::Secret;
+
+#[derive(Debug, Clone)]
+pub enum PasswordSource {
+    /// Written in the config file.
+    Inline(Secret),
+    /// Printed by this command (program and arguments).
+    Command(Vec<String>),
+}
+
+/// Why the password could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password command {program:?} could not be started")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("password command {program:?} did not finish within {}s", .after.as_secs())]
+    Timeout { program: String, after: Duration },
+    #[error("password command {program:?} failed ({status}){}", stderr_note(.stderr))]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("password command {program:?} printed no password")]
+    Empty { program: String },
+}
+
+fn stderr_note(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        let s: String = s.chars().take(500).collect();
+        format!(": {s}")
+    }
+}
+
+/// How long a password command may take.
+pub const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl PasswordSource {
+    /// Gets the password, running the command if there is one.
+    pub async fn resolve(&self) -> Result<Secret, PasswordError> {
+        match self {
+            Self::Inline(s) => Ok(s.clone()),
+            Self::Command(argv) => run_password_command(argv, PASSWORD_COMMAND_TIMEOUT).await,
+        }
+    }
+}
+
+async fn run_password_command(argv: &[String], limit: Duration) -> Result<Secret, PasswordError> {
+    let program = argv[0].clone();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| PasswordError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let work = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        // Bounded: a password is short; a runaway command must not fill memory.
+        let mut limited_out = (&mut stdout).take(64 * 1024);
+        let mut limited_err = (&mut stderr).take(64 * 1024);
+        let (r1, r2) = tokio::join!(
+            limited_out.read_to_end(&mut out),
+            limited_err.read_to_end(&mut err)
+        );
+        let _ = (r1, r2);
+        let status = child.wait().await;
+        (out, err, status)
+    };
+    let (out, err, status) = tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| PasswordError::Timeout {
+            program: program.clone(),
+            after: limit,
+        })?;
+    let status = status.map_err(|source| PasswordError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(PasswordError::Failed {
+            program,
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out);
+    let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if first.is_empty() {
+        return Err(PasswordError::Empty { program });
+    }
+    Ok(Secret::new(first))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn first_line_of_output_is_the_password() {
+        let s = run_password_command(&argv(&["printf", "hunter2\\nignored\\n"]), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[tokio::test]
+    async fn failure_shows_stderr_but_not_stdout() {
+        let e = run_password_command(
+            &argv(&["sh", "-c", "echo leaked-secret; echo 'store is locked' >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("store is locked") && msg.contains("exit status: 3"), "{msg}");
+        assert!(!msg.contains("leaked-secret"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_and_timeout() {
+        let e = run_password_command(&argv(&["/nonexistent/pw"]), Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(e, PasswordError::Spawn { .. }), "{e}");
+        let e = run_password_command(&argv(&["sleep", "10"]), Duration::from_millis(200)).await.unwrap_err();
+        assert!(matches!(e, PasswordError::Timeout { .. }), "{e}");
+        let e = run_password_command(&argv(&["true"]), Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(e, PasswordError::Empty { .. }), "{e}");
+    }
+}
