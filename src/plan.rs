@@ -1,0 +1,300 @@
+//! The pure heart of a poll: from the server's listing, what popsync already knows, the
+//! account's retention policy and the time, decide what to download, what to delete and
+//! what to forget. No I/O, so every rule is tested directly.
+//!
+//! The rules:
+//!
+//! - a unique-id popsync has never seen is downloaded (or, with `--mark-seen`, only
+//!   recorded);
+//! - only messages popsync *delivered* are ever deleted, and only when the retention policy
+//!   says so: `delete` at once, `"14d"` fourteen days after delivery, `keep` never. A message
+//!   already marked delete-pending by an interrupted session is deleted again without being
+//!   downloaded again;
+//! - if the server lists a unique-id more than once, messages cannot be told apart, so no
+//!   message is deleted in that session (and each duplicate is downloaded once);
+//! - a known unique-id missing from the listing is remembered as missing from that moment,
+//!   and forgotten only once it has been missing for the grace period — a server that lists
+//!   nothing for a while does not cause everything to be downloaded again.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::config::Retention;
+use crate::pop3::{MsgNum, UidlEntry};
+use crate::store::{Known, MessageState, Uid};
+
+/// The account's policy for one session.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub retention: Retention,
+    pub forget_after: Duration,
+    /// Record new messages as seen instead of downloading them.
+    pub mark_seen: bool,
+}
+
+/// A listed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed<'a> {
+    pub msg: MsgNum,
+    pub uid: &'a [u8],
+}
+
+/// What one session will do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// New messages to download, in server order.
+    pub fetch: Vec<Listed<'a>>,
+    /// New messages to record as seen without downloading.
+    pub mark_seen: Vec<&'a [u8]>,
+    /// Delivered messages to delete from the server now.
+    pub delete: Vec<Listed<'a>>,
+    /// Messages left delete-pending by an earlier session that the policy no longer deletes.
+    pub undelete: Vec<&'a [u8]>,
+    /// Known messages listed again after having been missing.
+    pub relisted: Vec<&'a [u8]>,
+    /// Known messages missing from the listing for the first time.
+    pub unlisted: Vec<&'a [u8]>,
+    /// Messages missing for longer than the grace period: forget them.
+    pub forget: Vec<&'a [u8]>,
+    /// How many listing entries repeat an earlier unique-id.
+    pub duplicates: usize,
+    /// Messages deleted earlier that the server still lists (it ignored the deletion).
+    pub still_listed_after_delete: usize,
+}
+
+impl Plan<'_> {
+    /// Deletion is off for this session because unique-ids are not unique.
+    pub fn deletion_refused(&self) -> bool {
+        self.duplicates > 0
+    }
+}
+
+/// Whether a message delivered at `delivered_at` (unix seconds) is due for deletion.
+pub fn due_for_deletion(retention: Retention, delivered_at: Option<i64>, now: i64) -> bool {
+    match retention {
+        Retention::Keep => false,
+        Retention::Delete => true,
+        Retention::After(age) => {
+            delivered_at.is_some_and(|at| now.saturating_sub(at) >= age.as_secs() as i64)
+        }
+    }
+}
+
+/// Makes the plan for one session. `now` is unix seconds.
+pub fn plan<'a>(
+    listing: &'a [UidlEntry],
+    known: &'a HashMap<Uid, Known>,
+    policy: &Policy,
+    now: i64,
+) -> Plan<'a> {
+    let mut p = Plan::default();
+    let mut listed: HashSet<&[u8]> = HashSet::with_capacity(listing.len());
+    let mut delete = Vec::new();
+    for entry in listing {
+        let uid = entry.uid.as_slice();
+        if !listed.insert(uid) {
+            p.duplicates += 1;
+            continue;
+        }
+        let here = Listed { msg: entry.msg, uid };
+        match known.get(uid) {
+            None if policy.mark_seen => p.mark_seen.push(uid),
+            None => p.fetch.push(here),
+            Some(k) => {
+                if k.unlisted_since.is_some() {
+                    p.relisted.push(uid);
+                }
+                match k.state {
+                    MessageState::Delivered | MessageState::DeletePending => {
+                        if due_for_deletion(policy.retention, k.delivered_at, now) {
+                            delete.push(here);
+                        } else if k.state == MessageState::DeletePending {
+                            p.undelete.push(uid);
+                        }
+                    }
+                    MessageState::Deleted => p.still_listed_after_delete += 1,
+                    MessageState::Seen | MessageState::Pending => {}
+                }
+            }
+        }
+    }
+    if p.duplicates == 0 {
+        p.delete = delete;
+    }
+    let grace = policy.forget_after.as_secs() as i64;
+    for (uid, k) in known {
+        if listed.contains(uid.as_slice()) || k.state == MessageState::Pending {
+            continue;
+        }
+        match k.unlisted_since {
+            None => p.unlisted.push(uid),
+            Some(since) if now.saturating_sub(since) >= grace => p.forget.push(uid),
+            Some(_) => {}
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 1_800_000_000;
+
+    fn listing(uids: &[&str]) -> Vec<UidlEntry> {
+        uids.iter()
+            .enumerate()
+            .map(|(i, u)| UidlEntry {
+                msg: MsgNum(i as u32 + 1),
+                uid: u.as_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn known(entries: &[(&str, MessageState, Option<i64>, Option<i64>)]) -> HashMap<Uid, Known> {
+        entries
+            .iter()
+            .map(|(u, state, delivered_at, unlisted_since)| {
+                (
+                    u.as_bytes().to_vec(),
+                    Known {
+                        state: *state,
+                        delivered_at: *delivered_at,
+                        unlisted_since: *unlisted_since,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn policy(retention: Retention) -> Policy {
+        Policy {
+            retention,
+            forget_after: Duration::from_secs(7 * DAY as u64),
+            mark_seen: false,
+        }
+    }
+
+    fn uids<'a>(l: &[Listed<'a>]) -> Vec<&'a [u8]> {
+        l.iter().map(|x| x.uid).collect()
+    }
+
+    use MessageState::*;
+
+    #[test]
+    fn unknown_messages_are_fetched_in_server_order_and_known_ones_are_not() {
+        let l = listing(&["a", "b", "c"]);
+        let k = known(&[("b", Delivered, Some(NOW), None)]);
+        let p = plan(&l, &k, &policy(Retention::Keep), NOW);
+        assert_eq!(
+            p.fetch,
+            vec![
+                Listed { msg: MsgNum(1), uid: b"a" },
+                Listed { msg: MsgNum(3), uid: b"c" }
+            ]
+        );
+        assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn mark_seen_records_new_messages_instead_of_fetching_them() {
+        let l = listing(&["a", "b"]);
+        let k = known(&[("b", Delivered, Some(NOW), None)]);
+        let p = plan(&l, &k, &Policy { mark_seen: true, ..policy(Retention::Keep) }, NOW);
+        assert!(p.fetch.is_empty());
+        assert_eq!(p.mark_seen, vec![b"a".as_slice()]);
+    }
+
+    #[test]
+    fn keep_never_deletes() {
+        let l = listing(&["a"]);
+        let k = known(&[("a", Delivered, Some(NOW - 1000 * DAY), None)]);
+        assert!(plan(&l, &k, &policy(Retention::Keep), NOW).delete.is_empty());
+    }
+
+    #[test]
+    fn delete_removes_every_delivered_message_but_not_seen_ones() {
+        let l = listing(&["a", "b", "c"]);
+        let k = known(&[
+            ("a", Delivered, Some(NOW), None),
+            ("b", Seen, None, None),
+            ("c", DeletePending, Some(NOW), None),
+        ]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert_eq!(uids(&p.delete), vec![b"a".as_slice(), b"c"]);
+        assert!(p.fetch.is_empty(), "delete-pending messages are not downloaded again");
+    }
+
+    #[test]
+    fn delete_after_days_removes_only_what_is_old_enough() {
+        let l = listing(&["old", "young", "exact"]);
+        let k = known(&[
+            ("old", Delivered, Some(NOW - 15 * DAY), None),
+            ("young", Delivered, Some(NOW - 13 * DAY), None),
+            ("exact", Delivered, Some(NOW - 14 * DAY), None),
+        ]);
+        let p = plan(&l, &k, &policy(Retention::After(Duration::from_secs(14 * DAY as u64))), NOW);
+        assert_eq!(uids(&p.delete), vec![b"old".as_slice(), b"exact"]);
+    }
+
+    #[test]
+    fn a_delete_pending_message_the_policy_now_keeps_is_undeleted() {
+        let l = listing(&["a"]);
+        let k = known(&[("a", DeletePending, Some(NOW), None)]);
+        let p = plan(&l, &k, &policy(Retention::Keep), NOW);
+        assert!(p.delete.is_empty());
+        assert_eq!(p.undelete, vec![b"a".as_slice()]);
+    }
+
+    #[test]
+    fn duplicate_uids_switch_deletion_off_and_are_fetched_once() {
+        let l = listing(&["a", "dup", "dup", "b"]);
+        let k = known(&[("a", Delivered, Some(NOW), None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert_eq!(p.duplicates, 1);
+        assert!(p.deletion_refused());
+        assert!(p.delete.is_empty());
+        assert_eq!(uids(&p.fetch), vec![b"dup".as_slice(), b"b"]);
+    }
+
+    #[test]
+    fn a_vanished_message_is_remembered_for_the_grace_period_then_forgotten() {
+        let l = listing(&[]);
+        let k = known(&[
+            ("new-gone", Delivered, Some(NOW), None),
+            ("gone-6d", Delivered, Some(NOW), Some(NOW - 6 * DAY)),
+            ("gone-8d", Deleted, Some(NOW), Some(NOW - 8 * DAY)),
+        ]);
+        let p = plan(&l, &k, &policy(Retention::Keep), NOW);
+        assert_eq!(p.unlisted, vec![b"new-gone".as_slice()]);
+        assert_eq!(p.forget, vec![b"gone-8d".as_slice()]);
+        assert!(p.fetch.is_empty());
+    }
+
+    #[test]
+    fn a_message_listed_again_within_the_grace_period_is_not_downloaded_again() {
+        let l = listing(&["back"]);
+        let k = known(&[("back", Delivered, Some(NOW), Some(NOW - DAY))]);
+        let p = plan(&l, &k, &policy(Retention::Keep), NOW);
+        assert!(p.fetch.is_empty());
+        assert_eq!(p.relisted, vec![b"back".as_slice()]);
+    }
+
+    #[test]
+    fn a_deleted_message_the_server_still_lists_is_neither_fetched_nor_deleted_again() {
+        let l = listing(&["a"]);
+        let k = known(&[("a", Deleted, Some(NOW), None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert!(p.fetch.is_empty() && p.delete.is_empty());
+        assert_eq!(p.still_listed_after_delete, 1);
+    }
+
+    #[test]
+    fn pending_rows_are_left_alone() {
+        let l = listing(&["p"]);
+        let k = known(&[("p", Pending, None, None), ("q", Pending, None, None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert_eq!(p, Plan { ..Plan::default() });
+    }
+}

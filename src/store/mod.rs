@@ -1,0 +1,575 @@
+//! The state database: what popsync knows about every message of every account.
+//!
+//! One SQLite file (`state.db` in the state directory), WAL mode, `synchronous = FULL` so a
+//! commit is on disk when it returns — the delivery protocol depends on that: a *pending*
+//! row must be durable before the file it names can appear in the Maildir. Every write is
+//! one transaction covering a whole batch of messages, so durability costs one flush per
+//! batch, not per message. The schema is versioned with `PRAGMA user_version` and migrated
+//! forward on open; a database from a newer popsync is refused rather than damaged.
+//!
+//! Message states (per account and unique-id):
+//!
+//! - `pending`: a file name was chosen and the message may exist on disk, complete or not;
+//!   start-up recovery decides from the disk (see `delivery::maildir::recover`);
+//! - `delivered`: the message is durably in the mailbox;
+//! - `delete-pending`: DELE was sent in a session whose QUIT has not yet answered +OK;
+//! - `deleted`: the server confirmed the deletion; kept until the server stops listing the
+//!   uid, so a server that ignores deletions (some providers do) causes no re-download;
+//! - `seen`: recorded without downloading (`fetch --mark-seen`); never deleted by popsync.
+//!
+//! Unique-ids are stored as exact bytes (BLOB); they are never used in file names.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Schema migrations; entry `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE account (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    created_at      INTEGER NOT NULL,
+    last_poll_at    INTEGER,
+    last_poll_ok    INTEGER,
+    last_poll_error TEXT,
+    last_poll_new   INTEGER,
+    last_success_at INTEGER
+);
+CREATE TABLE message (
+    account_id     INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    uid            BLOB NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN
+                       ('pending', 'delivered', 'delete-pending', 'deleted', 'seen')),
+    file_name      TEXT,
+    pending_dir    TEXT,
+    size           INTEGER,
+    first_seen     INTEGER NOT NULL,
+    delivered_at   INTEGER,
+    unlisted_since INTEGER,
+    PRIMARY KEY (account_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX message_pending ON message (account_id) WHERE state = 'pending';
+"#];
+
+pub type Uid = Vec<u8>;
+
+/// A message's state. See the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageState {
+    Pending,
+    Delivered,
+    DeletePending,
+    Deleted,
+    Seen,
+}
+
+impl MessageState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::DeletePending => "delete-pending",
+            Self::Deleted => "deleted",
+            Self::Seen => "seen",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "delivered" => Self::Delivered,
+            "delete-pending" => Self::DeletePending,
+            "deleted" => Self::Deleted,
+            "seen" => Self::Seen,
+            _ => return None,
+        })
+    }
+}
+
+/// What is known about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub state: MessageState,
+    /// Unix seconds.
+    pub delivered_at: Option<i64>,
+    /// Unix seconds since when the server has not listed it.
+    pub unlisted_since: Option<i64>,
+}
+
+/// A message whose delivery was started but not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    pub uid: Uid,
+    pub file_name: String,
+    pub dir: PathBuf,
+}
+
+/// The outcome of a poll, as recorded for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollRecord {
+    pub at: i64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub new_messages: u64,
+}
+
+/// Account row id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountId(i64);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {}", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the state database {} was written by a newer popsync (schema {found}; this version knows up to {known})",
+        .path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("the state database {} holds an unknown message state {state:?}", .path.display())]
+    Corrupt { path: PathBuf, state: String },
+}
+
+/// The state database. One per process and account session; SQLite serialises writers
+/// across processes (with a busy timeout).
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The file name of the database inside the state directory.
+pub const DB_FILE: &str = "state.db";
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir`, migrating it forward.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Self { conn, path };
+        store.setup().map_err(|e| store.err(e))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&mut self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        self.conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            let r = tx
+                .execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", i as i64 + 1))
+                .and_then(|()| tx.commit());
+            r.map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The id of the account called `name`, creating its row if needed.
+    pub fn account(&mut self, name: &str, now: i64) -> Result<AccountId, StoreError> {
+        let r = (|| {
+            self.conn.execute(
+                "INSERT INTO account (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, now],
+            )?;
+            self.conn
+                .query_row("SELECT id FROM account WHERE name = ?1", [name], |r| r.get(0))
+        })();
+        r.map(AccountId).map_err(|e| self.err(e))
+    }
+
+    /// Everything known about the account's messages, by unique-id.
+    pub fn known(&self, account: AccountId) -> Result<HashMap<Uid, Known>, StoreError> {
+        let r = (|| {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT uid, state, delivered_at, unlisted_since FROM message WHERE account_id = ?1",
+            )?;
+            let mut rows = stmt.query([account.0])?;
+            let mut map = HashMap::new();
+            while let Some(row) = rows.next()? {
+                let uid: Vec<u8> = row.get(0)?;
+                let state: String = row.get(1)?;
+                let state = MessageState::parse(&state).ok_or_else(|| {
+                    rusqlite::Error::InvalidColumnType(1, state.clone(), rusqlite::types::Type::Text)
+                })?;
+                map.insert(
+                    uid,
+                    Known {
+                        state,
+                        delivered_at: row.get(2)?,
+                        unlisted_since: row.get(3)?,
+                    },
+                );
+            }
+            Ok(map)
+        })();
+        r.map_err(|e| match e {
+            rusqlite::Error::InvalidColumnType(1, state, _) => StoreError::Corrupt {
+                path: self.path.clone(),
+                state,
+            },
+            e => self.err(e),
+        })
+    }
+
+    /// Messages whose delivery was started but not confirmed.
+    pub fn pending(&self, account: AccountId) -> Result<Vec<PendingRow>, StoreError> {
+        let r = (|| -> rusqlite::Result<Vec<PendingRow>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT uid, file_name, pending_dir FROM message WHERE account_id = ?1 AND state = 'pending'",
+            )?;
+            stmt.query_map([account.0], |r| {
+                Ok(PendingRow {
+                    uid: r.get(0)?,
+                    file_name: r.get(1)?,
+                    dir: PathBuf::from(r.get::<_, String>(2)?),
+                })
+            })?
+            .collect()
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Records that delivery of these messages is starting, under these file names, into
+    /// `dir`. Durable when this returns.
+    pub fn insert_pending(
+        &mut self,
+        account: AccountId,
+        dir: &Path,
+        rows: &[(&[u8], &str)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let dir = dir.to_string_lossy();
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO message (account_id, uid, state, file_name, pending_dir, first_seen)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
+            )?;
+            for (uid, name) in rows {
+                stmt.execute(params![account.0, uid, name, dir, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks pending messages delivered, with the size written.
+    pub fn mark_delivered(
+        &mut self,
+        account: AccountId,
+        rows: &[(&[u8], u64)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE message SET state = 'delivered', size = ?3, delivered_at = ?4, pending_dir = NULL
+                 WHERE account_id = ?1 AND uid = ?2 AND state = 'pending'",
+            )?;
+            for (uid, size) in rows {
+                stmt.execute(params![account.0, uid, *size as i64, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets pending rows whose delivery did not happen (nothing of them is on disk).
+    pub fn drop_pending(&mut self, account: AccountId, uids: &[&[u8]]) -> Result<(), StoreError> {
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM message WHERE account_id = ?1 AND uid = ?2 AND state = 'pending'",
+            )?;
+            for uid in uids {
+                stmt.execute(params![account.0, uid])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records messages as seen without downloading them.
+    pub fn insert_seen(&mut self, account: AccountId, uids: &[&[u8]], now: i64) -> Result<(), StoreError> {
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO message (account_id, uid, state, first_seen) VALUES (?1, ?2, 'seen', ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for uid in uids {
+                stmt.execute(params![account.0, uid, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves messages from one state to another (only those currently in `from`).
+    pub fn set_state(
+        &mut self,
+        account: AccountId,
+        uids: &[&[u8]],
+        from: &[MessageState],
+        to: MessageState,
+    ) -> Result<(), StoreError> {
+        // States are our own constants, never user or server text.
+        let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE message SET state = ?3 WHERE account_id = ?1 AND uid = ?2 AND state IN ({})",
+            from.join(", ")
+        );
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for uid in uids {
+                stmt.execute(params![account.0, uid, to.as_str()])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Bookkeeping from a listing: uids listed again, uids no longer listed (from `now`),
+    /// and uids to forget.
+    pub fn apply_listing(
+        &mut self,
+        account: AccountId,
+        relisted: &[&[u8]],
+        unlisted: &[&[u8]],
+        forget: &[&[u8]],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if relisted.is_empty() && unlisted.is_empty() && forget.is_empty() {
+            return Ok(());
+        }
+        self.batch(|tx| {
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE message SET unlisted_since = NULL WHERE account_id = ?1 AND uid = ?2",
+                )?;
+                for uid in relisted {
+                    stmt.execute(params![account.0, uid])?;
+                }
+            }
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE message SET unlisted_since = ?3 WHERE account_id = ?1 AND uid = ?2 AND unlisted_since IS NULL",
+                )?;
+                for uid in unlisted {
+                    stmt.execute(params![account.0, uid, now])?;
+                }
+            }
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM message WHERE account_id = ?1 AND uid = ?2 AND state != 'pending'",
+            )?;
+            for uid in forget {
+                stmt.execute(params![account.0, uid])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records how a poll went.
+    pub fn record_poll(&mut self, account: AccountId, record: &PollRecord) -> Result<(), StoreError> {
+        let r = self.conn.execute(
+            "UPDATE account SET last_poll_at = ?2, last_poll_ok = ?3, last_poll_error = ?4, last_poll_new = ?5,
+                                last_success_at = CASE WHEN ?3 THEN ?2 ELSE last_success_at END
+             WHERE id = ?1",
+            params![
+                account.0,
+                record.at,
+                record.ok,
+                record.error,
+                record.new_messages as i64
+            ],
+        );
+        r.map(drop).map_err(|e| self.err(e))
+    }
+
+    /// The last recorded poll of an account.
+    pub fn last_poll(&self, account: AccountId) -> Result<Option<PollRecord>, StoreError> {
+        let r = self
+            .conn
+            .query_row(
+                "SELECT last_poll_at, last_poll_ok, last_poll_error, last_poll_new FROM account
+                 WHERE id = ?1 AND last_poll_at IS NOT NULL",
+                [account.0],
+                |r| {
+                    Ok(PollRecord {
+                        at: r.get(0)?,
+                        ok: r.get(1)?,
+                        error: r.get(2)?,
+                        new_messages: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Counts of the account's messages by state.
+    pub fn counts(&self, account: AccountId) -> Result<HashMap<MessageState, u64>, StoreError> {
+        let r = (|| {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM message WHERE account_id = ?1 GROUP BY state",
+            )?;
+            let rows = stmt.query_map([account.0], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (s, n) = row?;
+                if let Some(state) = MessageState::parse(&s) {
+                    out.insert(state, n as u64);
+                }
+            }
+            Ok(out)
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    fn batch(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        work(&tx).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+}
+
+impl std::hash::Hash for MessageState {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// Creates a directory (and parents) readable only by the user.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_move_through_their_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let a = s.account("home", 100).unwrap();
+        assert_eq!(s.account("home", 200).unwrap(), a, "the same id for the same name");
+        let md = dir.path().join("Mail");
+        s.insert_pending(a, &md, &[(b"u1", "n1"), (b"u2", "n2")], 100).unwrap();
+        let pending = s.pending(a).unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0].dir, md);
+        s.mark_delivered(a, &[(b"u1", 42)], 110).unwrap();
+        s.drop_pending(a, &[b"u2"]).unwrap();
+        let known = s.known(a).unwrap();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[&b"u1".to_vec()].state, MessageState::Delivered);
+        assert_eq!(known[&b"u1".to_vec()].delivered_at, Some(110));
+        s.set_state(a, &[b"u1"], &[MessageState::Delivered], MessageState::DeletePending).unwrap();
+        s.set_state(a, &[b"u1"], &[MessageState::DeletePending], MessageState::Deleted).unwrap();
+        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].state, MessageState::Deleted);
+        s.apply_listing(a, &[], &[b"u1"], &[], 120).unwrap();
+        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since, Some(120));
+        s.apply_listing(a, &[], &[b"u1"], &[], 130).unwrap();
+        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since, Some(120), "first time kept");
+        s.apply_listing(a, &[], &[], &[b"u1"], 140).unwrap();
+        assert!(s.known(a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn uids_are_exact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let a = s.account("x", 1).unwrap();
+        let odd: &[u8] = b"\xff\x00../../etc/passwd";
+        s.insert_seen(a, &[odd, b"A", b"a"], 1).unwrap();
+        let known = s.known(a).unwrap();
+        assert_eq!(known.len(), 3);
+        assert!(known.contains_key(odd));
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            let a = s.account("x", 1).unwrap();
+            s.insert_seen(a, &[b"u"], 1).unwrap();
+            s.record_poll(a, &PollRecord { at: 5, ok: true, error: None, new_messages: 3 }).unwrap();
+        }
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            let a = s.account("x", 1).unwrap();
+            assert_eq!(s.known(a).unwrap().len(), 1);
+            assert_eq!(s.last_poll(a).unwrap().unwrap().new_messages, 3);
+            s.conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("newer popsync"), "{err}");
+    }
+}
