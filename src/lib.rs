@@ -1,5 +1,25 @@
 //! popsync: downloads new mail from POP3 servers into local mailboxes exactly once.
-pub mod pop3;
+pub mod clock;
 pub mod config;
-pub mod store;
+pub mod delivery;
+pub mod lock;
 pub mod plan;
+pub mod poll;
+pub mod pop3;
+pub mod store;
+
+/// An error and its sources as one line: "outer: inner: innermost".
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+pub mod cli;

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `popsync` command. Everything happens in `popsync::cli`.
+
+fn main() -> std::process::ExitCode {
+    popsync::cli::main()
+}

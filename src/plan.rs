@@ -96,7 +96,10 @@ pub fn plan<'a>(
             p.duplicates += 1;
             continue;
         }
-        let here = Listed { msg: entry.msg, uid };
+        let here = Listed {
+            msg: entry.msg,
+            uid,
+        };
         match known.get(uid) {
             None if policy.mark_seen => p.mark_seen.push(uid),
             None => p.fetch.push(here),
@@ -190,8 +193,14 @@ mod tests {
         assert_eq!(
             p.fetch,
             vec![
-                Listed { msg: MsgNum(1), uid: b"a" },
-                Listed { msg: MsgNum(3), uid: b"c" }
+                Listed {
+                    msg: MsgNum(1),
+                    uid: b"a"
+                },
+                Listed {
+                    msg: MsgNum(3),
+                    uid: b"c"
+                }
             ]
         );
         assert!(p.delete.is_empty());
@@ -201,7 +210,15 @@ mod tests {
     fn mark_seen_records_new_messages_instead_of_fetching_them() {
         let l = listing(&["a", "b"]);
         let k = known(&[("b", Delivered, Some(NOW), None)]);
-        let p = plan(&l, &k, &Policy { mark_seen: true, ..policy(Retention::Keep) }, NOW);
+        let p = plan(
+            &l,
+            &k,
+            &Policy {
+                mark_seen: true,
+                ..policy(Retention::Keep)
+            },
+            NOW,
+        );
         assert!(p.fetch.is_empty());
         assert_eq!(p.mark_seen, vec![b"a".as_slice()]);
     }
@@ -210,7 +227,11 @@ mod tests {
     fn keep_never_deletes() {
         let l = listing(&["a"]);
         let k = known(&[("a", Delivered, Some(NOW - 1000 * DAY), None)]);
-        assert!(plan(&l, &k, &policy(Retention::Keep), NOW).delete.is_empty());
+        assert!(
+            plan(&l, &k, &policy(Retention::Keep), NOW)
+                .delete
+                .is_empty()
+        );
     }
 
     #[test]
@@ -223,7 +244,10 @@ mod tests {
         ]);
         let p = plan(&l, &k, &policy(Retention::Delete), NOW);
         assert_eq!(uids(&p.delete), vec![b"a".as_slice(), b"c"]);
-        assert!(p.fetch.is_empty(), "delete-pending messages are not downloaded again");
+        assert!(
+            p.fetch.is_empty(),
+            "delete-pending messages are not downloaded again"
+        );
     }
 
     #[test]
@@ -234,7 +258,12 @@ mod tests {
             ("young", Delivered, Some(NOW - 13 * DAY), None),
             ("exact", Delivered, Some(NOW - 14 * DAY), None),
         ]);
-        let p = plan(&l, &k, &policy(Retention::After(Duration::from_secs(14 * DAY as u64))), NOW);
+        let p = plan(
+            &l,
+            &k,
+            &policy(Retention::After(Duration::from_secs(14 * DAY as u64))),
+            NOW,
+        );
         assert_eq!(uids(&p.delete), vec![b"old".as_slice(), b"exact"]);
     }
 

@@ -16,7 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("{text:?} has no unit (use s, m, h, d or w, e.g. \"5m\")"))?;
         if digits == 0 {
-            return Err(format!("{text:?} is not a duration (e.g. \"90s\", \"5m\", \"14d\")"));
+            return Err(format!(
+                "{text:?} is not a duration (e.g. \"90s\", \"5m\", \"14d\")"
+            ));
         }
         let n: u64 = rest[..digits]
             .parse()

@@ -46,7 +46,10 @@ impl fmt::Display for Problem {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     /// The file was read but has problems (syntax or content); all of them are listed.
     Invalid(Vec<Problem>),
 }
@@ -60,7 +63,11 @@ impl fmt::Display for ConfigError {
                 file.display()
             ),
             Self::Read { file, source } => {
-                write!(f, "cannot read configuration file {}: {source}", file.display())
+                write!(
+                    f,
+                    "cannot read configuration file {}: {source}",
+                    file.display()
+                )
             }
             Self::Invalid(problems) => {
                 let n = problems.len();
@@ -97,7 +104,10 @@ const ACCOUNT_KEYS: &[&str] = &[
     "forget-after",
 ];
 
-pub(super) fn load(file: &Path, state_dir_override: Option<PathBuf>) -> Result<Config, ConfigError> {
+pub(super) fn load(
+    file: &Path,
+    state_dir_override: Option<PathBuf>,
+) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_owned(),
         source,
@@ -127,7 +137,13 @@ impl Checker<'_> {
         (line, col)
     }
 
-    fn problem(&mut self, at: Option<usize>, account: Option<&str>, key: Option<&str>, message: impl Into<String>) {
+    fn problem(
+        &mut self,
+        at: Option<usize>,
+        account: Option<&str>,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) {
         let position = at.map(|o| self.position(o));
         self.problems.push(Problem {
             file: self.file.clone(),
@@ -138,12 +154,22 @@ impl Checker<'_> {
         });
     }
 
-    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, known: &[&str], account: Option<&str>) {
+    fn unknown_key(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        known: &[&str],
+        account: Option<&str>,
+    ) {
         let name = key.get_ref().as_ref();
         let hint = closest(name, known)
             .map(|k| format!(" (did you mean `{k}`?)"))
             .unwrap_or_else(|| format!(" (known keys: {})", known.join(", ")));
-        self.problem(Some(key.span().start), account, Some(name), format!("unknown key{hint}"));
+        self.problem(
+            Some(key.span().start),
+            account,
+            Some(name),
+            format!("unknown key{hint}"),
+        );
     }
 }
 
@@ -162,10 +188,20 @@ impl<'t, 'i> Layered<'t, 'i> {
     }
 }
 
-pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>) -> Result<Config, ConfigError> {
+pub(super) fn parse(
+    text: &str,
+    file: &Path,
+    state_dir_override: Option<PathBuf>,
+) -> Result<Config, ConfigError> {
     let base = file
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .map(absolute)
         .unwrap_or_else(|| PathBuf::from("."));
     let mut c = Checker {
@@ -202,12 +238,12 @@ pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>
     }
 
     let mut state_dir = None;
-    if let Some(v) = root.get("state-dir") {
-        if let Some(s) = string(&mut c, v, None, "state-dir") {
-            match expand_path(s, &c.base.clone()) {
-                Ok(p) => state_dir = Some(p),
-                Err(e) => c.problem(Some(v.span().start), None, Some("state-dir"), e),
-            }
+    if let Some(v) = root.get("state-dir")
+        && let Some(s) = string(&mut c, v, None, "state-dir")
+    {
+        match expand_path(s, &c.base.clone()) {
+            Ok(p) => state_dir = Some(p),
+            Err(e) => c.problem(Some(v.span().start), None, Some("state-dir"), e),
         }
     }
 
@@ -218,7 +254,12 @@ pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>
                 for key in t.keys() {
                     let k = key.get_ref().as_ref();
                     if k == "name" {
-                        c.problem(Some(key.span().start), None, Some("name"), "[defaults] cannot set an account's name");
+                        c.problem(
+                            Some(key.span().start),
+                            None,
+                            Some("name"),
+                            "[defaults] cannot set an account's name",
+                        );
                     } else if !ACCOUNT_KEYS.contains(&k) {
                         c.unknown_key(key, ACCOUNT_KEYS, None);
                     }
@@ -226,7 +267,12 @@ pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>
                 Some(t)
             }
             _ => {
-                c.problem(Some(v.span().start), None, Some("defaults"), "must be a table: [defaults]");
+                c.problem(
+                    Some(v.span().start),
+                    None,
+                    Some("defaults"),
+                    "must be a table: [defaults]",
+                );
                 None
             }
         },
@@ -249,7 +295,12 @@ pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>
                                 accounts.push(a);
                             }
                         }
-                        _ => c.problem(Some(item.span().start), None, Some("account"), "each account must be a table"),
+                        _ => c.problem(
+                            Some(item.span().start),
+                            None,
+                            Some("account"),
+                            "each account must be a table",
+                        ),
                     }
                 }
             }
@@ -259,27 +310,41 @@ pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>
                 Some("account"),
                 "accounts are written [[account]], with double brackets",
             ),
-            _ => c.problem(Some(v.span().start), None, Some("account"), "must be [[account]] sections"),
+            _ => c.problem(
+                Some(v.span().start),
+                None,
+                Some("account"),
+                "must be [[account]] sections",
+            ),
         },
     }
 
     // Names must be unique: they key the state database and the locks.
     for (i, a) in accounts.iter().enumerate() {
         if accounts[..i].iter().any(|b| b.name == a.name) {
-            c.problem(None, Some(&a.name), Some("name"), "two accounts have this name; names must be unique");
+            c.problem(
+                None,
+                Some(&a.name),
+                Some("name"),
+                "two accounts have this name; names must be unique",
+            );
         }
     }
 
-    let state_dir = state_dir_override
-        .or(state_dir)
-        .or_else(default_state_dir);
+    let state_dir = state_dir_override.or(state_dir).or_else(default_state_dir);
     let Some(state_dir) = state_dir else {
-        c.problem(None, None, Some("state-dir"), "cannot find a default state directory; set state-dir");
+        c.problem(
+            None,
+            None,
+            Some("state-dir"),
+            "cannot find a default state directory; set state-dir",
+        );
         return Err(ConfigError::Invalid(c.problems));
     };
 
     if !c.problems.is_empty() {
-        c.problems.sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
+        c.problems
+            .sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
         return Err(ConfigError::Invalid(c.problems));
     }
     Ok(Config {
@@ -289,7 +354,12 @@ pub(super) fn parse(text: &str, file: &Path, state_dir_override: Option<PathBuf>
     })
 }
 
-fn string<'v>(c: &mut Checker<'_>, v: &'v Spanned<DeValue<'_>>, account: Option<&str>, key: &str) -> Option<&'v str> {
+fn string<'v>(
+    c: &mut Checker<'_>,
+    v: &'v Spanned<DeValue<'_>>,
+    account: Option<&str>,
+    key: &str,
+) -> Option<&'v str> {
     match v.get_ref() {
         DeValue::String(s) => Some(s.as_ref()),
         other => {
@@ -316,7 +386,12 @@ fn account(
     let label = format!("#{}", index + 1);
     let name = match table.get("name") {
         None => {
-            c.problem(Some(at), Some(&label), Some("name"), "missing: every account needs a name");
+            c.problem(
+                Some(at),
+                Some(&label),
+                Some("name"),
+                "missing: every account needs a name",
+            );
             label.clone()
         }
         Some(v) => match string(c, v, Some(&label), "name") {
@@ -365,11 +440,21 @@ fn account(
         }
     };
 
-    let host = required(c, "host", "the POP3 server's host name, e.g. host = \"pop.example.net\"");
+    let host = required(
+        c,
+        "host",
+        "the POP3 server's host name, e.g. host = \"pop.example.net\"",
+    );
     if let Some((h, at)) = &host
-        && h.chars().any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')
+        && h.chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')
     {
-        c.problem(Some(*at), acct, Some("host"), "a host name cannot contain spaces or slashes");
+        c.problem(
+            Some(*at),
+            acct,
+            Some("host"),
+            "a host name cannot contain spaces or slashes",
+        );
     }
 
     let security = match str_key(c, "security") {
@@ -379,7 +464,12 @@ fn account(
             "starttls" => Security::StartTls,
             "dangerous-plaintext" => Security::DangerousPlaintext,
             _ => {
-                c.problem(Some(at), acct, Some("security"), format!("{s:?} is not one of \"tls\", \"starttls\", \"dangerous-plaintext\""));
+                c.problem(
+                    Some(at),
+                    acct,
+                    Some("security"),
+                    format!("{s:?} is not one of \"tls\", \"starttls\", \"dangerous-plaintext\""),
+                );
                 Security::Tls
             }
         },
@@ -391,12 +481,22 @@ fn account(
             DeValue::Integer(i) => match i.as_str().parse::<u16>() {
                 Ok(p) if p > 0 => p,
                 _ => {
-                    c.problem(Some(v.span().start), acct, Some("port"), format!("must be a number from 1 to 65535, not {}", i.as_str()));
+                    c.problem(
+                        Some(v.span().start),
+                        acct,
+                        Some("port"),
+                        format!("must be a number from 1 to 65535, not {}", i.as_str()),
+                    );
                     0
                 }
             },
             other => {
-                c.problem(Some(v.span().start), acct, Some("port"), format!("must be a number (no quotes), not {}", other.type_str()));
+                c.problem(
+                    Some(v.span().start),
+                    acct,
+                    Some("port"),
+                    format!("must be a number (no quotes), not {}", other.type_str()),
+                );
                 0
             }
         },
@@ -411,10 +511,24 @@ fn account(
             }
             Ok(p) => {
                 match std::fs::read(&p) {
-                    Err(e) => c.problem(Some(at), acct, Some("ca-file"), format!("cannot read {}: {e}", p.display())),
+                    Err(e) => c.problem(
+                        Some(at),
+                        acct,
+                        Some("ca-file"),
+                        format!("cannot read {}: {e}", p.display()),
+                    ),
                     Ok(bytes) => {
-                        if let Err(e) = (TlsOptions { extra_roots: vec![bytes] }).validate() {
-                            c.problem(Some(at), acct, Some("ca-file"), format!("{}: {e}", p.display()));
+                        if let Err(e) = (TlsOptions {
+                            extra_roots: vec![bytes],
+                        })
+                        .validate()
+                        {
+                            c.problem(
+                                Some(at),
+                                acct,
+                                Some("ca-file"),
+                                format!("{}: {e}", p.display()),
+                            );
                         }
                     }
                 }
@@ -423,12 +537,21 @@ fn account(
         },
     };
 
-    let username = required(c, "username", "the login name, e.g. username = \"me@example.net\"");
+    let username = required(
+        c,
+        "username",
+        "the login name, e.g. username = \"me@example.net\"",
+    );
 
     let password = match (layers.get("password"), layers.get("password-command")) {
         (Some((p, p_def)), Some((pc, pc_def))) if p_def == pc_def => {
             let at = p.span().start.max(pc.span().start);
-            c.problem(Some(at), acct, Some("password"), "set either `password` or `password-command`, not both");
+            c.problem(
+                Some(at),
+                acct,
+                Some("password"),
+                "set either `password` or `password-command`, not both",
+            );
             None
         }
         // One in the account, one in [defaults]: the account's wins.
@@ -444,7 +567,12 @@ fn account(
                     }
                 }
                 if items.is_empty() || argv.first().is_some_and(|a| a.is_empty()) {
-                    c.problem(Some(pc.span().start), acct, Some("password-command"), "must name a program, e.g. [\"pass\", \"show\", \"mail/home\"]");
+                    c.problem(
+                        Some(pc.span().start),
+                        acct,
+                        Some("password-command"),
+                        "must name a program, e.g. [\"pass\", \"show\", \"mail/home\"]",
+                    );
                     None
                 } else if argv.len() == items.len() {
                     Some(PasswordSource::Command(argv))
@@ -462,12 +590,22 @@ fn account(
                 None
             }
             other => {
-                c.problem(Some(pc.span().start), acct, Some("password-command"), format!("must be a list of strings, not {}", other.type_str()));
+                c.problem(
+                    Some(pc.span().start),
+                    acct,
+                    Some("password-command"),
+                    format!("must be a list of strings, not {}", other.type_str()),
+                );
                 None
             }
         },
         (None, None) => {
-            c.problem(Some(at), acct, Some("password"), "missing: set `password` or `password-command`");
+            c.problem(
+                Some(at),
+                acct,
+                Some("password"),
+                "missing: set `password` or `password-command`",
+            );
             None
         }
     };
@@ -480,16 +618,29 @@ fn account(
             "apop" => Some(AuthMethod::Apop),
             "plain" => Some(AuthMethod::Plain),
             _ => {
-                c.problem(Some(at), acct, Some("auth"), format!("{s:?} is not one of \"auto\", \"user\", \"apop\", \"plain\""));
+                c.problem(
+                    Some(at),
+                    acct,
+                    Some("auth"),
+                    format!("{s:?} is not one of \"auto\", \"user\", \"apop\", \"plain\""),
+                );
                 None
             }
         },
     };
-    if security == Security::DangerousPlaintext && matches!(auth, Some(AuthMethod::User | AuthMethod::Plain)) {
-        tracing::warn!("account {name}: the password will cross the network unencrypted (security = \"dangerous-plaintext\")");
+    if security == Security::DangerousPlaintext
+        && matches!(auth, Some(AuthMethod::User | AuthMethod::Plain))
+    {
+        tracing::warn!(
+            "account {name}: the password will cross the network unencrypted (security = \"dangerous-plaintext\")"
+        );
     }
 
-    let maildir = match required(c, "maildir", "where to deliver, e.g. maildir = \"~/Mail/inbox\"") {
+    let maildir = match required(
+        c,
+        "maildir",
+        "where to deliver, e.g. maildir = \"~/Mail/inbox\"",
+    ) {
         None => None,
         Some((s, at)) => match expand_path(&s, &base) {
             Ok(p) => Some(p),
@@ -502,35 +653,45 @@ fn account(
 
     let retention = match str_key(c, "retention") {
         None => Retention::Keep,
-        Some((s, at)) => match s {
-            "keep" => Retention::Keep,
-            "delete" => Retention::Delete,
-            other => match parse_duration(other) {
-                Ok(d) => Retention::After(d),
-                Err(e) => {
-                    c.problem(Some(at), acct, Some("retention"), format!("must be \"keep\", \"delete\" or a duration such as \"14d\": {e}"));
-                    Retention::Keep
+        Some((s, at)) => {
+            match s {
+                "keep" => Retention::Keep,
+                "delete" => Retention::Delete,
+                other => {
+                    match parse_duration(other) {
+                        Ok(d) => Retention::After(d),
+                        Err(e) => {
+                            c.problem(Some(at), acct, Some("retention"), format!("must be \"keep\", \"delete\" or a duration such as \"14d\": {e}"));
+                            Retention::Keep
+                        }
+                    }
                 }
-            },
-        },
-    };
-
-    let duration_key = |c: &mut Checker<'_>, key: &str, default: Duration, min: Duration| -> Duration {
-        match str_key(c, key) {
-            None => default,
-            Some((s, at)) => match parse_duration(s) {
-                Ok(d) if d >= min => d,
-                Ok(_) => {
-                    c.problem(Some(at), acct, Some(key), format!("must be at least {}", super::format_duration(min)));
-                    default
-                }
-                Err(e) => {
-                    c.problem(Some(at), acct, Some(key), e);
-                    default
-                }
-            },
+            }
         }
     };
+
+    let duration_key =
+        |c: &mut Checker<'_>, key: &str, default: Duration, min: Duration| -> Duration {
+            match str_key(c, key) {
+                None => default,
+                Some((s, at)) => match parse_duration(s) {
+                    Ok(d) if d >= min => d,
+                    Ok(_) => {
+                        c.problem(
+                            Some(at),
+                            acct,
+                            Some(key),
+                            format!("must be at least {}", super::format_duration(min)),
+                        );
+                        default
+                    }
+                    Err(e) => {
+                        c.problem(Some(at), acct, Some(key), e);
+                        default
+                    }
+                },
+            }
+        };
     let timeout = duration_key(c, "timeout", DEFAULT_TIMEOUT, Duration::from_millis(100));
     let forget_after = duration_key(c, "forget-after", DEFAULT_FORGET_AFTER, Duration::ZERO);
 
@@ -557,7 +718,8 @@ fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
 }
 
 /// The known key closest to a misspelt one, if it is close enough to be a likely typo.
@@ -616,7 +778,11 @@ fn check_permissions(file: &Path, accounts: &[Account], _text: &str) -> Result<(
                  make it private with: chmod 600 '{}' \
                  (or use password-command to keep the password elsewhere)",
                 with_password.join(", "),
-                if mode & 0o007 != 0 { "anyone on this machine" } else { "its group" },
+                if mode & 0o007 != 0 {
+                    "anyone on this machine"
+                } else {
+                    "its group"
+                },
                 mode & 0o7777,
                 file.display()
             ),
@@ -636,7 +802,11 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &str) -> Result<Config, ConfigError> {
-        parse(text, Path::new("/home/u/.config/popsync/config.toml"), Some("/tmp/state".into()))
+        parse(
+            text,
+            Path::new("/home/u/.config/popsync/config.toml"),
+            Some("/tmp/state".into()),
+        )
     }
 
     fn problems(text: &str) -> Vec<String> {
@@ -673,17 +843,27 @@ auth = "plain"
     fn a_good_config_gets_defaults_applied() {
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
-        let [home, work] = &c.accounts[..] else { panic!() };
+        let [home, work] = &c.accounts[..] else {
+            panic!()
+        };
         assert_eq!(home.port, 995);
         assert_eq!(home.security, Security::Tls);
-        assert_eq!(home.retention, Retention::After(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            home.retention,
+            Retention::After(Duration::from_secs(14 * 86_400))
+        );
         assert_eq!(home.timeout, Duration::from_secs(30));
         assert!(home.maildir.is_absolute() && home.maildir.ends_with("Mail/home"));
         assert_eq!(work.port, 110);
         assert_eq!(work.retention, Retention::Keep);
         assert_eq!(work.auth, Some(AuthMethod::Plain));
-        assert_eq!(work.maildir, PathBuf::from("/home/u/.config/popsync/Mail/work"));
-        assert!(matches!(&work.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"]));
+        assert_eq!(
+            work.maildir,
+            PathBuf::from("/home/u/.config/popsync/Mail/work")
+        );
+        assert!(
+            matches!(&work.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"])
+        );
     }
 
     #[test]
@@ -706,20 +886,45 @@ host = "b"
         );
         let all = p.join("\n");
         assert!(all.contains(r#"config.toml:5:8: account "home", key `port`: must be a number from 1 to 65535, not 99999"#), "{all}");
-        assert!(all.contains(r#"config.toml:6:12: account "home", key `security`: "ssl" is not one of"#), "{all}");
+        assert!(
+            all.contains(
+                r#"config.toml:6:12: account "home", key `security`: "ssl" is not one of"#
+            ),
+            "{all}"
+        );
         assert!(all.contains(r#"config.toml:8:1: account "home", key `pasword`: unknown key (did you mean `password`?)"#), "{all}");
-        assert!(all.contains(r#"account "home", key `password`: missing"#), "{all}");
-        assert!(all.contains(r#"account "home", key `retention`: must be "keep", "delete" or a duration"#), "{all}");
-        assert!(all.contains(r##"account "#2", key `name`: missing"##), "{all}");
-        assert!(all.contains(r##"account "#2", key `username`: missing"##), "{all}");
-        assert!(all.contains(r##"account "#2", key `maildir`: missing"##), "{all}");
+        assert!(
+            all.contains(r#"account "home", key `password`: missing"#),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                r#"account "home", key `retention`: must be "keep", "delete" or a duration"#
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains(r##"account "#2", key `name`: missing"##),
+            "{all}"
+        );
+        assert!(
+            all.contains(r##"account "#2", key `username`: missing"##),
+            "{all}"
+        );
+        assert!(
+            all.contains(r##"account "#2", key `maildir`: missing"##),
+            "{all}"
+        );
         assert_eq!(p.len(), 9, "{all}");
     }
 
     #[test]
     fn syntax_errors_have_line_and_column() {
         let p = problems("[[account]]\nname = \"x\nhost = 1\n");
-        assert!(p[0].starts_with("/home/u/.config/popsync/config.toml:2:"), "{p:?}");
+        assert!(
+            p[0].starts_with("/home/u/.config/popsync/config.toml:2:"),
+            "{p:?}"
+        );
         assert!(p[0].contains("TOML syntax error"), "{p:?}");
     }
 
@@ -748,15 +953,22 @@ host = "b"
     #[test]
     fn duplicate_and_bad_names() {
         let base = "host='h'\nusername='u'\nmaildir='/m'\npassword='p'\n";
-        let p = problems(&format!("[[account]]\nname='a'\n{base}[[account]]\nname='a'\n{base}[[account]]\nname='../x'\n{base}"));
+        let p = problems(&format!(
+            "[[account]]\nname='a'\n{base}[[account]]\nname='a'\n{base}[[account]]\nname='../x'\n{base}"
+        ));
         let all = p.join("\n");
         assert!(all.contains("names must be unique"), "{all}");
-        assert!(all.contains(r#"account "../x", key `name`: names may use"#), "{all}");
+        assert!(
+            all.contains(r#"account "../x", key `name`: names may use"#),
+            "{all}"
+        );
     }
 
     #[test]
     fn keys_at_top_level_are_pointed_to_the_right_place() {
-        let p = problems("host = 'x'\n[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword='p'\n");
+        let p = problems(
+            "host = 'x'\n[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword='p'\n",
+        );
         assert!(p[0].contains("belong in an [[account]] section"), "{p:?}");
     }
 

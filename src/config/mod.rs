@@ -155,9 +155,7 @@ pub fn expand_path(raw: &str, base: &Path) -> Result<PathBuf, String> {
             home
         }
     } else if raw.starts_with('~') {
-        return Err(format!(
-            "{raw:?}: only ~ and ~/ are expanded (not ~user)"
-        ));
+        return Err(format!("{raw:?}: only ~ and ~/ are expanded (not ~user)"));
     } else {
         PathBuf::from(raw)
     };

@@ -94,12 +94,13 @@ async fn run_password_command(argv: &[String], limit: Duration) -> Result<Secret
         let status = child.wait().await;
         (out, err, status)
     };
-    let (out, err, status) = tokio::time::timeout(limit, work)
-        .await
-        .map_err(|_| PasswordError::Timeout {
-            program: program.clone(),
-            after: limit,
-        })?;
+    let (out, err, status) =
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| PasswordError::Timeout {
+                program: program.clone(),
+                after: limit,
+            })?;
     let status = status.map_err(|source| PasswordError::Spawn {
         program: program.clone(),
         source,
@@ -129,32 +130,48 @@ mod tests {
 
     #[tokio::test]
     async fn first_line_of_output_is_the_password() {
-        let s = run_password_command(&argv(&["printf", "hunter2\\nignored\\n"]), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let s = run_password_command(
+            &argv(&["printf", "hunter2\\nignored\\n"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(s.expose(), "hunter2");
     }
 
     #[tokio::test]
     async fn failure_shows_stderr_but_not_stdout() {
         let e = run_password_command(
-            &argv(&["sh", "-c", "echo leaked-secret; echo 'store is locked' >&2; exit 3"]),
+            &argv(&[
+                "sh",
+                "-c",
+                "echo leaked-secret; echo 'store is locked' >&2; exit 3",
+            ]),
             Duration::from_secs(5),
         )
         .await
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("store is locked") && msg.contains("exit status: 3"), "{msg}");
+        assert!(
+            msg.contains("store is locked") && msg.contains("exit status: 3"),
+            "{msg}"
+        );
         assert!(!msg.contains("leaked-secret"), "{msg}");
     }
 
     #[tokio::test]
     async fn missing_program_and_timeout() {
-        let e = run_password_command(&argv(&["/nonexistent/pw"]), Duration::from_secs(5)).await.unwrap_err();
+        let e = run_password_command(&argv(&["/nonexistent/pw"]), Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(e, PasswordError::Spawn { .. }), "{e}");
-        let e = run_password_command(&argv(&["sleep", "10"]), Duration::from_millis(200)).await.unwrap_err();
+        let e = run_password_command(&argv(&["sleep", "10"]), Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(e, PasswordError::Timeout { .. }), "{e}");
-        let e = run_password_command(&argv(&["true"]), Duration::from_secs(5)).await.unwrap_err();
+        let e = run_password_command(&argv(&["true"]), Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(e, PasswordError::Empty { .. }), "{e}");
     }
 }

@@ -116,10 +116,7 @@ pub fn apop_digest(timestamp: &str, password: &Secret) -> String {
     let mut md5 = Md5::new();
     md5.update(timestamp.as_bytes());
     md5.update(password.expose().as_bytes());
-    md5.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    md5.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The SASL PLAIN initial response: base64 of `NUL user NUL password` (RFC 4616).
@@ -173,13 +170,19 @@ mod tests {
     #[test]
     fn automatic_choice_prefers_sasl_plain_over_tls() {
         let c = caps(&[b"USER", b"SASL PLAIN"]);
-        assert_eq!(choose_method(None, &c, None, true).unwrap(), AuthMethod::Plain);
+        assert_eq!(
+            choose_method(None, &c, None, true).unwrap(),
+            AuthMethod::Plain
+        );
         assert_eq!(
             choose_method(None, &c, Some("<1@x>"), true).unwrap(),
             AuthMethod::Plain
         );
         let c = caps(&[b"USER"]);
-        assert_eq!(choose_method(None, &c, None, true).unwrap(), AuthMethod::User);
+        assert_eq!(
+            choose_method(None, &c, None, true).unwrap(),
+            AuthMethod::User
+        );
         assert_eq!(
             choose_method(None, &Capabilities::default(), None, true).unwrap(),
             AuthMethod::User

@@ -249,7 +249,10 @@ mod tests {
                 break;
             }
         }
-        assert!(dec.is_done(), "terminator not found with chunk size {chunk}");
+        assert!(
+            dec.is_done(),
+            "terminator not found with chunk size {chunk}"
+        );
         assert_eq!(dec.octets(), out.len() as u64);
         (out, consumed_total)
     }
@@ -304,7 +307,10 @@ mod tests {
             find_line(b"+OK hi\r\nrest", 100),
             Ok(Some((&b"+OK hi"[..], 8)))
         );
-        assert_eq!(find_line(b"+OK hi\nrest", 100), Ok(Some((&b"+OK hi"[..], 7))));
+        assert_eq!(
+            find_line(b"+OK hi\nrest", 100),
+            Ok(Some((&b"+OK hi"[..], 7)))
+        );
         assert_eq!(find_line(b"+OK partial", 100), Ok(None));
     }
 

@@ -15,7 +15,10 @@ pub enum Command<'a> {
     Stls,
     User(&'a str),
     Pass(&'a Secret),
-    Apop { name: &'a str, digest: String },
+    Apop {
+        name: &'a str,
+        digest: String,
+    },
     /// `AUTH mechanism [initial-response]`
     Auth {
         mechanism: &'a str,

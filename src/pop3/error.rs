@@ -85,7 +85,9 @@ pub enum ErrorKind {
         command: &'static str,
         status: Status,
     },
-    #[error("the server does not support UIDL, which popsync needs to tell new messages from old ones")]
+    #[error(
+        "the server does not support UIDL, which popsync needs to tell new messages from old ones"
+    )]
     NoUidl,
     #[error("a command argument contains a line break or NUL")]
     InvalidArgument,

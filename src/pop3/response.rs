@@ -199,9 +199,7 @@ impl Capabilities {
                 "TOP" => caps.top = true,
                 "PIPELINING" => caps.pipelining = true,
                 "RESP-CODES" => caps.resp_codes = true,
-                "SASL" => caps
-                    .sasl
-                    .extend(words.map(|w| w.to_ascii_uppercase())),
+                "SASL" => caps.sasl.extend(words.map(|w| w.to_ascii_uppercase())),
                 _ => {}
             }
             caps.lines.push(line);
@@ -310,14 +308,19 @@ mod tests {
             })
         );
         assert_eq!(
-            Status::parse(b"-ERR [LOGIN-DELAY 900] wait").unwrap().code(),
+            Status::parse(b"-ERR [LOGIN-DELAY 900] wait")
+                .unwrap()
+                .code(),
             Some(&ResponseCode::LoginDelay)
         );
         assert_eq!(
             Status::parse(b"-err [in-use] locked").unwrap().code(),
             Some(&ResponseCode::InUse)
         );
-        assert_eq!(Status::parse(b"+ ").unwrap(), Status::Continue { data: "".into() });
+        assert_eq!(
+            Status::parse(b"+ ").unwrap(),
+            Status::Continue { data: "".into() }
+        );
         assert_eq!(Status::parse(b"+OK").unwrap().text(), "");
         assert_eq!(Status::parse(b"HELLO there"), None);
         assert_eq!(Status::parse(b"+OKAY"), None);

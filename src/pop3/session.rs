@@ -271,12 +271,10 @@ impl Greeted {
         let label = method.to_string();
         let conn = &mut self.conn;
         let status = match method {
-            AuthMethod::User => {
-                match conn.command(&Command::User(&credentials.username)).await? {
-                    Status::Ok { .. } => conn.command(&Command::Pass(&credentials.password)).await?,
-                    other => other,
-                }
-            }
+            AuthMethod::User => match conn.command(&Command::User(&credentials.username)).await? {
+                Status::Ok { .. } => conn.command(&Command::Pass(&credentials.password)).await?,
+                other => other,
+            },
             AuthMethod::Apop => {
                 let ts = auth::apop_timestamp(&self.greeting).unwrap_or_default();
                 let digest = auth::apop_digest(ts, &credentials.password);
@@ -303,9 +301,7 @@ impl Greeted {
             Status::Ok { .. } => {}
             Status::Continue { .. } => {
                 // A challenge PLAIN does not expect: cancel the exchange (RFC 5034 section 4).
-                let _ = conn
-                    .command(&Command::SaslResponse(Secret::new("*")))
-                    .await;
+                let _ = conn.command(&Command::SaslResponse(Secret::new("*"))).await;
                 return Err(ErrorKind::Protocol(
                     "the server sent an unexpected SASL challenge".into(),
                 )
@@ -403,7 +399,9 @@ impl Authenticated {
         match self.conn.command(&command).await? {
             Status::Ok { text } => Ok(text),
             status @ Status::Err { .. } => Err(command_error(name, status)),
-            other => Err(ErrorKind::Protocol(format!("unexpected answer to {name}: {other}")).into()),
+            other => {
+                Err(ErrorKind::Protocol(format!("unexpected answer to {name}: {other}")).into())
+            }
         }
     }
 

@@ -33,7 +33,7 @@ impl TlsOptions {
     pub(crate) fn connector(&self) -> Result<TlsConnector, Error> {
         let mut connector = TlsConnector::new().min_protocol_version(Some(Protocol::Tlsv12));
         for root in &self.extra_roots {
-            for cert in parse_roots(root).map_err(|e| ErrorKind::Certificate(e))? {
+            for cert in parse_roots(root).map_err(ErrorKind::Certificate)? {
                 connector = connector.add_root_certificate(cert);
             }
         }
@@ -135,7 +135,9 @@ fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         rest = &rest[n..];
         len
     };

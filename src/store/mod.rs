@@ -229,7 +229,9 @@ impl Store {
                 params![name, now],
             )?;
             self.conn
-                .query_row("SELECT id FROM account WHERE name = ?1", [name], |r| r.get(0))
+                .query_row("SELECT id FROM account WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
         })();
         r.map(AccountId).map_err(|e| self.err(e))
     }
@@ -246,7 +248,11 @@ impl Store {
                 let uid: Vec<u8> = row.get(0)?;
                 let state: String = row.get(1)?;
                 let state = MessageState::parse(&state).ok_or_else(|| {
-                    rusqlite::Error::InvalidColumnType(1, state.clone(), rusqlite::types::Type::Text)
+                    rusqlite::Error::InvalidColumnType(
+                        1,
+                        state.clone(),
+                        rusqlite::types::Type::Text,
+                    )
                 })?;
                 map.insert(
                     uid,
@@ -341,7 +347,12 @@ impl Store {
     }
 
     /// Records messages as seen without downloading them.
-    pub fn insert_seen(&mut self, account: AccountId, uids: &[&[u8]], now: i64) -> Result<(), StoreError> {
+    pub fn insert_seen(
+        &mut self,
+        account: AccountId,
+        uids: &[&[u8]],
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.batch(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO message (account_id, uid, state, first_seen) VALUES (?1, ?2, 'seen', ?3)
@@ -418,7 +429,11 @@ impl Store {
     }
 
     /// Records how a poll went.
-    pub fn record_poll(&mut self, account: AccountId, record: &PollRecord) -> Result<(), StoreError> {
+    pub fn record_poll(
+        &mut self,
+        account: AccountId,
+        record: &PollRecord,
+    ) -> Result<(), StoreError> {
         let r = self.conn.execute(
             "UPDATE account SET last_poll_at = ?2, last_poll_ok = ?3, last_poll_error = ?4, last_poll_new = ?5,
                                 last_success_at = CASE WHEN ?3 THEN ?2 ELSE last_success_at END
@@ -518,9 +533,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();
         let a = s.account("home", 100).unwrap();
-        assert_eq!(s.account("home", 200).unwrap(), a, "the same id for the same name");
+        assert_eq!(
+            s.account("home", 200).unwrap(),
+            a,
+            "the same id for the same name"
+        );
         let md = dir.path().join("Mail");
-        s.insert_pending(a, &md, &[(b"u1", "n1"), (b"u2", "n2")], 100).unwrap();
+        s.insert_pending(a, &md, &[(b"u1", "n1"), (b"u2", "n2")], 100)
+            .unwrap();
         let pending = s.pending(a).unwrap();
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[0].dir, md);
@@ -530,13 +550,35 @@ mod tests {
         assert_eq!(known.len(), 1);
         assert_eq!(known[&b"u1".to_vec()].state, MessageState::Delivered);
         assert_eq!(known[&b"u1".to_vec()].delivered_at, Some(110));
-        s.set_state(a, &[b"u1"], &[MessageState::Delivered], MessageState::DeletePending).unwrap();
-        s.set_state(a, &[b"u1"], &[MessageState::DeletePending], MessageState::Deleted).unwrap();
-        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].state, MessageState::Deleted);
+        s.set_state(
+            a,
+            &[b"u1"],
+            &[MessageState::Delivered],
+            MessageState::DeletePending,
+        )
+        .unwrap();
+        s.set_state(
+            a,
+            &[b"u1"],
+            &[MessageState::DeletePending],
+            MessageState::Deleted,
+        )
+        .unwrap();
+        assert_eq!(
+            s.known(a).unwrap()[&b"u1".to_vec()].state,
+            MessageState::Deleted
+        );
         s.apply_listing(a, &[], &[b"u1"], &[], 120).unwrap();
-        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since, Some(120));
+        assert_eq!(
+            s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since,
+            Some(120)
+        );
         s.apply_listing(a, &[], &[b"u1"], &[], 130).unwrap();
-        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since, Some(120), "first time kept");
+        assert_eq!(
+            s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since,
+            Some(120),
+            "first time kept"
+        );
         s.apply_listing(a, &[], &[], &[b"u1"], 140).unwrap();
         assert!(s.known(a).unwrap().is_empty());
     }
@@ -560,7 +602,16 @@ mod tests {
             let mut s = Store::open(dir.path()).unwrap();
             let a = s.account("x", 1).unwrap();
             s.insert_seen(a, &[b"u"], 1).unwrap();
-            s.record_poll(a, &PollRecord { at: 5, ok: true, error: None, new_messages: 3 }).unwrap();
+            s.record_poll(
+                a,
+                &PollRecord {
+                    at: 5,
+                    ok: true,
+                    error: None,
+                    new_messages: 3,
+                },
+            )
+            .unwrap();
         }
         {
             let mut s = Store::open(dir.path()).unwrap();

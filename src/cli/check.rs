@@ -1,0 +1,174 @@
+//! `popsync check`: connect and log in without fetching, and show what the server offers
+//! (like `mpop --serverinfo`).
+
+use std::fmt::Write as _;
+
+use super::progress::human_bytes;
+use super::{Cli, EX_USAGE};
+use crate::config::{Account, Config};
+use crate::plan::{self, Policy};
+use crate::poll::{self, ErrorClass, FetchError};
+use crate::pop3::{self, Capabilities, Credentials, Security};
+use crate::store::Store;
+
+/// Connect to each account (or the ones named), log in and show the server's certificate,
+/// capabilities, the login method and the message count, without fetching anything
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Only this account (repeat for several)
+    #[arg(long, short, value_name = "NAME")]
+    account: Vec<String>,
+}
+
+pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let accounts = match config.select(&args.account) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("popsync: {e}");
+            return EX_USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("popsync: cannot start the async runtime: {e}");
+            return ErrorClass::Local.exit_code();
+        }
+    };
+    let mut worst: Option<ErrorClass> = None;
+    for (i, account) in accounts.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let mut out = String::new();
+        let result = runtime.block_on(check(&config, account, &mut out));
+        print!("{out}");
+        if let Err(e) = result {
+            println!("  result:         FAILED");
+            eprintln!(
+                "popsync: {}: error: {}",
+                account.name,
+                crate::error_chain(&e)
+            );
+            worst = worst.max(Some(e.class()));
+        } else {
+            println!("  result:         ok");
+        }
+    }
+    worst.map_or(0, ErrorClass::exit_code)
+}
+
+fn security_label(s: Security) -> &'static str {
+    match s {
+        Security::Tls => "implicit TLS",
+        Security::StartTls => "STLS (STARTTLS)",
+        Security::DangerousPlaintext => "NO ENCRYPTION (dangerous-plaintext)",
+    }
+}
+
+fn caps_line(caps: &Capabilities) -> String {
+    if !caps.known {
+        "(the server does not answer CAPA)".to_owned()
+    } else {
+        caps.lines.join(" | ")
+    }
+}
+
+async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(), FetchError> {
+    let _ = writeln!(out, "account {}", account.name);
+    let _ = writeln!(
+        out,
+        "  server:         {}:{} ({})",
+        account.host,
+        account.port,
+        security_label(account.security)
+    );
+    let options = poll::connect_options(account)?;
+    let greeted = pop3::connect(&options).await?;
+    if let Some(cert) = greeted.certificate() {
+        let _ = writeln!(out, "  certificate:");
+        let _ = writeln!(out, "    subject:      {}", cert.subject);
+        let _ = writeln!(out, "    issuer:       {}", cert.issuer);
+        let _ = writeln!(
+            out,
+            "    valid:        {} to {}",
+            cert.not_before, cert.not_after
+        );
+        let _ = writeln!(out, "    fingerprint:  {}", cert.sha256);
+    }
+    let _ = writeln!(out, "  greeting:       {}", greeted.greeting());
+    if let Some(before) = greeted.capabilities_before_tls() {
+        let _ = writeln!(out, "  capabilities before STLS: {}", caps_line(before));
+    }
+    let _ = writeln!(
+        out,
+        "  capabilities:   {}",
+        caps_line(greeted.capabilities())
+    );
+    let method = greeted.auth_method(account.auth)?;
+    let _ = writeln!(
+        out,
+        "  login method:   {method}{}",
+        if account.auth.is_none() {
+            " (chosen automatically)"
+        } else {
+            ""
+        }
+    );
+    let credentials = Credentials {
+        username: account.username.clone(),
+        password: account.password.resolve().await?,
+    };
+    let mut session = greeted.login(&credentials, account.auth).await?;
+    let _ = writeln!(out, "  login:          ok as {}", account.username);
+    let _ = writeln!(
+        out,
+        "  capabilities after login: {}",
+        caps_line(session.capabilities())
+    );
+    let (count, size) = session.stat().await?;
+    let _ = writeln!(
+        out,
+        "  mailbox:        {count} messages, {}",
+        human_bytes(size)
+    );
+    let uidl = session.uidl().await;
+    let _ = session.quit().await;
+    let uidl = uidl?;
+    // How many would be downloaded: read the state without changing it.
+    if let Ok(mut store) = Store::open(&config.state_dir) {
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        if let Ok(id) = store.account(&account.name, now)
+            && let Ok(known) = store.known(id)
+        {
+            let policy = Policy {
+                retention: account.retention,
+                forget_after: account.forget_after,
+                mark_seen: false,
+            };
+            let p = plan::plan(&uidl, &known, &policy, now);
+            let _ = writeln!(
+                out,
+                "  next fetch:     {} to download, {} to delete{}",
+                p.fetch.len(),
+                p.delete.len(),
+                if p.duplicates > 0 {
+                    format!(
+                        " (warning: {} duplicate unique-ids; deletion would be skipped)",
+                        p.duplicates
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(())
+}

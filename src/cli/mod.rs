@@ -1,0 +1,115 @@
+//! The command line: one file per subcommand; this file holds the shared options, logging
+//! set-up and the mapping from failures to exit codes (sysexits: 75 temporary failure, 77
+//! authentication or certificate refused, 78 configuration, 74 local I/O, 64 usage).
+
+mod check;
+mod fetch;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError};
+
+pub use progress::TerminalProgress;
+
+/// Exit status for a usage error (an unknown account name).
+pub const EX_USAGE: u8 = 64;
+/// Exit status for a configuration that cannot be used.
+pub const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "popsync",
+    version,
+    about = "Fetch mail from POP3 servers into local Maildirs, exactly once",
+    long_about = "popsync downloads new messages from POP3 accounts into local Maildirs. \
+It remembers what it has downloaded (by the server's unique-ids, in a state database), so each \
+message arrives exactly once, even if popsync is killed part-way; it deletes messages from the \
+server only after they are safely on disk, and only if the account's retention says so.",
+    after_help = "Configuration: --config FILE, else $POPSYNC_CONFIG, else the platform's config \
+directory (~/.config/popsync/config.toml on Linux). See config.example.toml for every key.\n\n\
+Exit status: 0 success; 64 usage error; 74 local I/O error (mailbox, state database); \
+75 temporary failure (network, server busy; try again later); 77 login refused or server \
+certificate not trusted; 78 configuration error."
+)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log more: -v what happens, -vv details, -vvv the protocol transcript (secrets redacted)
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Print nothing but errors
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Fetch(fetch::FetchArgs),
+    Check(check::CheckArgs),
+}
+
+/// Parses the command line, runs the subcommand and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let code = match &cli.command {
+        Command::Fetch(args) => fetch::run(&cli, args),
+        Command::Check(args) => check::run(&cli, args),
+    };
+    ExitCode::from(code)
+}
+
+impl Cli {
+    /// Loads the configuration, printing every problem if it cannot be used.
+    fn load_config(&self) -> Result<Config, u8> {
+        let path = match config::config_path(self.config.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("popsync: {e}");
+                return Err(EX_CONFIG);
+            }
+        };
+        let state_override = std::env::var_os(config::STATE_DIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match Config::load(&path, state_override) {
+            Ok(c) => Ok(c),
+            Err(e @ ConfigError::Read { .. }) | Err(e @ ConfigError::Invalid(_)) => {
+                eprintln!("popsync: {e}");
+                Err(EX_CONFIG)
+            }
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "popsync=error",
+        (false, 0) => "popsync=warn",
+        (false, 1) => "popsync=info",
+        (false, 2) => "popsync=debug",
+        (false, _) => "popsync=trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress::LogWriter)
+        .with_target(verbose >= 3)
+        .with_ansi(progress::stderr_is_terminal())
+        .try_init();
+}

@@ -1,0 +1,410 @@
+//! Maildir delivery, exactly once.
+//!
+//! The protocol, in the order it is enforced by `poll` and this module:
+//!
+//! 1. a unique file name is chosen and recorded in the state database as *pending* (the
+//!    commit is durable) before any file exists;
+//! 2. the message is streamed into `tmp/NAME`, created with `O_EXCL` and mode 0600;
+//! 3. the file is fsynced (many files at once, in parallel, so that a batch costs about one
+//!    disk flush rather than one per message);
+//! 4. it is hard-linked to `new/NAME` — a link never overwrites — and `tmp/NAME` removed
+//!    (where hard links are not supported, a rename after checking the name is free);
+//! 5. `new/` is fsynced, making the link durable;
+//! 6. only then is the row marked *delivered* (and only delivered messages are deleted from
+//!    the server).
+//!
+//! After a crash between any two steps, [`Maildir::locate`] tells from the disk where a
+//! pending message got to: in `new/` (or already moved to `cur/` by the user's mail reader)
+//! means delivered; only in `tmp/` or nowhere means not delivered, and the partial file is
+//! removed so the message is downloaded again. Nothing is lost and nothing appears twice.
+//!
+//! Names follow the Maildir convention `TIME.MUSECPPIDQSEQRRAND.HOST` (with `/` and `:` in
+//! the host name escaped as `\057` and `\072`); server data never becomes part of a name.
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::CrlfToLf;
+
+/// A Maildir: `cur/`, `new/` and `tmp/` under one root.
+#[derive(Debug)]
+pub struct Maildir {
+    root: PathBuf,
+    host: String,
+    pid: u32,
+    seq: u64,
+}
+
+/// Where a pending message was found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingLocation {
+    /// Visible to mail readers (in `new/` or `cur/`): delivered. The size in bytes.
+    Delivered(u64),
+    /// Not visible: not delivered (any partial file in `tmp/` has been removed).
+    Absent,
+}
+
+/// Buffer for writing one message.
+const WRITE_BUFFER: usize = 128 * 1024;
+
+impl Maildir {
+    /// Opens the Maildir at `root`, creating it (mode 0700) if needed.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        for sub in ["tmp", "new", "cur"] {
+            crate::store::create_private_dir(&root.join(sub))
+                .map_err(|e| with_path(e, "cannot create the Maildir", root))?;
+        }
+        Ok(Self::at(root))
+    }
+
+    /// The Maildir at `root`, without touching the disk.
+    pub fn at(root: &Path) -> Self {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        Self {
+            root: root.to_owned(),
+            host: escape_host(if host.is_empty() { "localhost" } else { &host }),
+            pid: std::process::id(),
+            seq: 0,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A new unique name (not yet used on disk).
+    pub fn unique_name(&mut self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.seq += 1;
+        // Randomness from the standard library's randomly keyed hasher.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(self.seq);
+        let rand = h.finish();
+        format!(
+            "{}.M{}P{}Q{}R{:016x}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            self.pid,
+            self.seq,
+            rand,
+            self.host
+        )
+    }
+
+    fn tmp(&self, name: &str) -> PathBuf {
+        self.root.join("tmp").join(name)
+    }
+
+    fn new_path(&self, name: &str) -> PathBuf {
+        self.root.join("new").join(name)
+    }
+
+    /// Starts writing a message into `tmp/NAME`.
+    pub fn create(&self, name: &str) -> io::Result<MessageWriter> {
+        let path = self.tmp(name);
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(&path)
+            .map_err(|e| with_path(e, "cannot create", &path))?;
+        Ok(MessageWriter {
+            name: name.to_owned(),
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            crlf: CrlfToLf::default(),
+            written: 0,
+        })
+    }
+
+    /// Makes finished messages durable and visible: fsync them, link them into `new/`,
+    /// fsync `new/`. When this returns `Ok`, every message is durably delivered.
+    pub fn publish(&self, messages: &[Finished]) -> io::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        sync_files(messages)?;
+        for m in messages {
+            let tmp = self.tmp(&m.name);
+            let new = self.new_path(&m.name);
+            match fs::hard_link(&tmp, &new) {
+                Ok(()) => fs::remove_file(&tmp).map_err(|e| with_path(e, "cannot remove", &tmp))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(with_path(e, "refusing to overwrite", &new));
+                }
+                Err(_) => {
+                    // File systems without hard links: rename, after making sure the name is
+                    // free (names are unique, so this guards against the impossible).
+                    if fs::symlink_metadata(&new).is_ok() {
+                        return Err(with_path(
+                            io::Error::from(io::ErrorKind::AlreadyExists),
+                            "refusing to overwrite",
+                            &new,
+                        ));
+                    }
+                    fs::rename(&tmp, &new).map_err(|e| with_path(e, "cannot move", &tmp))?;
+                }
+            }
+        }
+        sync_dir(&self.root.join("new"))
+    }
+
+    /// Removes a message that will not be delivered from `tmp/`.
+    pub fn discard(&self, name: &str) {
+        let _ = fs::remove_file(self.tmp(name));
+    }
+
+    /// Finds where pending messages got to (see the module docs). Makes a found message's
+    /// link durable before reporting it delivered; removes partial files from `tmp/`.
+    pub fn locate(&self, names: &[&str]) -> io::Result<Vec<PendingLocation>> {
+        let mut found: Vec<Option<u64>> = Vec::with_capacity(names.len());
+        let mut any_new = false;
+        for name in names {
+            match fs::metadata(self.new_path(name)) {
+                Ok(m) => {
+                    any_new = true;
+                    found.push(Some(m.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => found.push(None),
+                Err(e) => return Err(with_path(e, "cannot inspect", &self.new_path(name))),
+            }
+        }
+        if found.iter().any(Option::is_none) {
+            // A mail reader may have moved it from new/ to cur/, adding ":2,FLAGS".
+            let cur = self.root.join("cur");
+            match fs::read_dir(&cur) {
+                Ok(entries) => {
+                    let wanted: std::collections::HashMap<&str, usize> = names
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| found[*i].is_none())
+                        .map(|(i, n)| (*n, i))
+                        .collect();
+                    for entry in entries {
+                        let entry = entry?;
+                        let file_name = entry.file_name();
+                        let file_name = file_name.to_string_lossy();
+                        let base = file_name.split([':', '!']).next().unwrap_or(&file_name);
+                        if let Some(&i) = wanted.get(base) {
+                            found[i] = Some(entry.metadata()?.len());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(with_path(e, "cannot read", &cur)),
+            }
+        }
+        if any_new {
+            // The link may not have been made durable before the crash.
+            sync_dir(&self.root.join("new"))?;
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for (name, f) in names.iter().zip(found) {
+            match f {
+                Some(size) => {
+                    self.discard(name);
+                    out.push(PendingLocation::Delivered(size));
+                }
+                None => {
+                    self.discard(name);
+                    out.push(PendingLocation::Absent);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes one message into `tmp/`, converting CRLF to LF.
+#[derive(Debug)]
+pub struct MessageWriter {
+    name: String,
+    out: BufWriter<File>,
+    crlf: CrlfToLf,
+    written: u64,
+}
+
+impl MessageWriter {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Message data as received (CRLF line endings).
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let out = &mut self.out;
+        let written = &mut self.written;
+        self.crlf.convert(data, &mut |d| {
+            *written += d.len() as u64;
+            out.write_all(d)
+        })
+    }
+
+    /// Ends the message: flushes the buffer (the file is fsynced by
+    /// [`Maildir::publish`]).
+    pub fn finish(mut self) -> io::Result<Finished> {
+        let out = &mut self.out;
+        let written = &mut self.written;
+        self.crlf.finish(&mut |d| {
+            *written += d.len() as u64;
+            out.write_all(d)
+        })?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok(Finished {
+            name: self.name,
+            file,
+            size: self.written,
+        })
+    }
+}
+
+/// A completely written message in `tmp/`, not yet durable or visible.
+#[derive(Debug)]
+pub struct Finished {
+    pub name: String,
+    file: File,
+    pub size: u64,
+}
+
+/// fsyncs many files at once: the file system can then commit them together.
+fn sync_files(messages: &[Finished]) -> io::Result<()> {
+    const THREADS: usize = 8;
+    if messages.len() == 1 {
+        return messages[0].file.sync_all();
+    }
+    let per = messages.len().div_ceil(THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = messages
+            .chunks(per)
+            .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|m| m.file.sync_all())))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")))
+        })
+    })
+}
+
+/// fsyncs a directory, making the names in it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| with_path(e, "cannot sync", dir))
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a directory as a file; NTFS journals its metadata.
+        let _ = dir;
+        Ok(())
+    }
+}
+
+fn escape_host(host: &str) -> String {
+    host.replace('/', "\\057").replace(':', "\\072")
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(md: &mut Maildir, data: &[u8]) -> String {
+        let name = md.unique_name();
+        let mut w = md.create(&name).unwrap();
+        w.write(data).unwrap();
+        let f = w.finish().unwrap();
+        md.publish(&[f]).unwrap();
+        name
+    }
+
+    #[test]
+    fn a_published_message_is_in_new_with_lf_endings_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut md = Maildir::open(&dir.path().join("Mail")).unwrap();
+        let name = deliver(&mut md, b"Subject: x\r\n\r\nbody\r\n");
+        let path = dir.path().join("Mail/new").join(&name);
+        assert_eq!(fs::read(&path).unwrap(), b"Subject: x\n\nbody\n");
+        assert_eq!(
+            fs::read_dir(dir.path().join("Mail/tmp")).unwrap().count(),
+            0
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert_eq!(
+                fs::metadata(dir.path().join("Mail/new"))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o700
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_carry_no_separators() {
+        let mut md = Maildir::at(Path::new("/nonexistent"));
+        let a = md.unique_name();
+        let b = md.unique_name();
+        assert_ne!(a, b);
+        assert!(!a.contains('/') && !a.contains(':'), "{a}");
+        assert_eq!(escape_host("a/b:c"), "a\\057b\\072c");
+    }
+
+    #[test]
+    fn publishing_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::open(dir.path()).unwrap();
+        fs::write(dir.path().join("new/taken"), b"theirs").unwrap();
+        let mut w = md.create("taken").unwrap();
+        w.write(b"ours\r\n").unwrap();
+        let f = w.finish().unwrap();
+        assert!(md.publish(&[f]).is_err());
+        assert_eq!(fs::read(dir.path().join("new/taken")).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn locate_finds_messages_in_new_and_cur_and_cleans_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::open(dir.path()).unwrap();
+        // in new/, with a leftover tmp/ link (crash between link and unlink)
+        fs::write(dir.path().join("new/a"), b"12345").unwrap();
+        fs::write(dir.path().join("tmp/a"), b"12345").unwrap();
+        // moved to cur/ by a mail reader
+        fs::write(dir.path().join("cur/b:2,S"), b"123").unwrap();
+        // partial, only in tmp/
+        fs::write(dir.path().join("tmp/c"), b"par").unwrap();
+        let found = md.locate(&["a", "b", "c", "d"]).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                PendingLocation::Delivered(5),
+                PendingLocation::Delivered(3),
+                PendingLocation::Absent,
+                PendingLocation::Absent
+            ]
+        );
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(
+            dir.path().join("new/a").exists(),
+            "delivered files are kept"
+        );
+    }
+}

@@ -1,0 +1,648 @@
+//! One fetch of one account: orchestration only.
+//!
+//! Under the account's lock: resolve any deliveries a crash left pending, log in, list,
+//! [`plan`](crate::plan), download new messages in batches with the exactly-once Maildir
+//! protocol, delete what the retention policy says is due, QUIT, and record the outcome.
+//! While a session brings new mail, another session follows in the same run (Gmail hands
+//! out about 250 messages per session).
+//!
+//! Ordering rules enforced here (see also `delivery::maildir` and `store`):
+//!
+//! - a batch's *pending* rows are committed before any of its files is created;
+//! - a message is marked *delivered* only after its file is fsynced, linked into `new/` and
+//!   `new/` is fsynced;
+//! - DELE is sent only for delivered messages, after they are marked *delete-pending*;
+//!   they become *deleted* only when QUIT answers +OK. A session that breaks before that
+//!   sends the DELEs again next time, without downloading anything again.
+//!
+//! This code blocks on disk and SQLite between network reads; run it on a runtime of its
+//! own (the CLI runs each account on its own thread).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::config::{Account, Retention};
+use crate::delivery::maildir::{Finished, Maildir, MessageWriter, PendingLocation};
+use crate::lock::{AccountLock, LockError};
+use crate::plan::{self, Listed, Policy};
+use crate::pop3::{
+    self, ConnectOptions, Credentials, MsgNum, RetrieveHandler, Status, Timeouts, TlsOptions,
+};
+use crate::store::{AccountId, MessageState, PollRecord, Store, StoreError};
+
+/// Most sessions in one run (each brings at least one new message, or the run stops).
+pub const MAX_SESSIONS: u32 = 100;
+/// A batch ends after this many messages ...
+pub const BATCH_MESSAGES: usize = 64;
+/// ... or this many bytes (by the server's approximate sizes), whichever comes first.
+pub const BATCH_BYTES: u64 = 8 << 20;
+
+/// Reports progress to whoever shows it. All methods have empty defaults.
+pub trait Progress: Send + Sync {
+    /// Another process holds the account's lock; this run waits for it.
+    fn waiting_for_lock(&self, _account: &str, _holder: Option<&str>) {}
+    /// A session is about to download `messages` messages of about `bytes` bytes.
+    fn downloading(&self, _account: &str, _messages: usize, _bytes: u64) {}
+    /// Message bytes arrived.
+    fn bytes(&self, _account: &str, _n: u64) {}
+    /// A message was completely received.
+    fn message(&self, _account: &str) {}
+}
+
+/// Progress reporting that reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Everything a fetch needs from its surroundings.
+pub struct Context<'a> {
+    pub state_dir: &'a Path,
+    pub clock: &'a dyn Clock,
+    pub progress: &'a dyn Progress,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-run choices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchOptions {
+    /// Record everything on the server as seen, without downloading.
+    pub mark_seen: bool,
+    /// If another process holds the account, fail at once instead of waiting.
+    pub no_wait: bool,
+}
+
+/// What a fetch did (also when it ended in an error part-way).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub account: String,
+    pub new_messages: u64,
+    pub new_bytes: u64,
+    pub marked_seen: u64,
+    pub deleted: u64,
+    /// Messages the server refused to hand out (-ERR to RETR); tried again next time.
+    pub refused: u64,
+    /// Pending deliveries from an interrupted run found complete and confirmed.
+    pub recovered: u64,
+    pub sessions: u32,
+    /// Messages on the server at the last listing.
+    pub on_server: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Pop3(#[from] pop3::Error),
+    #[error("could not get the password")]
+    Password(#[from] crate::config::secret::PasswordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("mailbox {}", .path.display())]
+    Mailbox {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot read ca-file {}", .path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the server refused to hand out {count} message{} (they stay on the server and are tried again next time); the first answer was: {first}",
+        if *.count == 1 { "" } else { "s" }
+    )]
+    Refused { count: u64, first: Status },
+}
+
+/// How a failure should be treated: what the exit status says and whether retrying helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// Try again later (network, server busy). sysexits EX_TEMPFAIL.
+    Temporary,
+    /// Credentials refused or the server's certificate not trusted. EX_NOPERM.
+    Auth,
+    /// Something on this machine: the mailbox or the state database. EX_IOERR.
+    Local,
+    /// The configuration cannot work with this server (no STLS, no UIDL). EX_CONFIG.
+    Config,
+}
+
+impl ErrorClass {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Temporary => 75,
+            Self::Auth => 77,
+            Self::Local => 74,
+            Self::Config => 78,
+        }
+    }
+}
+
+impl FetchError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Pop3(e) if e.is_auth() || e.is_certificate() => ErrorClass::Auth,
+            Self::Pop3(e) if e.is_local() => ErrorClass::Local,
+            Self::Pop3(e) if e.is_permanent() => ErrorClass::Config,
+            Self::Pop3(_) => ErrorClass::Temporary,
+            Self::Password(_) => ErrorClass::Auth,
+            Self::Store(_) | Self::Mailbox { .. } => ErrorClass::Local,
+            Self::Lock(LockError::Busy { .. }) => ErrorClass::Temporary,
+            Self::Lock(_) => ErrorClass::Local,
+            Self::CaFile { .. } => ErrorClass::Config,
+            Self::Refused { .. } => ErrorClass::Temporary,
+        }
+    }
+}
+
+/// The result of fetching one account.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: Report,
+    pub error: Option<FetchError>,
+}
+
+/// Fetches one account. Never panics on server or disk trouble; the outcome says what was
+/// done and what went wrong.
+pub async fn fetch_account(
+    account: &Account,
+    ctx: &Context<'_>,
+    options: &FetchOptions,
+) -> Outcome {
+    let started = Instant::now();
+    let mut report = Report {
+        account: account.name.clone(),
+        ..Report::default()
+    };
+    let error = locked(account, ctx, options, &mut report).await.err();
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    match &error {
+        None => info!(
+            account = %account.name,
+            "{} new, {} deleted, {} on server, {} session(s), {} ms",
+            report.new_messages, report.deleted, report.on_server, report.sessions, report.elapsed_ms
+        ),
+        Some(e) => warn!(account = %account.name, "fetch failed: {}", crate::error_chain(e)),
+    }
+    Outcome { report, error }
+}
+
+async fn locked(
+    account: &Account,
+    ctx: &Context<'_>,
+    options: &FetchOptions,
+    report: &mut Report,
+) -> Result<(), FetchError> {
+    let _lock = match AccountLock::try_acquire(ctx.state_dir, &account.name) {
+        Ok(lock) => lock,
+        Err(LockError::Busy { holder }) if !options.no_wait => {
+            ctx.progress
+                .waiting_for_lock(&account.name, holder.as_deref());
+            let dir = ctx.state_dir.to_owned();
+            let name = account.name.clone();
+            tokio::task::spawn_blocking(move || AccountLock::acquire_blocking(&dir, &name))
+                .await
+                .map_err(|e| LockError::Io {
+                    path: ctx.state_dir.to_owned(),
+                    source: std::io::Error::other(e),
+                })??
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut store = Store::open(ctx.state_dir)?;
+    let id = store.account(&account.name, ctx.clock.now())?;
+    let result = run(account, ctx, options, &mut store, id, report).await;
+    let record = PollRecord {
+        at: ctx.clock.now(),
+        ok: result.is_ok(),
+        error: result.as_ref().err().map(|e| crate::error_chain(e)),
+        new_messages: report.new_messages,
+    };
+    if let Err(e) = store.record_poll(id, &record) {
+        warn!(account = %account.name, "could not record the poll outcome: {e}");
+    }
+    result
+}
+
+/// Connection settings for an account.
+pub fn connect_options(account: &Account) -> Result<ConnectOptions, FetchError> {
+    let mut tls = TlsOptions::default();
+    if let Some(path) = &account.ca_file {
+        let bytes = std::fs::read(path).map_err(|source| FetchError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        tls.extra_roots.push(bytes);
+    }
+    Ok(ConnectOptions {
+        host: account.host.clone(),
+        port: account.port,
+        security: account.security,
+        tls,
+        timeouts: Timeouts::uniform(account.timeout),
+    })
+}
+
+async fn run(
+    account: &Account,
+    ctx: &Context<'_>,
+    options: &FetchOptions,
+    store: &mut Store,
+    id: AccountId,
+    report: &mut Report,
+) -> Result<(), FetchError> {
+    recover(store, id, report)?;
+    let mut maildir = Maildir::open(&account.maildir).map_err(|source| FetchError::Mailbox {
+        path: account.maildir.clone(),
+        source,
+    })?;
+    let connect = connect_options(account)?;
+    let credentials = Credentials {
+        username: account.username.clone(),
+        password: account.password.resolve().await?,
+    };
+    let policy = Policy {
+        retention: account.retention,
+        forget_after: account.forget_after,
+        mark_seen: options.mark_seen,
+    };
+    let mut session_ctx = SessionCtx {
+        account,
+        ctx,
+        store,
+        id,
+        maildir: &mut maildir,
+        policy,
+        report,
+    };
+    loop {
+        let fetched = session(&mut session_ctx, &connect, &credentials).await?;
+        session_ctx.report.sessions += 1;
+        if fetched == 0 || options.mark_seen || session_ctx.report.sessions >= MAX_SESSIONS {
+            break;
+        }
+        debug!(account = %account.name, "the session brought {fetched} new messages; checking for more");
+    }
+    Ok(())
+}
+
+/// Resolves deliveries an interrupted run left pending, from what is on disk.
+fn recover(store: &mut Store, id: AccountId, report: &mut Report) -> Result<(), FetchError> {
+    let pending = store.pending(id)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut by_dir: HashMap<&Path, Vec<&crate::store::PendingRow>> = HashMap::new();
+    for row in &pending {
+        by_dir.entry(row.dir.as_path()).or_default().push(row);
+    }
+    let now = crate::clock::SystemClock.now();
+    for (dir, rows) in by_dir {
+        let maildir = Maildir::at(dir);
+        let names: Vec<&str> = rows.iter().map(|r| r.file_name.as_str()).collect();
+        let found = maildir
+            .locate(&names)
+            .map_err(|source| FetchError::Mailbox {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let mut delivered = Vec::new();
+        let mut absent = Vec::new();
+        for (row, f) in rows.iter().zip(found) {
+            match f {
+                PendingLocation::Delivered(size) => delivered.push((row.uid.as_slice(), size)),
+                PendingLocation::Absent => absent.push(row.uid.as_slice()),
+            }
+        }
+        store.mark_delivered(id, &delivered, now)?;
+        store.drop_pending(id, &absent)?;
+        report.recovered += delivered.len() as u64;
+        info!(
+            "recovered an interrupted delivery into {}: {} message(s) were complete, {} will be downloaded again",
+            dir.display(),
+            delivered.len(),
+            absent.len()
+        );
+    }
+    Ok(())
+}
+
+struct SessionCtx<'a, 'c> {
+    account: &'a Account,
+    ctx: &'a Context<'c>,
+    store: &'a mut Store,
+    id: AccountId,
+    maildir: &'a mut Maildir,
+    policy: Policy,
+    report: &'a mut Report,
+}
+
+/// One POP3 session. Returns how many new messages it delivered.
+async fn session(
+    sc: &mut SessionCtx<'_, '_>,
+    connect: &ConnectOptions,
+    credentials: &Credentials,
+) -> Result<u64, FetchError> {
+    let name = sc.account.name.as_str();
+    let greeted = pop3::connect(connect).await?;
+    let mut s = greeted.login(credentials, sc.account.auth).await?;
+    debug!(account = name, method = %s.auth_method(), pipelining = s.pipelining(), "logged in");
+    let (uidl, list) = s.uidl_and_list().await?;
+    sc.report.on_server = uidl.len() as u64;
+    let sizes: HashMap<MsgNum, u64> = list.iter().map(|e| (e.msg, e.size)).collect();
+    let known = sc.store.known(sc.id)?;
+    let now = sc.ctx.clock.now();
+    let plan = plan::plan(&uidl, &known, &sc.policy, now);
+    debug!(
+        account = name,
+        listed = uidl.len(),
+        known = known.len(),
+        fetch = plan.fetch.len(),
+        delete = plan.delete.len(),
+        "planned"
+    );
+    if plan.duplicates > 0 {
+        warn!(
+            account = name,
+            "the server lists {} unique-id(s) more than once; messages sharing an id cannot be told apart, so nothing is deleted in this session",
+            plan.duplicates
+        );
+    }
+    if plan.still_listed_after_delete > 0 {
+        debug!(
+            account = name,
+            "{} deleted message(s) are still listed by the server", plan.still_listed_after_delete
+        );
+    }
+    sc.store
+        .apply_listing(sc.id, &plan.relisted, &plan.unlisted, &plan.forget, now)?;
+    if !plan.forget.is_empty() {
+        debug!(
+            account = name,
+            "forgot {} message(s) gone from the server",
+            plan.forget.len()
+        );
+    }
+    if !plan.undelete.is_empty() {
+        sc.store.set_state(
+            sc.id,
+            &plan.undelete,
+            &[MessageState::DeletePending],
+            MessageState::Delivered,
+        )?;
+    }
+    if !plan.mark_seen.is_empty() {
+        sc.store.insert_seen(sc.id, &plan.mark_seen, now)?;
+        sc.report.marked_seen += plan.mark_seen.len() as u64;
+    }
+
+    // Download.
+    let total: u64 = plan
+        .fetch
+        .iter()
+        .map(|l| sizes.get(&l.msg).copied().unwrap_or(0))
+        .sum();
+    if !plan.fetch.is_empty() {
+        sc.ctx.progress.downloading(name, plan.fetch.len(), total);
+    }
+    let mut delivered_now: Vec<Listed<'_>> = Vec::new();
+    let mut refused: Vec<Status> = Vec::new();
+    let mut remaining = &plan.fetch[..];
+    while !remaining.is_empty() {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < remaining.len() && n < BATCH_MESSAGES && (n == 0 || bytes < BATCH_BYTES) {
+            bytes += sizes.get(&remaining[n].msg).copied().unwrap_or(0);
+            n += 1;
+        }
+        let (batch, rest) = remaining.split_at(n);
+        remaining = rest;
+        let outcome = fetch_batch(sc, &mut s, batch).await;
+        delivered_now.extend(outcome.delivered);
+        refused.extend(outcome.refused);
+        outcome.result?;
+    }
+    let fetched = delivered_now.len() as u64;
+
+    // Delete what is due.
+    let mut to_delete = if plan.deletion_refused() {
+        Vec::new()
+    } else {
+        plan.delete.clone()
+    };
+    if !plan.deletion_refused() && plan::due_for_deletion(sc.policy.retention, Some(now), now) {
+        to_delete.extend(delivered_now.iter().copied());
+    }
+    if sc.policy.retention == Retention::Keep {
+        to_delete.clear();
+    }
+    let mut dele_ok: Vec<&[u8]> = Vec::new();
+    if !to_delete.is_empty() {
+        let uids: Vec<&[u8]> = to_delete.iter().map(|l| l.uid).collect();
+        sc.store.set_state(
+            sc.id,
+            &uids,
+            &[MessageState::Delivered, MessageState::DeletePending],
+            MessageState::DeletePending,
+        )?;
+        let msgs: Vec<MsgNum> = to_delete.iter().map(|l| l.msg).collect();
+        let answers = s.delete(&msgs).await?;
+        for (listed, (_, status)) in to_delete.iter().zip(answers) {
+            if status.is_ok() {
+                dele_ok.push(listed.uid);
+            } else {
+                warn!(account = name, msg = %listed.msg, "the server refused to delete a message: {status}");
+            }
+        }
+    }
+    s.quit().await?;
+    if !dele_ok.is_empty() {
+        sc.store.set_state(
+            sc.id,
+            &dele_ok,
+            &[MessageState::DeletePending],
+            MessageState::Deleted,
+        )?;
+        sc.report.deleted += dele_ok.len() as u64;
+    }
+    if let Some(first) = refused.first() {
+        return Err(FetchError::Refused {
+            count: refused.len() as u64,
+            first: first.clone(),
+        });
+    }
+    Ok(fetched)
+}
+
+struct BatchOutcome<'a> {
+    delivered: Vec<Listed<'a>>,
+    refused: Vec<Status>,
+    result: Result<(), FetchError>,
+}
+
+/// Downloads one batch: pending rows first (durable), then the messages, then whatever
+/// arrived completely is published and marked delivered — also when the session broke
+/// part-way, so no finished work is thrown away.
+async fn fetch_batch<'p>(
+    sc: &mut SessionCtx<'_, '_>,
+    s: &mut pop3::Authenticated,
+    batch: &[Listed<'p>],
+) -> BatchOutcome<'p> {
+    let mut out = BatchOutcome {
+        delivered: Vec::new(),
+        refused: Vec::new(),
+        result: Ok(()),
+    };
+    let names: Vec<String> = batch.iter().map(|_| sc.maildir.unique_name()).collect();
+    let rows: Vec<(&[u8], &str)> = batch
+        .iter()
+        .zip(&names)
+        .map(|(l, n)| (l.uid, n.as_str()))
+        .collect();
+    let now = sc.ctx.clock.now();
+    if let Err(e) = sc
+        .store
+        .insert_pending(sc.id, sc.maildir.root(), &rows, now)
+    {
+        out.result = Err(e.into());
+        return out;
+    }
+    let mut handler = BatchHandler {
+        maildir: sc.maildir,
+        account: &sc.account.name,
+        progress: sc.ctx.progress,
+        names: batch
+            .iter()
+            .zip(&names)
+            .map(|(l, n)| (l.msg, n.as_str()))
+            .collect(),
+        current: None,
+        finished: Vec::new(),
+        refused: Vec::new(),
+    };
+    let msgs: Vec<MsgNum> = batch.iter().map(|l| l.msg).collect();
+    let retrieved = s.retrieve(&msgs, &mut handler).await;
+    if let Some(partial) = handler.current.take() {
+        handler.maildir.discard(partial.name());
+    }
+    let BatchHandler {
+        finished, refused, ..
+    } = handler;
+    out.refused = refused.into_iter().map(|(_, st)| st).collect();
+
+    // Publish what is complete, then record it.
+    let published = sc
+        .maildir
+        .publish(&finished)
+        .map_err(|source| FetchError::Mailbox {
+            path: sc.maildir.root().to_owned(),
+            source,
+        });
+    if let Err(e) = published {
+        // Files may or may not have reached new/: leave the rows pending, so that the next
+        // run decides from the disk.
+        out.result = Err(e);
+        return out;
+    }
+    let done: HashMap<&str, u64> = finished.iter().map(|f| (f.name.as_str(), f.size)).collect();
+    let mut delivered_rows = Vec::new();
+    let mut not_delivered = Vec::new();
+    for (listed, name) in batch.iter().zip(&names) {
+        match done.get(name.as_str()) {
+            Some(size) => {
+                delivered_rows.push((listed.uid, *size));
+                out.delivered.push(*listed);
+            }
+            None => not_delivered.push(listed.uid),
+        }
+    }
+    let now = sc.ctx.clock.now();
+    let recorded = sc
+        .store
+        .mark_delivered(sc.id, &delivered_rows, now)
+        .and_then(|()| sc.store.drop_pending(sc.id, &not_delivered));
+    if let Err(e) = recorded {
+        // The messages are safely in the Maildir; the rows stay pending and the next run
+        // confirms them from the disk.
+        out.delivered.clear();
+        out.result = Err(e.into());
+        return out;
+    }
+    sc.report.new_messages += delivered_rows.len() as u64;
+    sc.report.new_bytes += delivered_rows.iter().map(|(_, n)| n).sum::<u64>();
+    for name in names.iter().filter(|n| !done.contains_key(n.as_str())) {
+        sc.maildir.discard(name);
+    }
+    out.result = retrieved.map_err(FetchError::from);
+    out
+}
+
+struct BatchHandler<'a> {
+    maildir: &'a Maildir,
+    account: &'a str,
+    progress: &'a dyn Progress,
+    names: HashMap<MsgNum, &'a str>,
+    current: Option<MessageWriter>,
+    finished: Vec<Finished>,
+    refused: Vec<(MsgNum, Status)>,
+}
+
+impl RetrieveHandler for BatchHandler<'_> {
+    fn start(&mut self, msg: MsgNum) -> std::io::Result<()> {
+        let name = self
+            .names
+            .get(&msg)
+            .ok_or_else(|| std::io::Error::other("message not in batch"))?;
+        self.current = Some(self.maildir.create(name)?);
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.progress.bytes(self.account, bytes.len() as u64);
+        match &mut self.current {
+            Some(w) => w.write(bytes),
+            None => Err(std::io::Error::other("data outside a message")),
+        }
+    }
+
+    fn finish(&mut self, _msg: MsgNum, _octets: u64) -> std::io::Result<()> {
+        let writer = self
+            .current
+            .take()
+            .ok_or_else(|| std::io::Error::other("no message to finish"))?;
+        let name = writer.name().to_owned();
+        match writer.finish() {
+            Ok(f) => {
+                self.finished.push(f);
+                self.progress.message(self.account);
+                Ok(())
+            }
+            Err(e) => {
+                self.maildir.discard(&name);
+                Err(e)
+            }
+        }
+    }
+
+    fn refused(&mut self, msg: MsgNum, status: Status) -> std::io::Result<()> {
+        warn!(account = self.account, %msg, "the server refused to hand out a message: {status}");
+        self.refused.push((msg, status));
+        Ok(())
+    }
+}
