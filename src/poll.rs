@@ -198,7 +198,7 @@ pub async fn fetch_account(
             "{} new, {} deleted, {} on server, {} session(s), {} ms",
             report.new_messages, report.deleted, report.on_server, report.sessions, report.elapsed_ms
         ),
-        Some(e) => warn!(account = %account.name, "fetch failed: {}", crate::error_chain(e)),
+        Some(e) => info!(account = %account.name, "fetch failed: {}", crate::error_chain(e)),
     }
     Outcome { report, error }
 }

@@ -110,6 +110,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(progress::LogWriter)
         .with_target(verbose >= 3)
+        .without_time()
         .with_ansi(progress::stderr_is_terminal())
         .try_init();
 }

@@ -196,10 +196,20 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
-        let version: i64 = self
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // An immediate transaction takes the write lock before reading the version, so two
+        // processes opening a new database at once do not both migrate it.
+        let tx = self
             .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+            .map_err(err)?;
         if version > known {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),
@@ -207,18 +217,13 @@ impl Store {
                 known,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            let r = tx
-                .execute_batch(sql)
-                .and_then(|()| tx.pragma_update(None, "user_version", i as i64 + 1))
-                .and_then(|()| tx.commit());
-            r.map_err(|e| self.err(e))?;
+        for sql in MIGRATIONS.iter().skip(version as usize) {
+            tx.execute_batch(sql).map_err(err)?;
         }
-        Ok(())
+        if version < known {
+            tx.pragma_update(None, "user_version", known).map_err(err)?;
+        }
+        tx.commit().map_err(err)
     }
 
     /// The id of the account called `name`, creating its row if needed.

@@ -1,0 +1,396 @@
+//! A private Dovecot POP3 server on loopback, one per test: its own directory, free ports,
+//! a throw-away CA and server certificate, users in a passwd-file, Maildirs the test fills.
+//! Plain POP3 with STLS on `plain_port`, implicit TLS on `tls_port`.
+//!
+//! Started as root (as in CI), Dovecot runs the mail processes as an unprivileged numeric
+//! uid that needs no /etc/passwd entry; started as another user it runs everything as that
+//! user.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "secret";
+pub const USERS: &[&str] = &["user1", "user2", "user3", "user4"];
+const MAIL_UID: u32 = 5000;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Allow USER/PASS and AUTH PLAIN without TLS (for dangerous-plaintext tests).
+    pub plaintext_auth: bool,
+}
+
+pub struct Dovecot {
+    pub dir: tempfile::TempDir,
+    pub plain_port: u16,
+    pub tls_port: u16,
+    /// The CA that signed the server certificate (what `ca-file` points to).
+    pub ca_file: PathBuf,
+    /// The server certificate itself.
+    pub cert_file: PathBuf,
+    conf: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+fn id(flag: &str) -> String {
+    let out = Command::new("id").arg(flag).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+impl Dovecot {
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Self {
+        assert!(
+            Command::new("dovecot")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "dovecot is not installed: apt-get install dovecot-core dovecot-pop3d (.ci/run does this)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("popsync-dovecot-")
+            .tempdir()
+            .unwrap();
+        super::set_mode(dir.path(), 0o755);
+        let (uid, gid) = if is_root() {
+            (MAIL_UID, MAIL_UID)
+        } else {
+            (id("-u").parse().unwrap(), id("-g").parse().unwrap())
+        };
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        make_certificates(&tls);
+        let users_file = dir.path().join("users");
+        let mail_root = dir.path().join("mail");
+        let mut users = String::new();
+        for u in USERS {
+            let home = mail_root.join(u);
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(home.join("Maildir").join(sub)).unwrap();
+            }
+            users.push_str(&format!(
+                "{u}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{}::\n",
+                home.display()
+            ));
+        }
+        std::fs::write(&users_file, users).unwrap();
+        chown_tree(&mail_root, uid, gid);
+        super::set_mode(&mail_root, 0o755);
+
+        for sub in ["run", "state", "log"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let conf = dir.path().join("dovecot.conf");
+        let mut server = Self {
+            ca_file: tls.join("ca.pem"),
+            cert_file: tls.join("server.pem"),
+            conf,
+            plain_port: 0,
+            tls_port: 0,
+            uid,
+            gid,
+            dir,
+        };
+        for _attempt in 0..5 {
+            server.plain_port = free_port();
+            server.tls_port = free_port();
+            let text = config(
+                server.dir.path(),
+                &users_file,
+                server.plain_port,
+                server.tls_port,
+                uid,
+                &options,
+            );
+            std::fs::write(&server.conf, text).unwrap();
+            let status = Command::new("dovecot")
+                .arg("-c")
+                .arg(&server.conf)
+                .status()
+                .unwrap();
+            if status.success() && server.wait_ready() {
+                return server;
+            }
+            // Most likely a port was taken in the meantime: stop and try others.
+            server.stop();
+        }
+        panic!("dovecot did not start:\n{}", server.log());
+    }
+
+    fn wait_ready(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.plain_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.tls_port)).is_ok()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn master_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("run/master.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/dovecot.log")).unwrap_or_default()
+    }
+
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir.path().join("mail").join(user).join("Maildir")
+    }
+
+    /// Delivers messages to a user's mailbox the way an MDA would (tmp/ then new/), with the
+    /// sizes in the file name so Dovecot reports them exactly.
+    pub fn add_messages(&self, user: &str, messages: &[Vec<u8>]) {
+        let md = self.maildir(user);
+        for m in messages {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name = format!(
+                "{}.M{n}P{}.test,S={},W={}",
+                1_700_000_000 + n,
+                std::process::id(),
+                m.len(),
+                super::corpus::wire_size(m)
+            );
+            let tmp = md.join("tmp").join(&name);
+            std::fs::write(&tmp, m).unwrap();
+            std::os::unix::fs::chown(&tmp, Some(self.uid), Some(self.gid)).unwrap();
+            std::fs::rename(&tmp, md.join("new").join(&name)).unwrap();
+        }
+    }
+
+    /// Messages in a user's server mailbox.
+    pub fn message_count(&self, user: &str) -> usize {
+        let md = self.maildir(user);
+        ["new", "cur"]
+            .iter()
+            .map(|s| {
+                std::fs::read_dir(md.join(s))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    fn stop(&self) {
+        if let Some(pid) = self.master_pid() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && Command::new("kill")
+                    .arg("-0")
+                    .arg(pid.to_string())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it (EC keys: fast).
+fn make_certificates(tls: &Path) {
+    let ossl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.current_dir(tls).args(args);
+        run(&mut c);
+    };
+    std::fs::write(
+        tls.join("ca.cnf"),
+        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tls.join("server.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/O=popsync tests/CN=popsync test CA",
+        "-config",
+        "ca.cnf",
+        "-extensions",
+        "ext",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ossl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-config",
+        "ca.cnf",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "2",
+        "-days",
+        "30",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+fn config(
+    dir: &Path,
+    users: &Path,
+    plain_port: u16,
+    tls_port: u16,
+    uid: u32,
+    options: &Options,
+) -> String {
+    let d = dir.display();
+    let unprivileged = if is_root() {
+        String::new()
+    } else {
+        let user = id("-un");
+        format!("default_internal_user = {user}\ndefault_login_user = {user}\n")
+    };
+    format!(
+        r#"# private Dovecot for one popsync test
+instance_name = popsync-test-{plain_port}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/log/dovecot.log
+info_log_path = {d}/log/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+shutdown_clients = yes
+{unprivileged}
+ssl = yes
+ssl_cert = <{d}/tls/server.pem
+ssl_key = <{d}/tls/server.key
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = {plain}
+auth_mechanisms = plain login
+auth_failure_delay = 0
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {users}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {users}
+}}
+
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+mail_location = maildir:~/Maildir
+mail_max_userip_connections = 100
+default_vsz_limit = 1G
+pop3_uidl_format = %08Xu%08Xv
+
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {plain_port}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"#,
+        users = users.display(),
+        plain = if options.plaintext_auth { "no" } else { "yes" },
+    )
+}

@@ -1,0 +1,186 @@
+//! Test harness shared by the integration tests: a private Dovecot POP3 server, a
+//! deterministic corpus of realistic messages, a proxy that hides PIPELINING, and helpers to
+//! run the real `popsync` binary in an isolated directory.
+#![allow(dead_code)]
+
+pub mod corpus;
+pub mod dovecot;
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A private directory for one popsync "user": config, state and mail.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("popsync-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn maildir(&self, name: &str) -> PathBuf {
+        self.path().join("Mail").join(name)
+    }
+
+    /// Writes the config file (mode 0600) with `state-dir` set, followed by `body`.
+    pub fn write_config(&self, body: &str) -> PathBuf {
+        let text = format!(
+            "state-dir = {:?}\n\n{body}",
+            self.state_dir().display().to_string()
+        );
+        let path = self.config_path();
+        std::fs::write(&path, text).unwrap();
+        set_mode(&path, 0o600);
+        path
+    }
+
+    /// Runs `popsync --config CONFIG ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_popsync"));
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("POPSYNC_CONFIG")
+            .env_remove("POPSYNC_STATE_DIR")
+            .env_remove("RUST_LOG")
+            .env("HOME", self.path());
+        cmd
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// An account section for a Dovecot user.
+pub fn account_toml(
+    name: &str,
+    server: &dovecot::Dovecot,
+    user: &str,
+    maildir: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "[[account]]\nname = {name:?}\nhost = \"127.0.0.1\"\nport = {}\nca-file = {:?}\nusername = {user:?}\npassword = {:?}\nmaildir = {:?}\n{extra}\n",
+        server.tls_port,
+        server.ca_file.display().to_string(),
+        dovecot::PASSWORD,
+        maildir.display().to_string()
+    )
+}
+
+/// Exit code, stdout and stderr, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The messages in a Maildir (new/ and cur/), as a multiset of contents. Panics if tmp/
+/// holds anything (a complete delivery leaves nothing there).
+pub fn maildir_contents(maildir: &Path) -> BTreeMap<Vec<u8>, usize> {
+    let tmp: Vec<_> = std::fs::read_dir(maildir.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        tmp.is_empty(),
+        "files left in {}/tmp: {tmp:?}",
+        maildir.display()
+    );
+    let mut out = BTreeMap::new();
+    for sub in ["new", "cur"] {
+        let Ok(dir) = std::fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
+        for e in dir {
+            let e = e.unwrap();
+            *out.entry(std::fs::read(e.path()).unwrap()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The multiset of what popsync should have written for these original messages.
+pub fn expected_contents<'a>(
+    messages: impl IntoIterator<Item = &'a Vec<u8>>,
+) -> BTreeMap<Vec<u8>, usize> {
+    let mut out = BTreeMap::new();
+    for m in messages {
+        *out.entry(corpus::as_delivered(m)).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Compares two multisets of messages and explains the first difference.
+pub fn assert_same_messages(got: &BTreeMap<Vec<u8>, usize>, want: &BTreeMap<Vec<u8>, usize>) {
+    if got == want {
+        return;
+    }
+    let total = |m: &BTreeMap<Vec<u8>, usize>| m.values().sum::<usize>();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n)
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(k, n)| want.get(*k).copied().unwrap_or(0) < **n)
+        .collect();
+    let show = |v: &[(&Vec<u8>, &usize)]| {
+        v.iter()
+            .take(3)
+            .map(|(k, n)| format!("{n}x {:?}", String::from_utf8_lossy(&k[..k.len().min(160)])))
+            .collect::<Vec<_>>()
+            .join("\n    ")
+    };
+    panic!(
+        "Maildir differs: {} messages, expected {}\n  missing or too few ({}):\n    {}\n  unexpected or too many ({}):\n    {}",
+        total(got),
+        total(want),
+        missing.len(),
+        show(&missing),
+        extra.len(),
+        show(&extra)
+    );
+}

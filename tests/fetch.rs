@@ -1,0 +1,355 @@
+//! `popsync fetch` and `popsync check` against a real Dovecot POP3 server on loopback, with
+//! real TLS (a throw-away CA the accounts trust through `ca-file`) and real files.
+
+mod common;
+
+use common::dovecot::{self, Dovecot};
+use common::{
+    Home, account_toml, assert_same_messages, corpus, describe, expected_contents, maildir_contents,
+};
+
+#[test]
+fn first_fetch_brings_every_message_byte_for_byte_and_a_second_fetch_brings_nothing() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(1, 300, Some(3 << 20));
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let total: usize = messages.iter().map(|m| corpus::as_delivered(m).len()).sum();
+    assert!(
+        common::stdout(&out).starts_with("home: 300 new messages ("),
+        "{}",
+        describe(&out)
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    assert!(total > 3_000_000);
+    // Every file is private to the user.
+    for e in std::fs::read_dir(md.join("new")).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = e.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(common::stdout(&out), "home: no new messages\n");
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    assert_eq!(
+        server.message_count("user1"),
+        300,
+        "keep is the default: nothing deleted"
+    );
+}
+
+#[test]
+fn newly_arrived_messages_and_only_they_are_fetched() {
+    let server = Dovecot::start();
+    let first = corpus::varied(2, 40, None);
+    server.add_messages("user1", &first);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    let later: Vec<Vec<u8>> = (100..110)
+        .map(|i| corpus::message(2, i, corpus::Sizes::Mixed))
+        .collect();
+    server.add_messages("user1", &later);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).starts_with("home: 10 new messages ("),
+        "{}",
+        describe(&out)
+    );
+    let all: Vec<Vec<u8>> = first.iter().chain(&later).cloned().collect();
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&all));
+}
+
+#[test]
+fn starttls_and_implicit_tls_accounts_fetch_side_by_side() {
+    let server = Dovecot::start();
+    let a = corpus::varied(3, 20, None);
+    let b = corpus::varied(4, 25, None);
+    server.add_messages("user1", &a);
+    server.add_messages("user2", &b);
+    let home = Home::new();
+    let (md1, md2) = (home.maildir("one"), home.maildir("two"));
+    let starttls = format!("security = \"starttls\"\nport = {}\n", server.plain_port);
+    let cfg = account_toml("one", &server, "user1", &md1, "")
+        + &account_toml("two", &server, "user2", &md2, &starttls)
+            .replace(&format!("port = {}\n", server.tls_port), "");
+    home.write_config(&cfg);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let so = common::stdout(&out);
+    assert!(
+        so.contains("one: 20 new messages") && so.contains("two: 25 new messages"),
+        "{so}"
+    );
+    assert_same_messages(&maildir_contents(&md1), &expected_contents(&a));
+    assert_same_messages(&maildir_contents(&md2), &expected_contents(&b));
+
+    // --account selects.
+    server.add_messages("user1", &[corpus::message(3, 500, corpus::Sizes::Small)]);
+    server.add_messages("user2", &[corpus::message(4, 500, corpus::Sizes::Small)]);
+    let out = home.run(&["fetch", "--account", "two"]);
+    assert!(
+        common::stdout(&out).starts_with("two: 1 new message ("),
+        "{}",
+        describe(&out)
+    );
+    assert!(!common::stdout(&out).contains("one:"), "{}", describe(&out));
+}
+
+#[test]
+fn delete_retention_empties_the_server_after_the_messages_are_safe() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(5, 60, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "retention = \"delete\"",
+    ));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).starts_with("home: 60 new messages (")
+            && common::stdout(&out).contains("60 deleted from the server"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.message_count("user1"), 0);
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    let out = home.run(&["fetch"]);
+    assert_eq!(
+        common::stdout(&out),
+        "home: no new messages\n",
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn a_wrong_password_exits_77_and_says_the_login_was_refused() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(6, 3, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    let cfg = account_toml("home", &server, "user1", &md, "").replace(
+        &format!("password = {:?}", dovecot::PASSWORD),
+        "password = \"wrong\"",
+    );
+    home.write_config(&cfg);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("home: error: login refused (SASL PLAIN): -ERR [AUTH]"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong"), "the password is never shown: {err}");
+    assert_eq!(maildir_contents(&md).len(), 0);
+}
+
+#[test]
+fn one_failing_account_does_not_stop_the_others() {
+    let server = Dovecot::start();
+    let good = corpus::varied(7, 10, None);
+    server.add_messages("user2", &good);
+    let home = Home::new();
+    let (bad_md, good_md) = (home.maildir("bad"), home.maildir("good"));
+    let bad = account_toml("bad", &server, "user1", &bad_md, "").replace(
+        &format!("password = {:?}", dovecot::PASSWORD),
+        "password = \"nope\"",
+    );
+    home.write_config(&(bad + &account_toml("good", &server, "user2", &good_md, "")));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("good: 10 new messages"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        common::stderr(&out).contains("bad: error: login refused"),
+        "{}",
+        describe(&out)
+    );
+    assert_same_messages(&maildir_contents(&good_md), &expected_contents(&good));
+}
+
+#[test]
+fn an_untrusted_certificate_is_refused_without_a_fallback() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(8, 2, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    let cfg = account_toml("home", &server, "user1", &md, "");
+    let cfg: String = cfg
+        .lines()
+        .filter(|l| !l.starts_with("ca-file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    home.write_config(&cfg);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("certificate was refused"),
+        "{}",
+        describe(&out)
+    );
+    assert!(maildir_contents(&md).is_empty());
+    let log = server.log();
+    assert!(
+        !log.contains("Login: user=<user1>"),
+        "no login happened:\n{log}"
+    );
+}
+
+#[test]
+fn implicit_tls_against_a_plaintext_port_fails_instead_of_falling_back() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let md = home.maildir("home");
+    let cfg = account_toml("home", &server, "user1", &md, "timeout = \"5s\"").replace(
+        &format!("port = {}", server.tls_port),
+        &format!("port = {}", server.plain_port),
+    );
+    home.write_config(&cfg);
+    let out = home.run(&["fetch"]);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("home: error:"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!server.log().contains("Login: user=<user1>"));
+}
+
+#[test]
+fn without_pipelining_on_the_server_the_client_waits_for_every_answer() {
+    let server = Dovecot::start_with(dovecot::Options {
+        plaintext_auth: true,
+    });
+    let messages = corpus::varied(9, 40, None);
+    server.add_messages("user1", &messages);
+    let proxy = common::proxy::Proxy::start(server.plain_port);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let extra = format!(
+        "security = \"dangerous-plaintext\"\nport = {}\nretention = \"delete\"",
+        proxy.port
+    );
+    let cfg = account_toml("home", &server, "user1", &md, &extra)
+        .replace(&format!("port = {}\n", server.tls_port), "");
+    home.write_config(&cfg);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    assert_eq!(server.message_count("user1"), 0);
+    let rec = proxy.record.lock().unwrap();
+    assert!(rec.capa_rewritten, "the proxy hid PIPELINING");
+    assert!(rec.violations.is_empty(), "{:?}", rec.violations);
+    let retr = rec
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("RETR "))
+        .count();
+    let dele = rec
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("DELE "))
+        .count();
+    assert_eq!((retr, dele), (40, 40), "{:?}", rec.commands);
+}
+
+#[test]
+fn mark_seen_records_the_mailbox_without_downloading_and_later_mail_still_arrives() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(10, 30, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "retention = \"delete\"",
+    ));
+    let out = home.run(&["fetch", "--mark-seen"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        common::stdout(&out),
+        "home: marked 30 messages as seen without downloading\n"
+    );
+    assert!(maildir_contents(&md).is_empty());
+    assert_eq!(
+        server.message_count("user1"),
+        30,
+        "never deletes what it did not deliver"
+    );
+
+    let new = vec![corpus::message(10, 99, corpus::Sizes::Small)];
+    server.add_messages("user1", &new);
+    let out = home.run(&["fetch"]);
+    assert!(
+        common::stdout(&out).starts_with("home: 1 new message ("),
+        "{}",
+        describe(&out)
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&new));
+    assert_eq!(server.message_count("user1"), 30);
+}
+
+#[test]
+fn check_shows_certificate_capabilities_login_method_and_counts_without_fetching() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(11, 12, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = common::stdout(&out);
+    let fp = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&server.cert_file)
+        .output()
+        .unwrap();
+    let fp = String::from_utf8(fp.stdout).unwrap();
+    let fp = fp.trim().rsplit('=').next().unwrap();
+    assert!(
+        text.contains(&format!("fingerprint:  sha256:{fp}")),
+        "{text}\nopenssl: {fp}"
+    );
+    assert!(text.contains("subject:      CN=localhost"), "{text}");
+    assert!(
+        text.contains("issuer:       O=popsync tests, CN=popsync test CA"),
+        "{text}"
+    );
+    assert!(
+        text.contains("capabilities:") && text.contains("PIPELINING"),
+        "{text}"
+    );
+    assert!(
+        text.contains("login method:   SASL PLAIN (chosen automatically)"),
+        "{text}"
+    );
+    assert!(text.contains("mailbox:        12 messages"), "{text}");
+    assert!(
+        text.contains("next fetch:     12 to download, 0 to delete"),
+        "{text}"
+    );
+    assert!(maildir_contents(&md).is_empty(), "check downloads nothing");
+}
