@@ -412,12 +412,13 @@ async fn session(
         sc.report.marked_seen += plan.mark_seen.len() as u64;
     }
 
-    // Download.
+    // Download. LIST sizes are the server's word (a hostile one may claim u64::MAX for every
+    // message): they are added up saturating, never trusted to fit.
     let total: u64 = plan
         .fetch
         .iter()
         .map(|l| sizes.get(&l.msg).copied().unwrap_or(0))
-        .sum();
+        .fold(0, u64::saturating_add);
     if !plan.fetch.is_empty() {
         sc.ctx.progress.downloading(name, plan.fetch.len(), total);
     }
@@ -428,7 +429,7 @@ async fn session(
         let mut n = 0;
         let mut bytes = 0;
         while n < remaining.len() && n < BATCH_MESSAGES && (n == 0 || bytes < BATCH_BYTES) {
-            bytes += sizes.get(&remaining[n].msg).copied().unwrap_or(0);
+            bytes = bytes.saturating_add(sizes.get(&remaining[n].msg).copied().unwrap_or(0));
             n += 1;
         }
         let (batch, rest) = remaining.split_at(n);

@@ -120,7 +120,7 @@ impl Progress for TerminalProgress {
     fn downloading(&self, account: &str, messages: usize, bytes: u64) {
         self.update(|s| {
             s.messages_total += messages;
-            s.bytes_total += bytes;
+            s.bytes_total = s.bytes_total.saturating_add(bytes);
             if !s.accounts.iter().any(|a| a == account) {
                 s.accounts.push(account.to_owned());
             }

@@ -222,6 +222,18 @@ pub(crate) fn login_error(method: &str, status: Status) -> Error {
     .into()
 }
 
+/// Turns an `-ERR` greeting into an error. No credentials have been sent yet, so it is not a
+/// refused login: without a response code saying otherwise (`[IN-USE]`, `[LOGIN-DELAY]`,
+/// `[SYS/PERM]`) it is a busy server ("too many connections"), to be tried again later.
+pub(crate) fn greeting_error(status: Status) -> Error {
+    match status.code() {
+        Some(ResponseCode::InUse | ResponseCode::LoginDelay | ResponseCode::SysPerm) => {
+            login_error("the greeting", status)
+        }
+        _ => ErrorKind::SysTemp(status).into(),
+    }
+}
+
 /// Turns an `-ERR` to any other command into an error, honouring response codes.
 pub(crate) fn command_error(command: &'static str, status: Status) -> Error {
     match status.code() {
@@ -251,6 +263,16 @@ mod tests {
         assert!(in_use.is_transient() && !in_use.is_auth());
         assert!(err(b"-ERR [LOGIN-DELAY] soon").is_transient());
         assert!(err(b"-ERR [SYS/TEMP] try later").is_transient());
+        assert!(err(b"-ERR [SYS/PERM] gone").is_permanent());
+    }
+
+    #[test]
+    fn an_err_greeting_is_never_a_refused_login() {
+        let err = |line: &[u8]| greeting_error(Status::parse(line).unwrap());
+        let busy = err(b"-ERR Too many connections");
+        assert!(busy.is_transient() && !busy.is_auth());
+        assert!(!err(b"-ERR [AUTH] odd").is_auth());
+        assert!(err(b"-ERR [IN-USE] locked").is_transient());
         assert!(err(b"-ERR [SYS/PERM] gone").is_permanent());
     }
 }

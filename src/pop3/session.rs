@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::auth::{self, AuthMethod, Credentials, Secret};
 use super::command::Command;
 use super::connection::{Connection, Stream};
-use super::error::{Error, ErrorKind, Phase, command_error, login_error};
+use super::error::{Error, ErrorKind, Phase, command_error, greeting_error, login_error};
 use super::response::{Capabilities, ListEntry, MsgNum, Status, UidlEntry, parse_stat};
 use super::tls::{CertificateInfo, TlsOptions, handshake_error};
 
@@ -108,7 +108,7 @@ pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
     let mut conn = Connection::new(stream, timeouts.response);
     let greeting = match conn.read_status().await? {
         Status::Ok { text } => text,
-        status @ Status::Err { .. } => return Err(login_error("the greeting", status)),
+        status @ Status::Err { .. } => return Err(greeting_error(status)),
         other => {
             return Err(ErrorKind::Protocol(format!("unexpected greeting {other}")).into());
         }
