@@ -213,22 +213,21 @@ impl Dovecot {
 
     fn stop(&self) {
         if let Some(pid) = self.master_pid() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline
-                && Command::new("kill")
-                    .arg("-0")
-                    .arg(pid.to_string())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            {
-                std::thread::sleep(Duration::from_millis(20));
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && alive(pid) {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+}
+
+/// Whether a process is running. A daemon's parent may be a pid 1 that does not reap
+/// children (as in some containers), so a zombie counts as gone.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }
 
