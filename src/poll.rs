@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::config::{Account, Retention};
 use crate::delivery::maildir::{Finished, Maildir, MessageWriter, PendingLocation};
+use crate::failpoint;
 use crate::lock::{AccountLock, LockError};
 use crate::plan::{self, Listed, Policy};
 use crate::pop3::{
@@ -330,6 +331,7 @@ fn recover(store: &mut Store, id: AccountId, report: &mut Report) -> Result<(), 
                 PendingLocation::Absent => absent.push(row.uid.as_slice()),
             }
         }
+        failpoint::hit("recovery-located");
         store.mark_delivered(id, &delivered, now)?;
         store.drop_pending(id, &absent)?;
         report.recovered += delivered.len() as u64;
@@ -463,7 +465,9 @@ async fn session(
             MessageState::DeletePending,
         )?;
         let msgs: Vec<MsgNum> = to_delete.iter().map(|l| l.msg).collect();
+        failpoint::hit("delete-pending-committed");
         let answers = s.delete(&msgs).await?;
+        failpoint::hit("dele-answered");
         for (listed, (_, status)) in to_delete.iter().zip(answers) {
             if status.is_ok() {
                 dele_ok.push(listed.uid);
@@ -473,6 +477,7 @@ async fn session(
         }
     }
     s.quit().await?;
+    failpoint::hit("quit-answered");
     if !dele_ok.is_empty() {
         sc.store.set_state(
             sc.id,
@@ -524,6 +529,7 @@ async fn fetch_batch<'p>(
         out.result = Err(e.into());
         return out;
     }
+    failpoint::hit("pending-committed");
     let mut handler = BatchHandler {
         maildir: sc.maildir,
         account: &sc.account.name,
@@ -545,6 +551,7 @@ async fn fetch_batch<'p>(
     let BatchHandler {
         finished, refused, ..
     } = handler;
+    failpoint::hit("batch-written");
     out.refused = refused.into_iter().map(|(_, st)| st).collect();
 
     // Publish what is complete, then record it.
@@ -555,6 +562,7 @@ async fn fetch_batch<'p>(
             path: sc.maildir.root().to_owned(),
             source,
         });
+    failpoint::hit("published");
     if let Err(e) = published {
         // Files may or may not have reached new/: leave the rows pending, so that the next
         // run decides from the disk.
@@ -578,6 +586,7 @@ async fn fetch_batch<'p>(
         .store
         .mark_delivered(sc.id, &delivered_rows, now)
         .and_then(|()| sc.store.drop_pending(sc.id, &not_delivered));
+    failpoint::hit("delivered-committed");
     if let Err(e) = recorded {
         // The messages are safely in the Maildir; the rows stay pending and the next run
         // confirms them from the disk.

@@ -132,7 +132,11 @@ impl Maildir {
             return Ok(());
         }
         sync_files(messages)?;
-        for m in messages {
+        crate::failpoint::hit("files-synced");
+        for (i, m) in messages.iter().enumerate() {
+            if i == messages.len() / 2 {
+                crate::failpoint::hit("half-linked");
+            }
             let tmp = self.tmp(&m.name);
             let new = self.new_path(&m.name);
             match fs::hard_link(&tmp, &new) {
@@ -154,6 +158,7 @@ impl Maildir {
                 }
             }
         }
+        crate::failpoint::hit("linked");
         sync_dir(&self.root.join("new"))
     }
 

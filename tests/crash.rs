@@ -1,0 +1,263 @@
+//! Kill `popsync fetch` with SIGKILL at random instants, over and over, while new mail keeps
+//! arriving; then let one run finish. Every message must be in the Maildir exactly once,
+//! nothing may be left half-written, and in delete mode the server must end up empty.
+//!
+//! The kill instants come from a seed printed at the start; set POPSYNC_CRASH_SEED to replay
+//! a run, POPSYNC_CRASH_KILLS to change how many kills there are.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::corpus::{self, Rng};
+use common::dovecot::Dovecot;
+use common::{
+    Home, account_toml, assert_same_messages, describe, expected_contents, maildir_contents,
+};
+use popsync::store::{MessageState, Store};
+
+fn seed() -> u64 {
+    std::env::var("POPSYNC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+fn kills() -> usize {
+    std::env::var("POPSYNC_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40)
+}
+
+fn crash_and_recover(retention: &str) {
+    let seed = seed();
+    eprintln!("crash test ({retention}): POPSYNC_CRASH_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let server = Dovecot::start();
+    let mut sent: Vec<Vec<u8>> = corpus::varied(seed % 1000, 300, Some(1 << 20));
+    server.add_messages("user1", &sent);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        &format!("retention = {retention:?}"),
+    ));
+
+    // How long one uninterrupted first fetch of this much mail takes here, to spread the
+    // kill instants over the whole of a run (from before the connection to after QUIT).
+    let probe = Home::new();
+    let probe_md = probe.maildir("probe");
+    let probe_server = Dovecot::start();
+    probe_server.add_messages("user1", &sent);
+    probe.write_config(&account_toml(
+        "probe",
+        &probe_server,
+        "user1",
+        &probe_md,
+        "",
+    ));
+    let t = Instant::now();
+    let out = probe.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let full = t.elapsed().max(Duration::from_millis(50));
+    drop(probe_server);
+    eprintln!("an uninterrupted fetch takes {full:?}");
+
+    let mut killed_mid_run = 0;
+    let mut next_index = 10_000;
+    for round in 0..kills() {
+        // New mail keeps arriving, so there is always something in flight.
+        let arriving: Vec<Vec<u8>> = (0..1 + rng.below(15) as usize)
+            .map(|_| {
+                next_index += 1;
+                corpus::message(seed % 1000, next_index, corpus::Sizes::Mixed)
+            })
+            .collect();
+        server.add_messages("user1", &arriving);
+        sent.extend(arriving);
+
+        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 * 12 / 10 + 1));
+        let mut child = home
+            .command(&["fetch", "--no-progress"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // Finished before the kill; a run may also fail if the server still holds
+                // the previous killed session's lock ([IN-USE]) — that is fine.
+                assert!(
+                    matches!(status.code(), Some(0) | Some(75)),
+                    "round {round}: unexpected exit {status:?}"
+                );
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                killed_mid_run += 1;
+            }
+        }
+    }
+    eprintln!("{killed_mid_run} of {} runs were killed part-way", kills());
+    assert!(
+        killed_mid_run >= kills() / 4,
+        "too few runs were actually interrupted"
+    );
+
+    // One run that is allowed to finish (retrying while the server still sees an old session).
+    let mut last = None;
+    for _ in 0..20 {
+        let out = home.run(&["fetch", "--no-progress"]);
+        if out.status.code() == Some(0) {
+            last = Some(out);
+            break;
+        }
+        assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+        std::thread::sleep(Duration::from_millis(200));
+        last = Some(out);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status.code(), Some(0), "{}", describe(&last));
+
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&sent));
+    let mut store = Store::open(&home.state_dir()).unwrap();
+    let id = store.account("home", 0).unwrap();
+    assert!(
+        store.pending(id).unwrap().is_empty(),
+        "no delivery left pending"
+    );
+    let known = store.known(id).unwrap();
+    if retention == "delete" {
+        assert_eq!(server.message_count("user1"), 0, "the server is empty");
+        assert!(
+            known.values().all(|k| k.state == MessageState::Deleted),
+            "every message deleted"
+        );
+    } else {
+        assert_eq!(server.message_count("user1"), sent.len());
+        assert_eq!(known.len(), sent.len());
+        assert!(known.values().all(|k| k.state == MessageState::Delivered));
+    }
+}
+
+#[test]
+fn killed_at_random_instants_in_keep_mode_every_message_arrives_exactly_once() {
+    crash_and_recover("keep");
+}
+
+#[test]
+fn killed_at_random_instants_in_delete_mode_every_message_arrives_once_and_the_server_ends_empty() {
+    crash_and_recover("delete");
+}
+
+/// Runs a fetch that freezes at `point` and kills it there (SIGKILL). Panics if the point is
+/// never reached.
+fn kill_at(home: &Home, point: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = home
+        .command(&["fetch", "--no-progress"])
+        .env(popsync::failpoint::ENV, point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let reached = line.contains("failpoint") && line.contains("reached");
+            seen.push_str(&line);
+            seen.push('\n');
+            if reached {
+                let _ = tx.send(Ok(()));
+                return;
+            }
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(60));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(stderr)) => {
+            panic!("failpoint {point} was never reached; popsync exited {status:?}:\n{stderr}")
+        }
+        Err(_) => panic!("failpoint {point} was not reached within 60 s"),
+    }
+}
+
+/// Freezes popsync at each step of the delivery protocol in turn and kills it there; a run
+/// afterwards must leave every message exactly once (and, deleting, an empty server).
+fn kill_at_each_step(retention: &str, points: &[&str]) {
+    let server = Dovecot::start();
+    let messages = corpus::varied(77, 150, None); // three batches
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        &format!("retention = {retention:?}"),
+    ));
+    for point in points {
+        kill_at(&home, point);
+    }
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "after {points:?}: {}",
+        describe(&out)
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    let mut store = Store::open(&home.state_dir()).unwrap();
+    let id = store.account("home", 0).unwrap();
+    assert!(store.pending(id).unwrap().is_empty());
+    if retention == "delete" {
+        assert_eq!(server.message_count("user1"), 0, "after {points:?}");
+    } else {
+        assert_eq!(server.message_count("user1"), messages.len());
+    }
+}
+
+macro_rules! step_tests {
+    ($($name:ident: $retention:literal, [$($point:literal),+];)+) => {
+        $(
+            #[test]
+            fn $name() {
+                kill_at_each_step($retention, &[$($point),+]);
+            }
+        )+
+    };
+}
+
+step_tests! {
+    killed_after_pending_rows_are_committed: "keep", ["pending-committed:2"];
+    killed_after_a_batch_is_written_to_tmp: "keep", ["batch-written:2"];
+    killed_after_files_are_synced: "keep", ["files-synced:2"];
+    killed_half_way_through_linking_into_new: "keep", ["half-linked:2"];
+    killed_after_linking_before_new_is_synced: "keep", ["linked:2"];
+    killed_after_publishing_before_the_delivered_commit: "keep", ["published:2"];
+    killed_after_the_delivered_commit: "keep", ["delivered-committed:2"];
+    killed_during_recovery_of_an_earlier_kill: "keep", ["published:2", "recovery-located"];
+    deleting_killed_after_publishing_before_the_delivered_commit: "delete", ["published:3"];
+    deleting_killed_after_delete_pending_is_committed: "delete", ["delete-pending-committed"];
+    deleting_killed_after_dele_before_quit: "delete", ["dele-answered"];
+    deleting_killed_after_quit_before_deleted_is_committed: "delete", ["quit-answered"];
+}
