@@ -30,10 +30,15 @@ It remembers what it has downloaded (by the server's unique-ids, in a state data
 message arrives exactly once, even if popsync is killed part-way; it deletes messages from the \
 server only after they are safely on disk, and only if the account's retention says so.",
     after_help = "Configuration: --config FILE, else $POPSYNC_CONFIG, else the platform's config \
-directory (~/.config/popsync/config.toml on Linux). See config.example.toml for every key.\n\n\
-Exit status: 0 success; 64 usage error; 74 local I/O error (mailbox, state database); \
-75 temporary failure (network, server busy; try again later); 77 login refused or server \
-certificate not trusted; 78 configuration error."
+directory (~/.config/popsync/config.toml on Linux). config.example.toml explains every key.
+
+Exit status:
+  0   success
+  64  usage error (such as an unknown account name)
+  74  local I/O error (the mailbox or the state database)
+  75  temporary failure (network, busy server): try again later
+  77  login refused, or the server's certificate not trusted
+  78  configuration error, or a server that cannot be used as configured"
 )]
 pub struct Cli {
     /// Configuration file

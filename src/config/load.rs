@@ -33,6 +33,7 @@ impl fmt::Display for Problem {
         }
         f.write_str(": ")?;
         match (&self.account, &self.key) {
+            (Some(a), Some(k)) if a.starts_with('[') => write!(f, "{a}, key `{k}`: ")?,
             (Some(a), Some(k)) => write!(f, "account {a:?}, key `{k}`: ")?,
             (Some(a), None) => write!(f, "account {a:?}: ")?,
             (None, Some(k)) => write!(f, "key `{k}`: ")?,
@@ -88,7 +89,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 const TOP_KEYS: &[&str] = &["state-dir", "defaults", "account"];
-const ACCOUNT_KEYS: &[&str] = &[
+/// The keys an `[[account]]` (or `[defaults]`) may set.
+pub const ACCOUNT_KEYS: &[&str] = &[
     "name",
     "host",
     "port",
@@ -126,6 +128,9 @@ struct Checker<'a> {
     file: PathBuf,
     text: &'a str,
     base: PathBuf,
+    /// Where `[defaults]` is: problems there are reported once, as `[defaults]`, not once
+    /// per account that inherits the value.
+    defaults_spans: Vec<std::ops::Range<usize>>,
     problems: Vec<Problem>,
 }
 
@@ -145,13 +150,21 @@ impl Checker<'_> {
         message: impl Into<String>,
     ) {
         let position = at.map(|o| self.position(o));
-        self.problems.push(Problem {
+        let in_defaults = at.is_some_and(|o| self.defaults_spans.iter().any(|r| r.contains(&o)));
+        let problem = Problem {
             file: self.file.clone(),
             position,
-            account: account.map(str::to_owned),
+            account: if in_defaults {
+                Some("[defaults]".to_owned())
+            } else {
+                account.map(str::to_owned)
+            },
             key: key.map(str::to_owned),
             message: message.into(),
-        });
+        };
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
     }
 
     fn unknown_key(
@@ -208,6 +221,7 @@ pub(super) fn parse(
         file: file.to_owned(),
         text,
         base,
+        defaults_spans: Vec::new(),
         problems: Vec::new(),
     };
     let (root, errors) = DeTable::parse_recoverable(text);
@@ -220,6 +234,9 @@ pub(super) fn parse(
         return Err(ConfigError::Invalid(c.problems));
     }
     let root = root.into_inner();
+    if let Some(DeValue::Table(t)) = root.get("defaults").map(|v| v.get_ref()) {
+        c.defaults_spans = t.iter().flat_map(|(k, v)| [k.span(), v.span()]).collect();
+    }
 
     for key in root.keys() {
         if !TOP_KEYS.contains(&key.get_ref().as_ref()) {
@@ -926,6 +943,16 @@ host = "b"
             "{p:?}"
         );
         assert!(p[0].contains("TOML syntax error"), "{p:?}");
+    }
+
+    #[test]
+    fn a_bad_default_is_reported_once_as_defaults() {
+        let base = "host='h'\nusername='u'\nmaildir='/m'\npassword='p'\n";
+        let p = problems(&format!(
+            "[defaults]\ntimeout = 'soon'\n[[account]]\nname='a'\n{base}[[account]]\nname='b'\n{base}"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains(":2:11: [defaults], key `timeout`: "), "{p:?}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
-pub use load::{ConfigError, Problem};
+pub use load::{ACCOUNT_KEYS, ConfigError, Problem};
 pub use secret::PasswordSource;
 
 use crate::pop3::{AuthMethod, Security};

@@ -1,0 +1,224 @@
+//! The command line without a server: help, configuration errors, exit codes.
+
+mod common;
+
+use common::{Home, describe, stderr, stdout};
+
+#[test]
+fn help_explains_the_commands_and_exit_codes() {
+    let home = Home::new();
+    let out = home.run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in [
+        "fetch",
+        "check",
+        "--config",
+        "75  temporary failure",
+        "77  login refused",
+        "78  configuration error",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from --help:\n{text}"
+        );
+    }
+    let out = home.run(&["fetch", "--help"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("--mark-seen") && text.contains("--account") && text.contains("--no-wait"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_config_problem_is_reported_at_once_with_file_line_account_and_key() {
+    let home = Home::new();
+    let path = home.write_config(
+        r#"
+[defaults]
+retention = "forever"
+
+[[account]]
+name = "home"
+host = "pop.example.net"
+port = "995"
+username = "me"
+pasword = "x"
+maildir = "~/Mail"
+
+[[account]]
+name = "work"
+host = "mail.example.com"
+security = "ssl"
+username = "me"
+password-command = "pass show work"
+maildir = "~/Work"
+"#,
+    );
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    let err = stderr(&out);
+    let file = path.display().to_string();
+    for needle in [
+        format!(
+            "{file}:5:13: [defaults], key `retention`: must be \"keep\", \"delete\" or a duration"
+        ),
+        format!(
+            "{file}:10:8: account \"home\", key `port`: must be a number (no quotes), not string"
+        ),
+        format!(
+            "{file}:12:1: account \"home\", key `pasword`: unknown key (did you mean `password`?)"
+        ),
+        format!(
+            "{file}:7:1: account \"home\", key `password`: missing: set `password` or `password-command`"
+        ),
+        format!(
+            "{file}:18:12: account \"work\", key `security`: \"ssl\" is not one of \"tls\", \"starttls\", \"dangerous-plaintext\""
+        ),
+        format!(
+            "{file}:20:20: account \"work\", key `password-command`: must be a list of program and arguments"
+        ),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        err.starts_with("popsync: 6 problems in the configuration:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_names_line_and_column() {
+    let home = Home::new();
+    let path = home.write_config("[[account]]\nname = \"home\nhost = \"x\"\n");
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:4:", path.display()))
+            || err.contains(&format!("{}:3:", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("TOML syntax error"), "{err}");
+}
+
+const ACCOUNT: &str = "[[account]]\nname = \"home\"\nhost = \"127.0.0.1\"\nusername = \"me\"\npassword = \"hunter2\"\nmaildir = \"Mail\"\n";
+
+#[test]
+fn a_config_holding_a_password_that_others_can_read_is_refused_with_the_fix() {
+    let home = Home::new();
+    let path = home.write_config(ACCOUNT);
+    common::set_mode(&path, 0o644);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "holds a password (account home) but can be read by anyone on this machine (mode 0644)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("chmod 600 '{}'", path.display())),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    common::set_mode(&path, 0o640);
+    let err = stderr(&home.run(&["fetch"]));
+    assert!(
+        err.contains("can be read by its group (mode 0640)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_readable_config_without_a_password_is_fine() {
+    let home = Home::new();
+    let path = home
+        .write_config(&ACCOUNT.replace("password = \"hunter2\"", "password-command = [\"false\"]"));
+    common::set_mode(&path, 0o644);
+    let out = home.run(&["fetch", "--account", "nope"]);
+    // Gets past loading the config: fails on the unknown account instead.
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no account named \"nope\""),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains("(accounts: home)"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn a_missing_config_file_says_where_it_looked() {
+    let home = Home::new();
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "no configuration file at {}",
+            home.config_path().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("config.example.toml"), "{err}");
+}
+
+#[test]
+fn the_config_is_found_through_popsync_config_and_the_platform_default() {
+    let home = Home::new();
+    home.write_config("oops = 1\n");
+    // $POPSYNC_CONFIG
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popsync"))
+        .arg("fetch")
+        .env("POPSYNC_CONFIG", home.config_path())
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}:3:1: key `oops`: unknown key",
+            home.config_path().display()
+        )),
+        "{}",
+        describe(&out)
+    );
+    // the platform default under $HOME (XDG on Linux)
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_popsync"))
+        .arg("fetch")
+        .env_remove("POPSYNC_CONFIG")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains(&format!(
+            "no configuration file at {}/.config/popsync/config.toml",
+            home.path().display()
+        )),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn the_example_config_is_valid_and_names_every_key() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let config = popsync::config::Config::parse(&text, &example, None)
+        .unwrap_or_else(|e| panic!("config.example.toml is not valid: {e}"));
+    assert!(config.accounts.len() >= 2);
+    for key in popsync::config::ACCOUNT_KEYS {
+        assert!(
+            text.contains(&format!("{key} =")) || text.contains(&format!("# {key} =")),
+            "config.example.toml does not show `{key}`"
+        );
+    }
+}
