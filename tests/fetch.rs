@@ -353,3 +353,83 @@ fn check_shows_certificate_capabilities_login_method_and_counts_without_fetching
     );
     assert!(maildir_contents(&md).is_empty(), "check downloads nothing");
 }
+
+#[test]
+fn a_second_fetch_of_a_busy_account_waits_for_the_first_or_says_it_is_busy() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(12, 5, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    // This test process plays the other popsync: it holds the account's lock.
+    let lock = popsync::lock::AccountLock::try_acquire(&home.state_dir(), "home").unwrap();
+
+    let out = home.run(&["fetch", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    let busy = format!(
+        "home: error: another popsync is already fetching this account (process {})",
+        std::process::id()
+    );
+    assert!(common::stderr(&out).contains(&busy), "{}", describe(&out));
+
+    let child = home
+        .command(&["fetch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        maildir_contents(&md).is_empty(),
+        "nothing is fetched while the other holds the account"
+    );
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("home: another popsync is fetching this account")
+            && common::stderr(&out).contains("waiting for it to finish"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        common::stdout(&out).starts_with("home: 5 new messages"),
+        "{}",
+        describe(&out)
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+}
+
+#[test]
+fn the_password_can_come_from_a_command_and_its_failure_is_explained() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(13, 3, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let with_command = |cmd: &str| {
+        account_toml("home", &server, "user1", &md, "").replace(
+            &format!("password = {:?}", dovecot::PASSWORD),
+            &format!("password-command = {cmd}"),
+        )
+    };
+    home.write_config(&with_command(&format!(
+        "[\"sh\", \"-c\", \"echo '{}'; echo ignored\"]",
+        dovecot::PASSWORD
+    )));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+
+    home.write_config(&with_command(
+        "[\"sh\", \"-c\", \"echo 'the vault is locked' >&2; exit 1\"]",
+    ));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("home: error: could not get the password: password command \"sh\" failed (exit status: 1): the vault is locked"),
+        "{err}"
+    );
+}

@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
             return EX_USAGE;
         }
     };
-    let progress = TerminalProgress::new(!cli.quiet && !args.no_progress);
+    let progress = TerminalProgress::new(!cli.quiet, !cli.quiet && !args.no_progress);
     let options = FetchOptions {
         mark_seen: args.mark_seen,
         no_wait: args.no_wait,

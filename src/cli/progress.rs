@@ -58,13 +58,17 @@ struct State {
 #[derive(Debug)]
 pub struct TerminalProgress {
     enabled: bool,
+    /// Whether to say when waiting for another popsync (off with --quiet).
+    announce: bool,
     state: Mutex<State>,
 }
 
 impl TerminalProgress {
-    pub fn new(enabled: bool) -> Self {
+    /// `announce`: say when waiting; `bar`: draw the progress line (if stderr is a terminal).
+    pub fn new(announce: bool, bar: bool) -> Self {
         Self {
-            enabled: enabled && stderr_is_terminal(),
+            announce,
+            enabled: bar && stderr_is_terminal(),
             state: Mutex::new(State::default()),
         }
     }
@@ -108,6 +112,9 @@ impl TerminalProgress {
 
 impl Progress for TerminalProgress {
     fn waiting_for_lock(&self, account: &str, holder: Option<&str>) {
+        if !self.announce {
+            return;
+        }
         clear_line();
         let who = holder
             .map(|h| format!(" (process {h})"))

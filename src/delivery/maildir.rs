@@ -119,6 +119,7 @@ impl Maildir {
             .map_err(|e| with_path(e, "cannot create", &path))?;
         Ok(MessageWriter {
             name: name.to_owned(),
+            path,
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             crlf: CrlfToLf::default(),
             written: 0,
@@ -232,6 +233,7 @@ impl Maildir {
 #[derive(Debug)]
 pub struct MessageWriter {
     name: String,
+    path: PathBuf,
     out: BufWriter<File>,
     crlf: CrlfToLf,
     written: u64,
@@ -246,10 +248,12 @@ impl MessageWriter {
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
         let out = &mut self.out;
         let written = &mut self.written;
-        self.crlf.convert(data, &mut |d| {
-            *written += d.len() as u64;
-            out.write_all(d)
-        })
+        self.crlf
+            .convert(data, &mut |d| {
+                *written += d.len() as u64;
+                out.write_all(d)
+            })
+            .map_err(|e| with_path(e, "cannot write", &self.path))
     }
 
     /// Ends the message: flushes the buffer (the file is fsynced by
@@ -257,11 +261,17 @@ impl MessageWriter {
     pub fn finish(mut self) -> io::Result<Finished> {
         let out = &mut self.out;
         let written = &mut self.written;
-        self.crlf.finish(&mut |d| {
-            *written += d.len() as u64;
-            out.write_all(d)
-        })?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let path = self.path;
+        self.crlf
+            .finish(&mut |d| {
+                *written += d.len() as u64;
+                out.write_all(d)
+            })
+            .map_err(|e| with_path(e, "cannot write", &path))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| with_path(e.into_error(), "cannot write", &path))?;
         Ok(Finished {
             name: self.name,
             file,

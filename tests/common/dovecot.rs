@@ -213,7 +213,10 @@ impl Dovecot {
 
     fn stop(&self) {
         if let Some(pid) = self.master_pid() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && alive(pid) {
                 std::thread::sleep(Duration::from_millis(10));
@@ -226,7 +229,10 @@ impl Dovecot {
 /// children (as in some containers), so a zombie counts as gone.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
