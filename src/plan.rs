@@ -56,6 +56,9 @@ pub struct Plan<'a> {
     pub unlisted: Vec<&'a [u8]>,
     /// Messages missing for longer than the grace period: forget them.
     pub forget: Vec<&'a [u8]>,
+    /// Messages left delete-pending that the server no longer lists: the deletion happened
+    /// (the session was cut off after QUIT was answered).
+    pub confirmed_deleted: Vec<&'a [u8]>,
     /// How many listing entries repeat an earlier unique-id.
     pub duplicates: usize,
     /// Messages deleted earlier that the server still lists (it ignored the deletion).
@@ -128,6 +131,9 @@ pub fn plan<'a>(
     for (uid, k) in known {
         if listed.contains(uid.as_slice()) || k.state == MessageState::Pending {
             continue;
+        }
+        if k.state == MessageState::DeletePending {
+            p.confirmed_deleted.push(uid);
         }
         match k.unlisted_since {
             None => p.unlisted.push(uid),
@@ -297,6 +303,7 @@ mod tests {
         ]);
         let p = plan(&l, &k, &policy(Retention::Keep), NOW);
         assert_eq!(p.unlisted, vec![b"new-gone".as_slice()]);
+        assert!(p.confirmed_deleted.is_empty());
         assert_eq!(p.forget, vec![b"gone-8d".as_slice()]);
         assert!(p.fetch.is_empty());
     }
@@ -317,6 +324,19 @@ mod tests {
         let p = plan(&l, &k, &policy(Retention::Delete), NOW);
         assert!(p.fetch.is_empty() && p.delete.is_empty());
         assert_eq!(p.still_listed_after_delete, 1);
+    }
+
+    #[test]
+    fn a_delete_pending_message_the_server_no_longer_lists_was_deleted() {
+        let l = listing(&[]);
+        let k = known(&[("a", DeletePending, Some(NOW), None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert_eq!(p.confirmed_deleted, vec![b"a".as_slice()]);
+        assert_eq!(
+            p.unlisted,
+            vec![b"a".as_slice()],
+            "and it is forgotten after the grace period"
+        );
     }
 
     #[test]

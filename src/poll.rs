@@ -401,6 +401,19 @@ async fn session(
             plan.forget.len()
         );
     }
+    if !plan.confirmed_deleted.is_empty() {
+        debug!(
+            account = name,
+            "{} deletion(s) from an interrupted session took effect",
+            plan.confirmed_deleted.len()
+        );
+        sc.store.set_state(
+            sc.id,
+            &plan.confirmed_deleted,
+            &[MessageState::DeletePending],
+            MessageState::Deleted,
+        )?;
+    }
     if !plan.undelete.is_empty() {
         sc.store.set_state(
             sc.id,
