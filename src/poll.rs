@@ -228,6 +228,7 @@ async fn locked(
     };
     let mut store = Store::open(ctx.state_dir)?;
     let id = store.account(&account.name, ctx.clock.now())?;
+    debug!(account = %account.name, "state database open: {}", store.path().display());
     let result = run(account, ctx, options, &mut store, id, report).await;
     let record = PollRecord {
         at: ctx.clock.now(),

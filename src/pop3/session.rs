@@ -97,6 +97,7 @@ pub struct Greeted {
 pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
     let tcp = tcp_connect(options).await?;
     let _ = tcp.set_nodelay(true);
+    debug!("connected to {}:{}", options.host, options.port);
     let timeouts = options.timeouts;
     let (stream, certificate, encrypted): (Box<dyn Stream>, _, _) = match options.security {
         Security::Tls => {
@@ -168,6 +169,7 @@ async fn tls_handshake(
     stream: Box<dyn Stream>,
 ) -> Result<(Box<dyn Stream>, Option<CertificateInfo>), Error> {
     let connector = options.tls.connector()?;
+    debug!("TLS connector ready");
     let handshake = connector.connect(options.host.as_str(), stream);
     let tls = tokio::time::timeout(options.timeouts.handshake, handshake)
         .await
@@ -178,6 +180,7 @@ async fn tls_handshake(
             })
         })?
         .map_err(handshake_error)?;
+    debug!("TLS established with {}", options.host);
     let certificate = tls
         .peer_certificate()
         .ok()
