@@ -61,6 +61,8 @@ pub struct Plan<'a> {
     pub confirmed_deleted: Vec<&'a [u8]>,
     /// How many listing entries repeat an earlier unique-id.
     pub duplicates: usize,
+    /// How many listed messages popsync already knew (all states).
+    pub known_listed: usize,
     /// Messages deleted earlier that the server still lists (it ignored the deletion).
     pub still_listed_after_delete: usize,
 }
@@ -69,6 +71,15 @@ impl Plan<'_> {
     /// Deletion is off for this session because unique-ids are not unique.
     pub fn deletion_refused(&self) -> bool {
         self.duplicates > 0
+    }
+
+    /// Whether the listing looks like one portion of a larger mailbox: there is new mail and
+    /// nothing the server listed was known before. Servers that hand out mail in portions
+    /// (Gmail: about 250 messages per session) list only messages not yet handed out, so
+    /// after such a session another one may bring more. A server that keeps the mail it
+    /// handed out lists known messages alongside new ones, and one session is enough.
+    pub fn may_be_partial(&self) -> bool {
+        !self.fetch.is_empty() && self.known_listed == 0
     }
 }
 
@@ -107,6 +118,7 @@ pub fn plan<'a>(
             None if policy.mark_seen => p.mark_seen.push(uid),
             None => p.fetch.push(here),
             Some(k) => {
+                p.known_listed += 1;
                 if k.unlisted_since.is_some() {
                     p.relisted.push(uid);
                 }
@@ -340,10 +352,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_listing_of_nothing_but_new_mail_may_be_a_portion() {
+        let k = known(&[("old", Delivered, Some(NOW), None)]);
+        let l = listing(&["a", "b"]);
+        assert!(plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
+        let l = listing(&["old", "a"]);
+        assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
+        let l = listing(&[]);
+        assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
+    }
+
+    #[test]
     fn pending_rows_are_left_alone() {
         let l = listing(&["p"]);
         let k = known(&[("p", Pending, None, None), ("q", Pending, None, None)]);
         let p = plan(&l, &k, &policy(Retention::Delete), NOW);
-        assert_eq!(p, Plan { ..Plan::default() });
+        assert_eq!(
+            p,
+            Plan {
+                known_listed: 1,
+                ..Plan::default()
+            }
+        );
     }
 }

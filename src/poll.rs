@@ -3,8 +3,9 @@
 //! Under the account's lock: resolve any deliveries a crash left pending, log in, list,
 //! [`plan`](crate::plan), download new messages in batches with the exactly-once Maildir
 //! protocol, delete what the retention policy says is due, QUIT, and record the outcome.
-//! While a session brings new mail, another session follows in the same run (Gmail hands
-//! out about 250 messages per session).
+//! When a session brings new mail and listed nothing popsync knew before — the sign of a
+//! server that hands out mail in portions, as Gmail does (about 250 messages per session) —
+//! another session follows in the same run, until one brings nothing new.
 //!
 //! Ordering rules enforced here (see also `delivery::maildir` and `store`):
 //!
@@ -294,12 +295,20 @@ async fn run(
         report,
     };
     loop {
-        let fetched = session(&mut session_ctx, &connect, &credentials).await?;
+        let outcome = session(&mut session_ctx, &connect, &credentials).await?;
         session_ctx.report.sessions += 1;
-        if fetched == 0 || options.mark_seen || session_ctx.report.sessions >= MAX_SESSIONS {
+        if outcome.fetched == 0
+            || !outcome.may_be_partial
+            || options.mark_seen
+            || session_ctx.report.sessions >= MAX_SESSIONS
+        {
             break;
         }
-        debug!(account = %account.name, "the session brought {fetched} new messages; checking for more");
+        debug!(
+            account = %account.name,
+            "the session brought {} new messages and listed nothing older: asking again for more",
+            outcome.fetched
+        );
     }
     Ok(())
 }
@@ -356,12 +365,20 @@ struct SessionCtx<'a, 'c> {
     report: &'a mut Report,
 }
 
-/// One POP3 session. Returns how many new messages it delivered.
+/// What a session found.
+struct SessionOutcome {
+    fetched: u64,
+    /// The listing may have been one portion of a larger mailbox (see
+    /// [`Plan::may_be_partial`](crate::plan::Plan::may_be_partial)).
+    may_be_partial: bool,
+}
+
+/// One POP3 session.
 async fn session(
     sc: &mut SessionCtx<'_, '_>,
     connect: &ConnectOptions,
     credentials: &Credentials,
-) -> Result<u64, FetchError> {
+) -> Result<SessionOutcome, FetchError> {
     let name = sc.account.name.as_str();
     let greeted = pop3::connect(connect).await?;
     let mut s = greeted.login(credentials, sc.account.auth).await?;
@@ -507,7 +524,10 @@ async fn session(
             first: first.clone(),
         });
     }
-    Ok(fetched)
+    Ok(SessionOutcome {
+        fetched,
+        may_be_partial: plan.may_be_partial(),
+    })
 }
 
 struct BatchOutcome<'a> {

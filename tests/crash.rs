@@ -70,8 +70,14 @@ fn crash_and_recover(retention: &str) {
     let out = probe.run(&["fetch"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let full = t.elapsed().max(Duration::from_millis(50));
+    // ... and a later one, with a few new messages.
+    probe_server.add_messages("user1", &corpus::varied(seed % 1000 + 1, 8, None));
+    let t = Instant::now();
+    let out = probe.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let steady = t.elapsed().max(Duration::from_millis(20));
     drop(probe_server);
-    eprintln!("an uninterrupted fetch takes {full:?}");
+    eprintln!("an uninterrupted first fetch takes {full:?}, a later one {steady:?}");
 
     let mut killed_mid_run = 0;
     let mut next_index = 10_000;
@@ -86,7 +92,9 @@ fn crash_and_recover(retention: &str) {
         server.add_messages("user1", &arriving);
         sent.extend(arriving);
 
-        let delay = Duration::from_micros(rng.below(full.as_micros() as u64 * 12 / 10 + 1));
+        // Half the kills spread over a run as long as the first, half over a short one.
+        let span = if round % 2 == 0 { full } else { steady };
+        let delay = Duration::from_micros(rng.below(span.as_micros() as u64 * 12 / 10 + 1));
         let mut child = home
             .command(&["fetch", "--no-progress"])
             .stdout(Stdio::null())

@@ -290,7 +290,7 @@ pub struct Finished {
 
 /// fsyncs many files at once: the file system can then commit them together.
 fn sync_files(messages: &[Finished]) -> io::Result<()> {
-    const THREADS: usize = 8;
+    const THREADS: usize = 4;
     if messages.len() == 1 {
         return messages[0].file.sync_all();
     }

@@ -79,6 +79,9 @@ pub struct ConnectOptions {
 /// the window never comes near filling the socket buffer (RFC 2449 section 6.6).
 pub const PIPELINE_WINDOW: usize = 32;
 
+/// Read buffer beneath TLS.
+const TLS_READ_BUFFER: usize = 64 * 1024;
+
 /// Most lines accepted in one UIDL or LIST listing (bounds memory against a hostile server).
 pub const MAX_LISTING: usize = 5_000_000;
 
@@ -169,7 +172,9 @@ async fn tls_handshake(
     stream: Box<dyn Stream>,
 ) -> Result<(Box<dyn Stream>, Option<CertificateInfo>), Error> {
     let connector = options.tls.connector()?;
-    debug!("TLS connector ready");
+    // OpenSSL reads a record header, then the record, each with its own read: buffering
+    // below TLS turns thousands of small reads into a few large ones.
+    let stream = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
     let handshake = connector.connect(options.host.as_str(), stream);
     let tls = tokio::time::timeout(options.timeouts.handshake, handshake)
         .await

@@ -337,11 +337,17 @@ fn config(
     options: &Options,
 ) -> String {
     let d = dir.display();
-    let unprivileged = if is_root() {
-        String::new()
+    // Unprivileged, everything runs as the caller, and chroot() needs root.
+    let (unprivileged, chroot) = if is_root() {
+        (String::new(), "")
     } else {
-        let user = id("-un");
-        format!("default_internal_user = {user}\ndefault_login_user = {user}\n")
+        let (user, group) = (id("-un"), id("-gn"));
+        (
+            format!(
+                "default_internal_user = {user}\ndefault_internal_group = {group}\ndefault_login_user = {user}\nservice ipc {{\n  chroot =\n}}\n"
+            ),
+            "chroot =",
+        )
     };
     format!(
         r#"# private Dovecot for one popsync test
@@ -379,6 +385,7 @@ default_vsz_limit = 1G
 pop3_uidl_format = %08Xu%08Xv
 
 service pop3-login {{
+  {chroot}
   inet_listener pop3 {{
     address = 127.0.0.1
     port = {plain_port}
@@ -390,6 +397,7 @@ service pop3-login {{
   }}
 }}
 service anvil {{
+  {chroot}
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
