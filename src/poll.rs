@@ -383,9 +383,8 @@ async fn session(
     let greeted = pop3::connect(connect).await?;
     let mut s = greeted.login(credentials, sc.account.auth).await?;
     debug!(account = name, method = %s.auth_method(), pipelining = s.pipelining(), "logged in");
-    let (uidl, list) = s.uidl_and_list().await?;
+    let uidl = s.uidl().await?;
     sc.report.on_server = uidl.len() as u64;
-    let sizes: HashMap<MsgNum, u64> = list.iter().map(|e| (e.msg, e.size)).collect();
     let known = sc.store.known(sc.id)?;
     let now = sc.ctx.clock.now();
     let plan = plan::plan(&uidl, &known, &sc.policy, now);
@@ -444,6 +443,14 @@ async fn session(
         sc.store.insert_seen(sc.id, &plan.mark_seen, now)?;
         sc.report.marked_seen += plan.mark_seen.len() as u64;
     }
+
+    // Sizes (for batching and progress) only when there is something to download: in the
+    // common case of nothing new, a large mailbox's LIST would be wasted work and bandwidth.
+    let sizes: HashMap<MsgNum, u64> = if plan.fetch.is_empty() {
+        HashMap::new()
+    } else {
+        s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
+    };
 
     // Download. LIST sizes are the server's word (a hostile one may claim u64::MAX for every
     // message): they are added up saturating, never trusted to fit.

@@ -98,13 +98,15 @@ impl Mailbox {
         listing(&lines)
     }
 
-    /// UIDL and LIST: pipelined (both commands before either answer) or one after the other.
-    fn listings(&self, pipelining: bool) -> Vec<Step> {
-        if pipelining {
-            vec![expect("UIDL"), expect("LIST"), self.uidl(), self.list()]
-        } else {
-            vec![expect("UIDL"), self.uidl(), expect("LIST"), self.list()]
-        }
+    /// UIDL, then LIST for the sizes of what is to be downloaded: for a session that
+    /// downloads something.
+    fn listings(&self) -> Vec<Step> {
+        vec![expect("UIDL"), self.uidl(), expect("LIST"), self.list()]
+    }
+
+    /// UIDL alone: for a session with nothing to download (no LIST is needed then).
+    fn uidl_only(&self) -> Vec<Step> {
+        vec![expect("UIDL"), self.uidl()]
     }
 }
 
@@ -148,12 +150,7 @@ fn quit() -> Vec<Step> {
 
 /// A whole session that lists `mailbox` and, finding nothing new, quits.
 fn nothing_new(caps: &[&str], mailbox: &Mailbox) -> Vec<Step> {
-    [
-        login(caps),
-        mailbox.listings(caps.contains(&"PIPELINING")),
-        quit(),
-    ]
-    .concat()
+    [login(caps), mailbox.uidl_only(), quit()].concat()
 }
 
 // ----------------------------------------------------------------------------------------
@@ -516,7 +513,7 @@ fn a_drop_mid_message_keeps_the_whole_one_and_the_next_run_fetches_only_the_rest
         vec![
             [
                 login(CAPS),
-                mailbox.listings(false),
+                mailbox.listings(),
                 retr(1),
                 vec![expect("RETR 2"), partial(&mail(2), cut), close()],
             ]
@@ -542,7 +539,7 @@ fn a_drop_mid_message_keeps_the_whole_one_and_the_next_run_fetches_only_the_rest
         &setup,
         &[],
         // The listing holds a message popsync knew: one session is enough.
-        vec![[login(CAPS), mailbox.listings(false), retr(2), quit()].concat()],
+        vec![[login(CAPS), mailbox.listings(), retr(2), quit()].concat()],
     );
     run.assert_exit(0);
     fx.assert_maildir_holds(&[1, 2]);
@@ -563,7 +560,7 @@ fn a_drop_mid_message_while_pipelining_keeps_only_the_whole_ones() {
         vec![
             [
                 login(CAPS_PIPELINING),
-                mailbox.listings(true),
+                mailbox.listings(),
                 vec![
                     expect("RETR 1"),
                     expect("RETR 2"),
@@ -594,7 +591,7 @@ fn deletions_cut_off_before_quit_is_answered_are_sent_again_without_downloading_
         vec![
             [
                 login(CAPS),
-                mailbox.listings(false),
+                mailbox.listings(),
                 retr(1),
                 retr(2),
                 dele(1),
@@ -617,16 +614,7 @@ fn deletions_cut_off_before_quit_is_answered_are_sent_again_without_downloading_
     let run = fx.fetch(
         &setup,
         &[],
-        vec![
-            [
-                login(CAPS),
-                mailbox.listings(false),
-                dele(1),
-                dele(2),
-                quit(),
-            ]
-            .concat(),
-        ],
+        vec![[login(CAPS), mailbox.uidl_only(), dele(1), dele(2), quit()].concat()],
     );
     run.assert_exit(0);
     fx.assert_maildir_holds(&[1, 2]);
@@ -647,7 +635,7 @@ fn a_message_the_server_refuses_to_hand_out_is_fetched_next_time_and_the_others_
         vec![
             [
                 login(CAPS_PIPELINING),
-                mailbox.listings(true),
+                mailbox.listings(),
                 vec![
                     expect("RETR 1"),
                     expect("RETR 2"),
@@ -673,15 +661,7 @@ fn a_message_the_server_refuses_to_hand_out_is_fetched_next_time_and_the_others_
     let run = fx.fetch(
         &setup,
         &[],
-        vec![
-            [
-                login(CAPS_PIPELINING),
-                mailbox.listings(true),
-                retr(2),
-                quit(),
-            ]
-            .concat(),
-        ],
+        vec![[login(CAPS_PIPELINING), mailbox.listings(), retr(2), quit()].concat()],
     );
     run.assert_exit(0);
     fx.assert_maildir_holds(&[1, 2, 3]);
@@ -706,10 +686,10 @@ fn a_server_that_hands_out_mail_in_portions_is_asked_again_until_it_has_nothing_
         &setup,
         &[],
         vec![
-            [login(CAPS), first.listings(false), retr(1), retr(2), quit()].concat(),
+            [login(CAPS), first.listings(), retr(1), retr(2), quit()].concat(),
             [
                 login(CAPS),
-                second.listings(false),
+                second.listings(),
                 vec![expect("RETR 1"), message(&mail(3))],
                 quit(),
             ]
@@ -740,7 +720,7 @@ fn a_server_that_keeps_what_it_handed_out_gets_one_session() {
         vec![
             [
                 login(CAPS),
-                Mailbox::new(&["uid-1"]).listings(false),
+                Mailbox::new(&["uid-1"]).listings(),
                 retr(1),
                 quit(),
             ]
@@ -757,7 +737,7 @@ fn a_server_that_keeps_what_it_handed_out_gets_one_session() {
         vec![
             [
                 login(CAPS),
-                Mailbox::new(&["uid-1", "uid-2"]).listings(false),
+                Mailbox::new(&["uid-1", "uid-2"]).listings(),
                 retr(2),
                 quit(),
             ]
@@ -822,7 +802,7 @@ fn a_server_that_stalls_in_the_middle_of_a_message_times_out_and_leaves_no_parti
         vec![
             [
                 login(CAPS),
-                mailbox.listings(false),
+                mailbox.listings(),
                 vec![expect("RETR 1"), partial(&mail(1), cut), stall(LONG_STALL)],
             ]
             .concat(),
@@ -873,7 +853,7 @@ fn hostile_unique_ids_never_become_paths_and_a_duplicate_switches_deletion_off()
             // Each unique-id is downloaded once; then QUIT straight away: no DELE at all.
             [
                 login(CAPS),
-                mailbox.listings(false),
+                mailbox.listings(),
                 retr(1),
                 retr(2),
                 retr(3),
@@ -1127,7 +1107,7 @@ fn apop_is_preferred_over_plaintext_and_sends_the_rfc_1939_digest() {
                     expect("CAPA"),
                     listing(&caps),
                 ],
-                Mailbox::empty().listings(false),
+                Mailbox::empty().uidl_only(),
                 quit(),
             ]
             .concat(),
@@ -1162,7 +1142,7 @@ fn a_sasl_plain_response_too_long_for_one_line_is_sent_after_the_continuation() 
                     expect("CAPA"),
                     listing(&caps),
                 ],
-                Mailbox::empty().listings(false),
+                Mailbox::empty().uidl_only(),
                 quit(),
             ]
             .concat(),
@@ -1181,7 +1161,7 @@ fn with_pipelining_32_retrs_and_32_deles_are_in_flight_before_the_first_answer()
     let fx = Fixture::new();
     let uids: Vec<String> = (1..=MESSAGES).map(|n| format!("uid-{n}")).collect();
     let mailbox = Mailbox::new(&uids);
-    let mut session = [login(CAPS_PIPELINING), mailbox.listings(true)].concat();
+    let mut session = [login(CAPS_PIPELINING), mailbox.listings()].concat();
     // The first 32 RETRs arrive before any answer, and not one more.
     session.extend((1..=WINDOW).map(|n| expect(format!("RETR {n}"))));
     session.push(quiet(Duration::from_millis(100)));
@@ -1226,7 +1206,7 @@ fn without_pipelining_every_command_waits_for_its_answer() {
             lockstep(
                 [
                     login(CAPS),
-                    mailbox.listings(false),
+                    mailbox.listings(),
                     retr(1),
                     retr(2),
                     retr(3),
@@ -1306,7 +1286,7 @@ fn the_trace_transcript_shows_pass_redacted_and_never_the_password() {
         &Setup::default(),
         &["-vvv"],
         vec![
-            [login(CAPS), mailbox.listings(false), retr(1), quit()].concat(),
+            [login(CAPS), mailbox.listings(), retr(1), quit()].concat(),
             nothing_new(CAPS, &mailbox),
         ],
     );
@@ -1336,7 +1316,7 @@ fn the_trace_transcript_shows_sasl_plain_redacted_and_never_the_password() {
                     expect("CAPA"),
                     listing(&caps),
                 ],
-                Mailbox::empty().listings(false),
+                Mailbox::empty().uidl_only(),
                 quit(),
             ]
             .concat(),

@@ -468,34 +468,6 @@ impl Authenticated {
         self.read_list(status).await
     }
 
-    /// UIDL and LIST together, in one round trip when pipelining.
-    pub async fn uidl_and_list(&mut self) -> Result<(Vec<UidlEntry>, Vec<ListEntry>), Error> {
-        if !self.caps.pipelining {
-            let uidl = self.uidl().await?;
-            let list = self.list().await?;
-            return Ok((uidl, list));
-        }
-        self.conn.queue(&Command::Uidl(None))?;
-        self.conn.queue(&Command::List(None))?;
-        self.conn.flush().await?;
-        let status = self.conn.read_status().await?;
-        let uidl = match self.read_uidl(status).await {
-            Ok(u) => u,
-            Err(e) => {
-                // The LIST answer is still coming; read past it so the session stays usable.
-                if !self.conn.is_broken()
-                    && let Ok(status) = self.conn.read_status().await
-                {
-                    let _ = self.read_list(status).await;
-                }
-                return Err(e);
-            }
-        };
-        let status = self.conn.read_status().await?;
-        let list = self.read_list(status).await?;
-        Ok((uidl, list))
-    }
-
     /// Retrieves `msgs` in order, streaming each body to `handler`.
     pub async fn retrieve(
         &mut self,
