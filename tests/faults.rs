@@ -165,6 +165,7 @@ struct Setup {
     password: String,
     retention: &'static str,
     timeout: &'static str,
+    forget_after: &'static str,
 }
 
 impl Default for Setup {
@@ -176,6 +177,7 @@ impl Default for Setup {
             password: PASSWORD.into(),
             retention: "keep",
             timeout: "5s",
+            forget_after: "7d",
         }
     }
 }
@@ -188,6 +190,11 @@ impl Setup {
 
     fn timeout(mut self, timeout: &'static str) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    fn forget_after(mut self, forget_after: &'static str) -> Self {
+        self.forget_after = forget_after;
         self
     }
 
@@ -297,7 +304,8 @@ impl Fixture {
              password = {password}\n\
              maildir = {maildir}\n\
              retention = {retention}\n\
-             timeout = {timeout}\n",
+             timeout = {timeout}\n\
+             forget-after = {forget_after}\n",
             state = toml_string(self.state_dir().to_str().unwrap()),
             security = toml_string(setup.security),
             auth = toml_string(setup.auth),
@@ -306,6 +314,7 @@ impl Fixture {
             maildir = toml_string(self.maildir().to_str().unwrap()),
             retention = toml_string(setup.retention),
             timeout = toml_string(setup.timeout),
+            forget_after = toml_string(setup.forget_after),
         );
         let path = self.config_path();
         let _ = std::fs::remove_file(&path);
@@ -749,6 +758,50 @@ fn a_server_that_keeps_what_it_handed_out_gets_one_session() {
         fx.states(),
         states(&[("uid-1", Delivered), ("uid-2", Delivered)])
     );
+}
+
+#[test]
+fn a_server_that_briefly_lists_nothing_causes_no_download_again() {
+    let fx = Fixture::new();
+    let setup = Setup::default();
+    let mailbox = Mailbox::new(&["uid-1", "uid-2"]);
+    let first = vec![
+        [login(CAPS), mailbox.listings(), retr(1), retr(2), quit()].concat(),
+        nothing_new(CAPS, &mailbox),
+    ];
+    fx.fetch(&setup, &[], first).assert_exit(0);
+    // The server lists nothing (a glitch, or mail moved away and back) ...
+    fx.fetch(&setup, &[], vec![nothing_new(CAPS, &Mailbox::empty())])
+        .assert_exit(0);
+    fx.fetch(&setup, &[], vec![nothing_new(CAPS, &Mailbox::empty())])
+        .assert_exit(0);
+    // ... then lists them again: within the grace period, nothing is downloaded again.
+    fx.fetch(&setup, &[], vec![nothing_new(CAPS, &mailbox)])
+        .assert_exit(0);
+    fx.assert_maildir_holds(&[1, 2]);
+    assert_eq!(
+        fx.states(),
+        states(&[("uid-1", Delivered), ("uid-2", Delivered)])
+    );
+}
+
+#[test]
+fn a_message_missing_for_longer_than_forget_after_is_forgotten() {
+    let fx = Fixture::new();
+    let setup = Setup::default().forget_after("0s");
+    let mailbox = Mailbox::new(&["uid-1"]);
+    let first = vec![
+        [login(CAPS), mailbox.listings(), retr(1), quit()].concat(),
+        nothing_new(CAPS, &mailbox),
+    ];
+    fx.fetch(&setup, &[], first).assert_exit(0);
+    // Missing once: remembered as missing. Missing again, past the grace period: forgotten.
+    fx.fetch(&setup, &[], vec![nothing_new(CAPS, &Mailbox::empty())])
+        .assert_exit(0);
+    assert_eq!(fx.states(), states(&[("uid-1", Delivered)]));
+    fx.fetch(&setup, &[], vec![nothing_new(CAPS, &Mailbox::empty())])
+        .assert_exit(0);
+    assert_eq!(fx.states(), states(&[]));
 }
 
 // ----------------------------------------------------------------------------------------
