@@ -433,3 +433,21 @@ fn the_password_can_come_from_a_command_and_its_failure_is_explained() {
         "{err}"
     );
 }
+
+#[test]
+fn check_changes_nothing_on_disk() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(14, 3, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("next fetch:     3 to download"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!home.state_dir().exists(), "no state directory was created");
+    assert!(!md.exists(), "no Maildir was created");
+}

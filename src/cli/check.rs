@@ -142,33 +142,36 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
     let uidl = session.uidl().await;
     let _ = session.quit().await;
     let uidl = uidl?;
-    // How many would be downloaded: read the state without changing it.
-    if let Ok(mut store) = Store::open(&config.state_dir) {
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-        if let Ok(id) = store.account(&account.name, now)
-            && let Ok(known) = store.known(id)
-        {
-            let policy = Policy {
-                retention: account.retention,
-                forget_after: account.forget_after,
-                mark_seen: false,
-            };
-            let p = plan::plan(&uidl, &known, &policy, now);
-            let _ = writeln!(
-                out,
-                "  next fetch:     {} to download, {} to delete{}",
-                p.fetch.len(),
-                p.delete.len(),
-                if p.duplicates > 0 {
-                    format!(
-                        " (warning: {} duplicate unique-ids; deletion would be skipped)",
-                        p.duplicates
-                    )
-                } else {
-                    String::new()
-                }
-            );
+    // What the next fetch would do, from the state (read, never created or changed here).
+    let policy = Policy {
+        retention: account.retention,
+        forget_after: account.forget_after,
+        mark_seen: false,
+    };
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let known = if config.state_dir.join(crate::store::DB_FILE).exists() {
+        let store = Store::open(&config.state_dir)?;
+        match store.find_account(&account.name)? {
+            Some(id) => store.known(id)?,
+            None => Default::default(),
         }
-    }
+    } else {
+        Default::default()
+    };
+    let p = plan::plan(&uidl, &known, &policy, now);
+    let _ = writeln!(
+        out,
+        "  next fetch:     {} to download, {} to delete{}",
+        p.fetch.len(),
+        p.delete.len(),
+        if p.duplicates > 0 {
+            format!(
+                " (warning: {} duplicate unique-ids; deletion would be skipped)",
+                p.duplicates
+            )
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }

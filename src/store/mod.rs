@@ -241,6 +241,17 @@ impl Store {
         r.map(AccountId).map_err(|e| self.err(e))
     }
 
+    /// The id of the account called `name`, if popsync has ever fetched it.
+    pub fn find_account(&self, name: &str) -> Result<Option<AccountId>, StoreError> {
+        let r = self
+            .conn
+            .query_row("SELECT id FROM account WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional();
+        r.map(|id| id.map(AccountId)).map_err(|e| self.err(e))
+    }
+
     /// Everything known about the account's messages, by unique-id.
     pub fn known(&self, account: AccountId) -> Result<HashMap<Uid, Known>, StoreError> {
         let r = (|| {
