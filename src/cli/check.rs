@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::Cli;
 use super::progress::human_bytes;
-use super::{Cli, EX_USAGE};
 use crate::config::{Account, Config};
 use crate::plan::{self, Policy};
 use crate::poll::{self, ErrorClass, FetchError};
@@ -25,12 +25,9 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let accounts = match config.select(&args.account) {
+    let accounts = match super::select(&config, &args.account) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("popsync: {e}");
-            return EX_USAGE;
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::Cli;
 use super::progress::{self, TerminalProgress, human_bytes};
-use super::{Cli, EX_USAGE};
 use crate::clock::SystemClock;
 use crate::poll::{self, Context, FetchOptions, Outcome, Report};
 
@@ -38,12 +38,9 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let accounts = match config.select(&args.account) {
+    let accounts = match super::select(&config, &args.account) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("popsync: {e}");
-            return EX_USAGE;
-        }
+        Err(code) => return code,
     };
     let progress = TerminalProgress::new(!cli.quiet, !cli.quiet && !args.no_progress);
     let options = FetchOptions {

@@ -97,6 +97,15 @@ impl Cli {
     }
 }
 
+/// The accounts named on the command line (all if none), or the usage status after saying
+/// which name is unknown.
+fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c crate::config::Account>, u8> {
+    config.select(names).map_err(|e| {
+        eprintln!("popsync: {e}");
+        EX_USAGE
+    })
+}
+
 fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
