@@ -196,11 +196,21 @@ pub async fn fetch_account(
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     match &error {
         None => info!(
-            account = %account.name,
-            "{} new, {} deleted, {} on server, {} session(s), {} ms",
-            report.new_messages, report.deleted, report.on_server, report.sessions, report.elapsed_ms
+            "{}: done in {} ms: {} new, {} deleted, {} on the server, {} session{}",
+            account.name,
+            report.elapsed_ms,
+            report.new_messages,
+            report.deleted,
+            report.on_server,
+            report.sessions,
+            if report.sessions == 1 { "" } else { "s" }
         ),
-        Some(e) => info!(account = %account.name, "fetch failed: {}", crate::error_chain(e)),
+        Some(e) => info!(
+            "{}: failed after {} ms: {}",
+            account.name,
+            report.elapsed_ms,
+            crate::error_chain(e)
+        ),
     }
     Outcome { report, error }
 }
@@ -229,7 +239,11 @@ async fn locked(
     };
     let mut store = Store::open(ctx.state_dir)?;
     let id = store.account(&account.name, ctx.clock.now())?;
-    debug!(account = %account.name, "state database open: {}", store.path().display());
+    debug!(
+        "{}: state database {}",
+        account.name,
+        store.path().display()
+    );
     let result = run(account, ctx, options, &mut store, id, report).await;
     let record = PollRecord {
         at: ctx.clock.now(),
@@ -238,7 +252,10 @@ async fn locked(
         new_messages: report.new_messages,
     };
     if let Err(e) = store.record_poll(id, &record) {
-        warn!(account = %account.name, "could not record the poll outcome: {e}");
+        warn!(
+            "{}: could not record the outcome of this fetch: {e}",
+            account.name
+        );
     }
     result
 }
@@ -304,10 +321,9 @@ async fn run(
         {
             break;
         }
-        debug!(
-            account = %account.name,
-            "the session brought {} new messages and listed nothing older: asking again for more",
-            outcome.fetched
+        info!(
+            "{}: the session brought {} new message(s) and listed nothing older: asking again for more",
+            account.name, outcome.fetched
         );
     }
     Ok(())
@@ -346,7 +362,7 @@ fn recover(store: &mut Store, id: AccountId, report: &mut Report) -> Result<(), 
         store.drop_pending(id, &absent)?;
         report.recovered += delivered.len() as u64;
         info!(
-            "recovered an interrupted delivery into {}: {} message(s) were complete, {} will be downloaded again",
+            "an interrupted run left deliveries into {} unfinished: {} message(s) were complete, {} will be downloaded again",
             dir.display(),
             delivered.len(),
             absent.len()
@@ -380,48 +396,63 @@ async fn session(
     credentials: &Credentials,
 ) -> Result<SessionOutcome, FetchError> {
     let name = sc.account.name.as_str();
+    info!(
+        "{name}: connecting to {}:{} ({})",
+        connect.host,
+        connect.port,
+        match connect.security {
+            pop3::Security::Tls => "implicit TLS",
+            pop3::Security::StartTls => "STLS",
+            pop3::Security::DangerousPlaintext => "no encryption",
+        }
+    );
     let greeted = pop3::connect(connect).await?;
     let mut s = greeted.login(credentials, sc.account.auth).await?;
-    debug!(account = name, method = %s.auth_method(), pipelining = s.pipelining(), "logged in");
+    info!(
+        "{name}: logged in as {} ({}{})",
+        credentials.username,
+        s.auth_method(),
+        if s.pipelining() { ", pipelining" } else { "" }
+    );
     let uidl = s.uidl().await?;
     sc.report.on_server = uidl.len() as u64;
     let known = sc.store.known(sc.id)?;
     let now = sc.ctx.clock.now();
     let plan = plan::plan(&uidl, &known, &sc.policy, now);
-    debug!(
-        account = name,
-        listed = uidl.len(),
-        known = known.len(),
-        fetch = plan.fetch.len(),
-        delete = plan.delete.len(),
-        "planned"
+    info!(
+        "{name}: {} message(s) on the server, {} new{}, {} to delete",
+        uidl.len(),
+        plan.fetch.len() + plan.mark_seen.len(),
+        if plan.mark_seen.is_empty() {
+            ""
+        } else {
+            " (to be marked seen)"
+        },
+        plan.delete.len()
     );
     if plan.duplicates > 0 {
         warn!(
-            account = name,
-            "the server lists {} unique-id(s) more than once; messages sharing an id cannot be told apart, so nothing is deleted in this session",
+            "{name}: the server lists {} unique-id(s) more than once; messages sharing an id cannot be told apart, so nothing is deleted in this session",
             plan.duplicates
         );
     }
     if plan.still_listed_after_delete > 0 {
         debug!(
-            account = name,
-            "{} deleted message(s) are still listed by the server", plan.still_listed_after_delete
+            "{name}: {} deleted message(s) are still listed by the server",
+            plan.still_listed_after_delete
         );
     }
     sc.store
         .apply_listing(sc.id, &plan.relisted, &plan.unlisted, &plan.forget, now)?;
     if !plan.forget.is_empty() {
-        debug!(
-            account = name,
-            "forgot {} message(s) gone from the server",
+        info!(
+            "{name}: forgot {} message(s) gone from the server for longer than forget-after",
             plan.forget.len()
         );
     }
     if !plan.confirmed_deleted.is_empty() {
         debug!(
-            account = name,
-            "{} deletion(s) from an interrupted session took effect",
+            "{name}: {} deletion(s) from an interrupted session took effect",
             plan.confirmed_deleted.len()
         );
         sc.store.set_state(
@@ -480,6 +511,12 @@ async fn session(
         outcome.result?;
     }
     let fetched = delivered_now.len() as u64;
+    if fetched > 0 {
+        info!(
+            "{name}: stored {fetched} message(s) in {}",
+            sc.account.maildir.display()
+        );
+    }
 
     // Delete what is due.
     let mut to_delete = if plan.deletion_refused() {
@@ -510,7 +547,10 @@ async fn session(
             if status.is_ok() {
                 dele_ok.push(listed.uid);
             } else {
-                warn!(account = name, msg = %listed.msg, "the server refused to delete a message: {status}");
+                warn!(
+                    "{name}: the server refused to delete message {}: {status}",
+                    listed.msg
+                );
             }
         }
     }
@@ -524,6 +564,10 @@ async fn session(
             MessageState::Deleted,
         )?;
         sc.report.deleted += dele_ok.len() as u64;
+        info!(
+            "{name}: deleted {} message(s) from the server",
+            dele_ok.len()
+        );
     }
     if let Some(first) = refused.first() {
         return Err(FetchError::Refused {
@@ -692,7 +736,10 @@ impl RetrieveHandler for BatchHandler<'_> {
     }
 
     fn refused(&mut self, msg: MsgNum, status: Status) -> std::io::Result<()> {
-        warn!(account = self.account, %msg, "the server refused to hand out a message: {status}");
+        warn!(
+            "{}: the server refused to hand out message {msg}: {status}",
+            self.account
+        );
         self.refused.push((msg, status));
         Ok(())
     }
