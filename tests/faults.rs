@@ -559,6 +559,41 @@ fn a_drop_mid_message_keeps_the_whole_one_and_the_next_run_fetches_only_the_rest
 }
 
 #[test]
+fn a_dot_line_after_a_bare_lf_inside_a_message_does_not_end_it() {
+    // A CRLF server stuffs only lines that follow CRLF. This message holds a bare LF followed
+    // by a "." line: taking that for the end would store half the message and then, with
+    // retention = "delete", delete the whole one from the server.
+    let fx = Fixture::new();
+    let setup = Setup::default().retention("delete");
+    let body: &[u8] = b"Subject: report\r\n\r\nfirst part\n.\r\nsecond part that matters\r\n..\r\n";
+    let mut answer = b"+OK\r\n".to_vec();
+    answer.extend_from_slice(body);
+    answer.extend_from_slice(b".\r\n");
+    let mailbox = Mailbox::new(&["uid-1"]);
+    let run = fx.fetch(
+        &setup,
+        &[],
+        vec![
+            [
+                login(CAPS),
+                mailbox.listings(),
+                vec![expect("RETR 1"), raw(answer)],
+                dele(1),
+                quit(),
+            ]
+            .concat(),
+            nothing_new(CAPS, &Mailbox::empty()),
+        ],
+    );
+    run.assert_exit(0);
+    let delivered = fx.delivered();
+    assert_eq!(
+        delivered,
+        vec![b"Subject: report\n\nfirst part\n.\nsecond part that matters\n.\n".to_vec()]
+    );
+}
+
+#[test]
 fn a_drop_mid_message_while_pipelining_keeps_only_the_whole_ones() {
     let fx = Fixture::new();
     let mailbox = Mailbox::new(&["uid-1", "uid-2", "uid-3"]);

@@ -65,7 +65,7 @@ pub fn unstuff_line(line: &[u8]) -> ListingLine<'_> {
 enum BodyState {
     /// At the first byte of a line.
     LineStart,
-    /// Inside a line; looking for its LF.
+    /// Inside a line; looking for its end.
     InLine,
     /// A line started with `.`, which has been consumed.
     Dot,
@@ -73,6 +73,16 @@ enum BodyState {
     DotCr,
     /// The terminating line has been consumed.
     Done,
+}
+
+/// What ends a line in a multi-line body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnds {
+    /// CRLF only (RFC 1939). A bare LF inside a message is data: a `.` after it is neither
+    /// stuffing nor the end of the message. What every standard server sends.
+    Crlf,
+    /// Bare LF too, for a server that ends its own lines with LF alone.
+    BareLf,
 }
 
 /// Streaming decoder for a multi-line body (the data after `+OK` to RETR or TOP).
@@ -83,6 +93,9 @@ enum BodyState {
 #[derive(Debug, Clone)]
 pub struct BodyDecoder {
     state: BodyState,
+    line_ends: LineEnds,
+    /// The last byte consumed (by an earlier call), to see a CR before an LF across chunks.
+    prev: u8,
     octets: u64,
 }
 
@@ -93,9 +106,16 @@ impl Default for BodyDecoder {
 }
 
 impl BodyDecoder {
+    /// A decoder for a standard server: lines end with CRLF.
     pub fn new() -> Self {
+        Self::with_line_ends(LineEnds::Crlf)
+    }
+
+    pub fn with_line_ends(line_ends: LineEnds) -> Self {
         Self {
             state: BodyState::LineStart,
+            line_ends,
+            prev: b'\n',
             octets: 0,
         }
     }
@@ -122,15 +142,18 @@ impl BodyDecoder {
         let mut i = 0;
         // Start of data not yet handed to `out`.
         let mut run = 0;
-        loop {
+        let bare_lf = self.line_ends == LineEnds::BareLf;
+        let result = loop {
             match self.state {
-                BodyState::Done => return Ok(i),
+                BodyState::Done => break Ok(i),
                 BodyState::LineStart => {
                     if i == input.len() {
-                        break;
+                        break self.emit(&input[run..i], out).map(|()| i);
                     }
                     if input[i] == b'.' {
-                        self.emit(&input[run..i], out)?;
+                        if let Err(e) = self.emit(&input[run..i], out) {
+                            break Err(e);
+                        }
                         i += 1;
                         run = i;
                         self.state = BodyState::Dot;
@@ -140,17 +163,21 @@ impl BodyDecoder {
                 }
                 BodyState::InLine => match memchr(b'\n', &input[i..]) {
                     Some(pos) => {
-                        i += pos + 1;
-                        self.state = BodyState::LineStart;
+                        let lf = i + pos;
+                        let before = if lf > 0 { input[lf - 1] } else { self.prev };
+                        i = lf + 1;
+                        if before == b'\r' || bare_lf {
+                            self.state = BodyState::LineStart;
+                        }
                     }
                     None => {
                         i = input.len();
-                        break;
+                        break self.emit(&input[run..i], out).map(|()| i);
                     }
                 },
                 BodyState::Dot => {
                     if i == input.len() {
-                        break;
+                        break Ok(i);
                     }
                     match input[i] {
                         b'\r' => {
@@ -158,11 +185,10 @@ impl BodyDecoder {
                             run = i;
                             self.state = BodyState::DotCr;
                         }
-                        // ".\n": a terminator from a server that sends bare LF.
-                        b'\n' => {
+                        // ".\n" ends the body only where a bare LF ends lines.
+                        b'\n' if bare_lf => {
                             i += 1;
                             self.state = BodyState::Done;
-                            return Ok(i);
                         }
                         // A stuffed dot (or a lone leading dot, which RFC 1939 also strips).
                         _ => {
@@ -173,22 +199,26 @@ impl BodyDecoder {
                 }
                 BodyState::DotCr => {
                     if i == input.len() {
-                        break;
+                        break Ok(i);
                     }
                     if input[i] == b'\n' {
                         i += 1;
                         self.state = BodyState::Done;
-                        return Ok(i);
+                        continue;
                     }
                     // ".\r" and something else: the dot is stripped, the CR is data.
-                    self.emit(b"\r", out)?;
+                    if let Err(e) = self.emit(b"\r", out) {
+                        break Err(e);
+                    }
                     run = i;
                     self.state = BodyState::InLine;
                 }
             }
+        };
+        if i > 0 {
+            self.prev = input[i - 1];
         }
-        self.emit(&input[run..i], out)?;
-        Ok(i)
+        result
     }
 
     fn emit<E>(
@@ -204,19 +234,22 @@ impl BodyDecoder {
     }
 }
 
-/// Dot-stuffs a message for sending in a multi-line response and appends the terminator.
-/// The inverse of [`BodyDecoder`]; used by tests and test servers.
+/// Dot-stuffs a message for sending in a multi-line response and appends the terminator, as
+/// a standard server does: a line is what follows CRLF. The inverse of [`BodyDecoder`]; used
+/// by tests and test servers.
 pub fn stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 5);
     let mut at_line_start = true;
+    let mut prev = 0u8;
     for &b in message {
         if at_line_start && b == b'.' {
             out.push(b'.');
         }
         out.push(b);
-        at_line_start = b == b'\n';
+        at_line_start = b == b'\n' && prev == b'\r';
+        prev = b;
     }
-    if !at_line_start {
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
@@ -280,8 +313,37 @@ mod tests {
     }
 
     #[test]
-    fn bare_lf_terminator_is_accepted() {
-        assert_eq!(decode_chunked(b"a\n..b\n.\n", 1).0, b"a\n.b\n");
+    fn a_server_ending_lines_with_bare_lf_is_understood() {
+        for chunk in 1..=9 {
+            let mut dec = BodyDecoder::with_line_ends(LineEnds::BareLf);
+            let mut out = Vec::new();
+            let mut n = 0;
+            for piece in b"a\n..b\n.\n".chunks(chunk) {
+                n += dec
+                    .decode(piece, &mut |d: &[u8]| {
+                        out.extend_from_slice(d);
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+            }
+            assert!(dec.is_done());
+            assert_eq!((out.as_slice(), n), (&b"a\n.b\n"[..], 8));
+        }
+    }
+
+    #[test]
+    fn a_dot_after_a_bare_lf_inside_a_message_is_data_not_the_end() {
+        // A CRLF server stuffs only lines that follow CRLF; this message has a bare LF
+        // followed by ".\r\n" in its body, which must not end it.
+        let wire: &[u8] = b"first part\n.\r\nsecond part\n..x\r\n..\r\n.\r\n";
+        for chunk in 1..=wire.len() {
+            let (out, consumed) = decode_chunked(wire, chunk);
+            assert_eq!(
+                out, b"first part\n.\r\nsecond part\n..x\r\n.\r\n",
+                "chunk {chunk}"
+            );
+            assert_eq!(consumed, wire.len());
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::trace;
 
-use super::codec::{self, BodyDecoder, ListingLine, MAX_LINE};
+use super::codec::{self, BodyDecoder, LineEnds, ListingLine, MAX_LINE};
 use super::command::Command;
 use super::error::{Error, ErrorKind, Phase};
 use super::response::{Status, printable};
@@ -36,6 +36,9 @@ pub struct Connection {
     out: Vec<u8>,
     response_timeout: Duration,
     broken: bool,
+    /// How the server ends its own lines: a server whose status lines end with a bare LF
+    /// gets its message bodies read the same way.
+    line_ends: LineEnds,
 }
 
 impl std::fmt::Debug for Connection {
@@ -58,6 +61,7 @@ impl Connection {
             out: Vec::with_capacity(1024),
             response_timeout,
             broken: false,
+            line_ends: LineEnds::Crlf,
         }
     }
 
@@ -77,6 +81,11 @@ impl Connection {
     pub fn into_stream(mut self) -> (Box<dyn Stream>, usize) {
         self.consume_line();
         (self.stream, self.end - self.start)
+    }
+
+    /// Whether the line last returned by `read_line` ended with CRLF (not a bare LF).
+    fn ends_with_crlf(&self) -> bool {
+        self.consume >= 2 && self.buf[self.start + self.consume - 2] == b'\r'
     }
 
     fn consume_line(&mut self) {
@@ -140,7 +149,11 @@ impl Connection {
 
     /// Reads a status line. Anything else is a protocol error.
     pub async fn read_status(&mut self) -> Result<Status, Error> {
-        let line = self.read_line().await?;
+        let len = self.read_line().await?.len();
+        if !self.ends_with_crlf() {
+            self.line_ends = LineEnds::BareLf;
+        }
+        let line = &self.buf[self.start..self.start + len];
         match Status::parse(line) {
             Some(status) => {
                 trace!(target: WIRE, "S: {status}");
@@ -197,7 +210,7 @@ impl Connection {
         mut sink: impl FnMut(&[u8]) -> io::Result<()>,
     ) -> Result<u64, Error> {
         self.consume_line();
-        let mut decoder = BodyDecoder::new();
+        let mut decoder = BodyDecoder::with_line_ends(self.line_ends);
         loop {
             if self.start < self.end {
                 let decoded = decoder.decode(&self.buf[self.start..self.end], &mut sink);
