@@ -187,8 +187,23 @@ impl Store {
 
     fn setup(&mut self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        self.conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
+        // Switching a new database to WAL answers SQLITE_BUSY at once, without waiting for
+        // the busy timeout, when another process is doing the same: retry for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match self
+                .conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        }
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
@@ -597,6 +612,30 @@ mod tests {
         );
         s.apply_listing(a, &[], &[], &[b"u1"], 140).unwrap();
         assert!(s.known(a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn many_processes_opening_a_new_database_at_once_all_succeed() {
+        for _round in 0..60 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(8);
+            let errors: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let path = dir.path();
+                        let barrier = &barrier;
+                        s.spawn(move || {
+                            barrier.wait();
+                            let mut store = Store::open(path).map_err(|e| e.to_string())?;
+                            store.account(&format!("a{i}"), 1).map_err(|e| e.to_string())?;
+                            Ok::<(), String>(())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().unwrap().err()).collect()
+            });
+            assert!(errors.is_empty(), "{errors:?}");
+        }
     }
 
     #[test]
