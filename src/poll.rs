@@ -287,11 +287,19 @@ async fn run(
     id: AccountId,
     report: &mut Report,
 ) -> Result<(), FetchError> {
-    recover(store, id, report)?;
+    recover(store, id, ctx.clock.now(), report)?;
     let mut maildir = Maildir::open(&account.maildir).map_err(|source| FetchError::Mailbox {
         path: account.maildir.clone(),
         source,
     })?;
+    // tmp/ links a run left behind after recording their messages as delivered.
+    let stale = maildir
+        .stale_links(|name| store.is_delivered_file(name).unwrap_or(false))
+        .map_err(|source| FetchError::Mailbox {
+            path: account.maildir.clone(),
+            source,
+        })?;
+    maildir.release(&stale.iter().map(String::as_str).collect::<Vec<_>>());
     let connect = connect_options(account)?;
     let credentials = Credentials {
         username: account.username.clone(),
@@ -330,7 +338,12 @@ async fn run(
 }
 
 /// Resolves deliveries an interrupted run left pending, from what is on disk.
-fn recover(store: &mut Store, id: AccountId, report: &mut Report) -> Result<(), FetchError> {
+fn recover(
+    store: &mut Store,
+    id: AccountId,
+    now: i64,
+    report: &mut Report,
+) -> Result<(), FetchError> {
     let pending = store.pending(id)?;
     if pending.is_empty() {
         return Ok(());
@@ -339,7 +352,6 @@ fn recover(store: &mut Store, id: AccountId, report: &mut Report) -> Result<(), 
     for row in &pending {
         by_dir.entry(row.dir.as_path()).or_default().push(row);
     }
-    let now = crate::clock::SystemClock.now();
     for (dir, rows) in by_dir {
         let maildir = Maildir::at(dir);
         let names: Vec<&str> = rows.iter().map(|r| r.file_name.as_str()).collect();
@@ -350,16 +362,24 @@ fn recover(store: &mut Store, id: AccountId, report: &mut Report) -> Result<(), 
                 source,
             })?;
         let mut delivered = Vec::new();
+        let mut delivered_names = Vec::new();
         let mut absent = Vec::new();
         for (row, f) in rows.iter().zip(found) {
             match f {
-                PendingLocation::Delivered(size) => delivered.push((row.uid.as_slice(), size)),
-                PendingLocation::Absent => absent.push(row.uid.as_slice()),
+                PendingLocation::Delivered(size) => {
+                    delivered.push((row.uid.as_slice(), size));
+                    delivered_names.push(row.file_name.as_str());
+                }
+                PendingLocation::Absent => {
+                    maildir.discard(&row.file_name);
+                    absent.push(row.uid.as_slice());
+                }
             }
         }
         failpoint::hit("recovery-located");
         store.mark_delivered(id, &delivered, now)?;
         store.drop_pending(id, &absent)?;
+        maildir.release(&delivered_names);
         report.recovered += delivered.len() as u64;
         info!(
             "an interrupted run left deliveries into {} unfinished: {} message(s) were complete, {} will be downloaded again",
@@ -679,6 +699,12 @@ async fn fetch_batch<'p>(
         out.result = Err(e.into());
         return out;
     }
+    let delivered_names: Vec<&str> = names
+        .iter()
+        .filter(|n| done.contains_key(n.as_str()))
+        .map(String::as_str)
+        .collect();
+    sc.maildir.release(&delivered_names);
     sc.report.new_messages += delivered_rows.len() as u64;
     sc.report.new_bytes += delivered_rows.iter().map(|(_, n)| n).sum::<u64>();
     for name in names.iter().filter(|n| !done.contains_key(n.as_str())) {

@@ -280,3 +280,77 @@ step_tests! {
     deleting_killed_after_dele_before_quit: "delete", ["dele-answered"];
     deleting_killed_after_quit_before_deleted_is_committed: "delete", ["quit-answered"];
 }
+
+/// Every file under `dir`, recursively, by content.
+fn all_messages_under(dir: &std::path::Path) -> std::collections::BTreeMap<Vec<u8>, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                *out.entry(std::fs::read(e.path()).unwrap()).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn messages_filed_away_by_the_user_after_a_kill_before_the_commit_are_not_downloaded_again() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(78, 150, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    // Killed after the second batch is in new/ but before it is recorded as delivered ...
+    kill_at(&home, "published:2");
+    // ... and before popsync runs again, the user's mail reader files everything in new/
+    // into another folder.
+    let archive = home.path().join("Mail/Archive/cur");
+    std::fs::create_dir_all(&archive).unwrap();
+    for e in std::fs::read_dir(md.join("new")).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), archive.join(e.file_name())).unwrap();
+    }
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let mut everywhere = all_messages_under(&md.join("new"));
+    for (m, n) in all_messages_under(&archive) {
+        *everywhere.entry(m).or_insert(0) += n;
+    }
+    assert_same_messages(&everywhere, &expected_contents(&messages));
+    assert!(
+        std::fs::read_dir(md.join("tmp")).unwrap().next().is_none(),
+        "tmp/ is empty"
+    );
+}
+
+#[test]
+fn a_maildir_gone_while_deliveries_into_it_were_unfinished_is_an_error_not_a_guess() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(79, 150, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    kill_at(&home, "published:2");
+    // The Maildir's disk is not mounted, say.
+    let away = home.path().join("away");
+    std::fs::rename(&md, &away).unwrap();
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("is gone, but an interrupted run was delivering into it"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!md.exists(), "nothing was created in its place");
+    std::fs::rename(&away, &md).unwrap();
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+}

@@ -7,16 +7,20 @@
 //! 2. the message is streamed into `tmp/NAME`, created with `O_EXCL` and mode 0600;
 //! 3. the file is fsynced (many files at once, in parallel, so that a batch costs about one
 //!    disk flush rather than one per message);
-//! 4. it is hard-linked to `new/NAME` — a link never overwrites — and `tmp/NAME` removed
-//!    (where hard links are not supported, a rename after checking the name is free);
+//! 4. it is hard-linked to `new/NAME` — a link never overwrites — (where hard links are not
+//!    supported, renamed there after checking the name is free);
 //! 5. `new/` is fsynced, making the link durable;
 //! 6. only then is the row marked *delivered* (and only delivered messages are deleted from
-//!    the server).
+//!    the server);
+//! 7. last, the `tmp/NAME` link is removed ([`Maildir::release`]).
 //!
 //! After a crash between any two steps, [`Maildir::locate`] tells from the disk where a
-//! pending message got to: in `new/` (or already moved to `cur/` by the user's mail reader)
-//! means delivered; only in `tmp/` or nowhere means not delivered, and the partial file is
-//! removed so the message is downloaded again. Nothing is lost and nothing appears twice.
+//! pending message got to. In `new/`, or in `cur/` (moved there by the user's mail reader),
+//! or anywhere else on the same file system — the `tmp/` link still counts two names for the
+//! file — means delivered. Only in `tmp/` with one name, or nowhere, means not delivered;
+//! the partial file is removed and the message downloaded again. Nothing is lost and nothing
+//! appears twice. (The one case no file system can tell apart: a message the user deleted
+//! in the instant between its link and its commit, which then comes back.)
 //!
 //! Names follow the Maildir convention `TIME.MUSECPPIDQSEQRRAND.HOST` (with `/` and `:` in
 //! the host name escaped as `\057` and `\072`); server data never becomes part of a name.
@@ -141,7 +145,7 @@ impl Maildir {
             let tmp = self.tmp(&m.name);
             let new = self.new_path(&m.name);
             match fs::hard_link(&tmp, &new) {
-                Ok(()) => fs::remove_file(&tmp).map_err(|e| with_path(e, "cannot remove", &tmp))?,
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(with_path(e, "refusing to overwrite", &new));
                 }
@@ -168,9 +172,54 @@ impl Maildir {
         let _ = fs::remove_file(self.tmp(name));
     }
 
-    /// Finds where pending messages got to (see the module docs). Makes a found message's
-    /// link durable before reporting it delivered; removes partial files from `tmp/`.
+    /// Removes the `tmp/` links of messages recorded as delivered (the last step).
+    pub fn release(&self, names: &[&str]) {
+        for name in names {
+            let _ = fs::remove_file(self.tmp(name));
+        }
+    }
+
+    /// `tmp/` links left behind by a run that stopped after recording its messages as
+    /// delivered and before removing them: files in `tmp/` with another name elsewhere, for
+    /// which `is_delivered` says yes. Returns their names.
+    pub fn stale_links(
+        &self,
+        mut is_delivered: impl FnMut(&str) -> bool,
+    ) -> io::Result<Vec<String>> {
+        let tmp = self.root.join("tmp");
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(with_path(e, "cannot read", &tmp)),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if link_count(&entry.metadata()?) >= 2 && is_delivered(&name) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds where pending messages got to (see the module docs), changing nothing but
+    /// making a found link durable. Fails if the Maildir itself is gone (moved, or a disk not
+    /// mounted): guessing then could deliver messages twice.
     pub fn locate(&self, names: &[&str]) -> io::Result<Vec<PendingLocation>> {
+        let new_dir = self.root.join("new");
+        if !new_dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the Maildir {} is gone, but an interrupted run was delivering into it; \
+                     put it back (or mount its disk) so popsync can see which messages arrived",
+                    self.root.display()
+                ),
+            ));
+        }
         let mut found: Vec<Option<u64>> = Vec::with_capacity(names.len());
         let mut any_new = false;
         for name in names {
@@ -208,24 +257,40 @@ impl Maildir {
                 Err(e) => return Err(with_path(e, "cannot read", &cur)),
             }
         }
-        if any_new {
-            // The link may not have been made durable before the crash.
-            sync_dir(&self.root.join("new"))?;
-        }
-        let mut out = Vec::with_capacity(names.len());
-        for (name, f) in names.iter().zip(found) {
-            match f {
-                Some(size) => {
-                    self.discard(name);
-                    out.push(PendingLocation::Delivered(size));
-                }
-                None => {
-                    self.discard(name);
-                    out.push(PendingLocation::Absent);
-                }
+        for (name, f) in names.iter().zip(found.iter_mut()) {
+            if f.is_none()
+                && let Ok(m) = fs::metadata(self.tmp(name))
+                && link_count(&m) >= 2
+            {
+                // Linked, then moved on by the user or their mail reader.
+                *f = Some(m.len());
             }
         }
-        Ok(out)
+        if any_new {
+            // The link may not have been made durable before the crash.
+            sync_dir(&new_dir)?;
+        }
+        Ok(found
+            .into_iter()
+            .map(|f| match f {
+                Some(size) => PendingLocation::Delivered(size),
+                None => PendingLocation::Absent,
+            })
+            .collect())
+    }
+}
+
+/// How many names a file has (1 where the platform cannot tell).
+fn link_count(m: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        m.nlink()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        1
     }
 }
 
@@ -341,6 +406,7 @@ mod tests {
         w.write(data).unwrap();
         let f = w.finish().unwrap();
         md.publish(&[f]).unwrap();
+        md.release(&[&name]);
         name
     }
 
@@ -396,30 +462,60 @@ mod tests {
     }
 
     #[test]
-    fn locate_finds_messages_in_new_and_cur_and_cleans_tmp() {
+    fn locate_finds_messages_in_new_cur_or_moved_away_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open(dir.path()).unwrap();
-        // in new/, with a leftover tmp/ link (crash between link and unlink)
+        // in new/, its tmp/ link still there (crash before the commit)
         fs::write(dir.path().join("new/a"), b"12345").unwrap();
-        fs::write(dir.path().join("tmp/a"), b"12345").unwrap();
+        fs::hard_link(dir.path().join("new/a"), dir.path().join("tmp/a")).unwrap();
         // moved to cur/ by a mail reader
         fs::write(dir.path().join("cur/b:2,S"), b"123").unwrap();
         // partial, only in tmp/
         fs::write(dir.path().join("tmp/c"), b"par").unwrap();
-        let found = md.locate(&["a", "b", "c", "d"]).unwrap();
+        // linked, then moved to another folder by the user: tmp/ still has two names
+        fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        fs::write(dir.path().join("elsewhere/e"), b"1234").unwrap();
+        fs::hard_link(dir.path().join("elsewhere/e"), dir.path().join("tmp/e")).unwrap();
+        let found = md.locate(&["a", "b", "c", "d", "e"]).unwrap();
         assert_eq!(
             found,
             vec![
                 PendingLocation::Delivered(5),
                 PendingLocation::Delivered(3),
                 PendingLocation::Absent,
-                PendingLocation::Absent
+                PendingLocation::Absent,
+                PendingLocation::Delivered(4),
             ]
         );
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert!(
-            dir.path().join("new/a").exists(),
-            "delivered files are kept"
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            3,
+            "locate removes nothing"
+        );
+    }
+
+    #[test]
+    fn locate_refuses_to_guess_when_the_maildir_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::at(&dir.path().join("unmounted"));
+        let err = md.locate(&["a"]).unwrap_err();
+        assert!(err.to_string().contains("is gone"), "{err}");
+    }
+
+    #[test]
+    fn stale_tmp_links_of_delivered_messages_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::open(dir.path()).unwrap();
+        fs::write(dir.path().join("new/x"), b"1").unwrap();
+        fs::hard_link(dir.path().join("new/x"), dir.path().join("tmp/x")).unwrap();
+        fs::write(dir.path().join("new/y"), b"1").unwrap();
+        fs::hard_link(dir.path().join("new/y"), dir.path().join("tmp/y")).unwrap();
+        fs::write(dir.path().join("tmp/z"), b"1").unwrap();
+        let stale = md.stale_links(|n| n == "x" || n == "z").unwrap();
+        assert_eq!(
+            stale,
+            vec!["x".to_owned()],
+            "only linked files that are recorded delivered"
         );
     }
 }

@@ -305,6 +305,19 @@ impl Store {
         })
     }
 
+    /// Whether some account's message was delivered under this file name.
+    pub fn is_delivered_file(&self, file_name: &str) -> Result<bool, StoreError> {
+        let r = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM message WHERE file_name = ?1 AND state != 'pending' LIMIT 1",
+                [file_name],
+                |_| Ok(()),
+            )
+            .optional();
+        r.map(|o| o.is_some()).map_err(|e| self.err(e))
+    }
+
     /// Messages whose delivery was started but not confirmed.
     pub fn pending(&self, account: AccountId) -> Result<Vec<PendingRow>, StoreError> {
         let r = (|| -> rusqlite::Result<Vec<PendingRow>> {
@@ -315,7 +328,7 @@ impl Store {
                 Ok(PendingRow {
                     uid: r.get(0)?,
                     file_name: r.get(1)?,
-                    dir: PathBuf::from(r.get::<_, String>(2)?),
+                    dir: path_from_bytes(r.get::<_, Vec<u8>>(2)?),
                 })
             })?
             .collect()
@@ -332,7 +345,7 @@ impl Store {
         rows: &[(&[u8], &str)],
         now: i64,
     ) -> Result<(), StoreError> {
-        let dir = dir.to_string_lossy();
+        let dir = path_to_bytes(dir);
         self.batch(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO message (account_id, uid, state, file_name, pending_dir, first_seen)
@@ -543,6 +556,31 @@ impl std::hash::Hash for MessageState {
     }
 }
 
+/// A path as the bytes the OS uses (exact on Unix, where paths need not be UTF-8).
+fn path_to_bytes(path: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        path.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
 /// Creates a directory (and parents) readable only by the user.
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -627,12 +665,17 @@ mod tests {
                         s.spawn(move || {
                             barrier.wait();
                             let mut store = Store::open(path).map_err(|e| e.to_string())?;
-                            store.account(&format!("a{i}"), 1).map_err(|e| e.to_string())?;
+                            store
+                                .account(&format!("a{i}"), 1)
+                                .map_err(|e| e.to_string())?;
                             Ok::<(), String>(())
                         })
                     })
                     .collect();
-                handles.into_iter().filter_map(|h| h.join().unwrap().err()).collect()
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap().err())
+                    .collect()
             });
             assert!(errors.is_empty(), "{errors:?}");
         }
