@@ -320,7 +320,25 @@ async fn run(
         report,
     };
     loop {
-        let outcome = session(&mut session_ctx, &connect, &credentials).await?;
+        let before = session_ctx.report.new_messages;
+        let outcome = match session(&mut session_ctx, &connect, &credentials).await {
+            Ok(o) => o,
+            // Asking again for more failed before bringing anything (a server enforcing a
+            // delay between logins, say): what arrived so far is stored; the next run asks.
+            Err(e)
+                if session_ctx.report.sessions > 0
+                    && session_ctx.report.new_messages == before
+                    && e.class() == ErrorClass::Temporary =>
+            {
+                info!(
+                    "{}: asking again for more mail failed, leaving it for the next run: {}",
+                    account.name,
+                    crate::error_chain(&e)
+                );
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         session_ctx.report.sessions += 1;
         if outcome.fetched == 0
             || !outcome.may_be_partial
@@ -574,6 +592,8 @@ async fn session(
             }
         }
     }
+    // A server that refuses a new login for a while would refuse asking again for more.
+    let login_delay = s.capabilities().login_delay.unwrap_or(0);
     s.quit().await?;
     failpoint::hit("quit-answered");
     if !dele_ok.is_empty() {
@@ -597,7 +617,7 @@ async fn session(
     }
     Ok(SessionOutcome {
         fetched,
-        may_be_partial: plan.may_be_partial(),
+        may_be_partial: plan.may_be_partial() && login_delay == 0,
     })
 }
 

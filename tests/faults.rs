@@ -754,6 +754,36 @@ fn a_server_that_hands_out_mail_in_portions_is_asked_again_until_it_has_nothing_
 }
 
 #[test]
+fn asking_again_for_more_mail_and_being_refused_keeps_the_first_sessions_mail() {
+    let fx = Fixture::new();
+    let setup = Setup::default();
+    let mailbox = Mailbox::new(&["uid-1"]);
+    let mut sessions = vec![[login(CAPS), mailbox.listings(), retr(1), quit()].concat()];
+    // The second login comes too soon for this server.
+    sessions.extend(refused_login(
+        "-ERR [LOGIN-DELAY] Only one login every 15 minutes",
+    ));
+    let run = fx.fetch(&setup, &[], sessions);
+    run.assert_exit(0);
+    fx.assert_maildir_holds(&[1]);
+    assert_eq!(fx.states(), states(&[("uid-1", Delivered)]));
+}
+
+#[test]
+fn a_server_announcing_a_login_delay_is_not_asked_again() {
+    let fx = Fixture::new();
+    let caps: Vec<&str> = [CAPS, &["LOGIN-DELAY 900"]].concat();
+    let mailbox = Mailbox::new(&["uid-1"]);
+    let run = fx.fetch(
+        &Setup::default(),
+        &[],
+        vec![[login(&caps), mailbox.listings(), retr(1), quit()].concat()],
+    );
+    run.assert_exit(0);
+    fx.assert_maildir_holds(&[1]);
+}
+
+#[test]
 fn a_server_that_keeps_what_it_handed_out_gets_one_session() {
     let fx = Fixture::new();
     let setup = Setup::default();

@@ -179,6 +179,8 @@ pub struct Capabilities {
     pub resp_codes: bool,
     /// SASL mechanisms, upper-cased.
     pub sasl: Vec<String>,
+    /// `LOGIN-DELAY n`: the server refuses a new login within `n` seconds of the last.
+    pub login_delay: Option<u64>,
 }
 
 impl Capabilities {
@@ -200,6 +202,7 @@ impl Capabilities {
                 "PIPELINING" => caps.pipelining = true,
                 "RESP-CODES" => caps.resp_codes = true,
                 "SASL" => caps.sasl.extend(words.map(|w| w.to_ascii_uppercase())),
+                "LOGIN-DELAY" => caps.login_delay = words.next().and_then(|n| n.parse().ok()),
                 _ => {}
             }
             caps.lines.push(line);
@@ -378,8 +381,10 @@ mod tests {
             b"STLS",
             b"user",
             b"SASL PLAIN login",
+            b"LOGIN-DELAY 900",
         ];
         let caps = Capabilities::from_lines(lines);
+        assert_eq!(caps.login_delay, Some(900));
         assert!(caps.known && caps.stls && caps.user && caps.uidl && caps.pipelining);
         assert!(caps.has_sasl("PLAIN") && caps.has_sasl("LOGIN") && !caps.has_sasl("XOAUTH2"));
     }
