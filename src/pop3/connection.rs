@@ -19,6 +19,13 @@ use super::command::Command;
 use super::error::{Error, ErrorKind, Phase};
 use super::response::{Status, printable};
 
+/// Bounds on a multi-line listing.
+#[derive(Debug, Clone, Copy)]
+pub struct ListingLimit {
+    pub lines: usize,
+    pub bytes: usize,
+}
+
 /// Any byte stream the client can run over: TCP, TLS over TCP, or an in-memory pipe in tests.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -169,13 +176,15 @@ impl Connection {
     }
 
     /// Reads the data lines of a multi-line response up to the terminating `.`, handing
-    /// each (dot-unstuffed) line to `each`. At most `max_lines` lines are accepted.
+    /// each (dot-unstuffed) line to `each`. At most `limit.lines` lines and `limit.bytes`
+    /// bytes are accepted, so a hostile server cannot make the caller hold unbounded data.
     pub async fn read_listing(
         &mut self,
-        max_lines: usize,
+        limit: ListingLimit,
         mut each: impl FnMut(&[u8]),
     ) -> Result<usize, Error> {
         let mut n = 0;
+        let mut bytes = 0;
         let wire = tracing::enabled!(target: WIRE, tracing::Level::TRACE);
         loop {
             let line = self.read_line().await?;
@@ -190,13 +199,16 @@ impl Connection {
                     if wire {
                         trace!(target: WIRE, "S: {}", printable(data));
                     }
-                    each(data);
                     n += 1;
-                    if n > max_lines {
+                    bytes += data.len();
+                    if n > limit.lines || bytes > limit.bytes {
                         return Err(self.fail(ErrorKind::Protocol(format!(
-                            "the server sent a listing of more than {max_lines} lines"
+                            "the server sent a listing of more than {} lines or {} MiB",
+                            limit.lines,
+                            limit.bytes >> 20
                         ))));
                     }
+                    each(data);
                 }
             }
         }
@@ -273,5 +285,60 @@ impl Connection {
     /// Best-effort orderly shutdown of the stream (TLS close_notify).
     pub async fn shutdown(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn connection_with(server_bytes: &'static [u8]) -> Connection {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        server.write_all(server_bytes).await.unwrap();
+        // keep the server end open for the test's duration
+        std::mem::forget(server);
+        Connection::new(Box::new(client), Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn listings_beyond_their_limits_are_refused() {
+        let listing: &[u8] = b"1 a\r\n2 b\r\n3 c\r\n4 d\r\n.\r\n";
+        let mut c = connection_with(listing).await;
+        let mut seen = 0;
+        let n = c
+            .read_listing(ListingLimit { lines: 4, bytes: 100 }, |_| seen += 1)
+            .await
+            .unwrap();
+        assert_eq!((n, seen), (4, 4));
+
+        let mut c = connection_with(listing).await;
+        let err = c
+            .read_listing(ListingLimit { lines: 3, bytes: 100 }, |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("listing of more than 3 lines"), "{err}");
+        assert!(c.is_broken());
+
+        let mut c = connection_with(listing).await;
+        let err = c
+            .read_listing(ListingLimit { lines: 100, bytes: 10 }, |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Protocol(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_status_line_ending_in_bare_lf_switches_bodies_to_bare_lf() {
+        let mut c = connection_with(b"+OK\n.x\n..y\n.\n").await;
+        assert!(c.read_status().await.unwrap().is_ok());
+        let mut body = Vec::new();
+        c.read_body(|d| {
+            body.extend_from_slice(d);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(body, b"x\n.y\n");
     }
 }

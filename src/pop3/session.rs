@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::auth::{self, AuthMethod, Credentials, Secret};
 use super::command::Command;
-use super::connection::{Connection, Stream};
+use super::connection::{Connection, ListingLimit, Stream};
 use super::error::{Error, ErrorKind, Phase, command_error, greeting_error, login_error};
 use super::response::{Capabilities, ListEntry, MsgNum, Status, UidlEntry, parse_stat};
 use super::tls::{CertificateInfo, TlsOptions, handshake_error};
@@ -82,8 +82,18 @@ pub const PIPELINE_WINDOW: usize = 32;
 /// Read buffer beneath TLS.
 const TLS_READ_BUFFER: usize = 64 * 1024;
 
-/// Most lines accepted in one UIDL or LIST listing (bounds memory against a hostile server).
-pub const MAX_LISTING: usize = 5_000_000;
+/// Most accepted in one UIDL or LIST listing: a million messages, 64 MiB (bounds memory
+/// against a hostile server; a real mailbox of a million messages lists about 30 MB).
+pub const MAX_LISTING: ListingLimit = ListingLimit {
+    lines: 1_000_000,
+    bytes: 64 << 20,
+};
+
+/// The capability listing is short.
+const MAX_CAPA: ListingLimit = ListingLimit {
+    lines: 1000,
+    bytes: 64 << 10,
+};
 
 /// A connected session, greeted and with capabilities known, not yet logged in.
 #[derive(Debug)]
@@ -142,29 +152,41 @@ async fn tcp_connect(options: &ConnectOptions) -> Result<TcpStream, Error> {
         }
         .into()
     };
-    let work = async {
-        let addrs: Vec<_> = tokio::net::lookup_host((options.host.as_str(), options.port))
-            .await
-            .map_err(|source| ErrorKind::Resolve {
-                host: options.host.clone(),
-                source,
-            })?
-            .collect();
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+    let addrs: Vec<_> = tokio::time::timeout(
+        limit,
+        tokio::net::lookup_host((options.host.as_str(), options.port)),
+    )
+    .await
+    .map_err(|_| timeout())?
+    .map_err(|source| ErrorKind::Resolve {
+        host: options.host.clone(),
+        source,
+    })?
+    .collect();
+    // Each address gets the whole limit: an address that swallows packets (a broken IPv6
+    // route, say) must not use up the time of the next one.
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => {
+                debug!("cannot connect to {addr}: {e}");
+                last = Some(e);
+            }
+            Err(_) => {
+                debug!("connecting to {addr} timed out");
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("timed out after {}s", limit.as_secs_f32()),
+                ));
             }
         }
-        Err(Error::from(ErrorKind::Connect {
-            address: address.clone(),
-            source: last.unwrap_or_else(|| std::io::Error::other("no addresses found")),
-        }))
-    };
-    tokio::time::timeout(limit, work)
-        .await
-        .map_err(|_| timeout())?
+    }
+    Err(ErrorKind::Connect {
+        address,
+        source: last.unwrap_or_else(|| std::io::Error::other("no addresses found")),
+    }
+    .into())
 }
 
 async fn tls_handshake(
@@ -199,7 +221,8 @@ async fn capabilities(conn: &mut Connection) -> Result<Capabilities, Error> {
     match conn.command(&Command::Capa).await? {
         Status::Ok { .. } => {
             let mut lines = Vec::new();
-            conn.read_listing(1000, |l| lines.push(l.to_vec())).await?;
+            conn.read_listing(MAX_CAPA, |l| lines.push(l.to_vec()))
+                .await?;
             Ok(Capabilities::from_lines(lines.iter().map(Vec::as_slice)))
         }
         // An RFC 1939 server without CAPA.
