@@ -163,7 +163,15 @@ impl FetchError {
             Self::Pop3(e) if e.is_local() => ErrorClass::Local,
             Self::Pop3(e) if e.is_permanent() => ErrorClass::Config,
             Self::Pop3(_) => ErrorClass::Temporary,
-            Self::Password(_) => ErrorClass::Auth,
+            Self::Password(e) => match e {
+                // A command that cannot even be started is a configuration mistake ...
+                crate::config::secret::PasswordError::Spawn { .. } => ErrorClass::Config,
+                // ... one that hangs may work next time ...
+                crate::config::secret::PasswordError::Timeout { .. } => ErrorClass::Temporary,
+                // ... one that fails or prints nothing leaves popsync without credentials.
+                crate::config::secret::PasswordError::Failed { .. }
+                | crate::config::secret::PasswordError::Empty { .. } => ErrorClass::Auth,
+            },
             Self::Store(_) | Self::Mailbox { .. } => ErrorClass::Local,
             Self::Lock(LockError::Busy { .. }) => ErrorClass::Temporary,
             Self::Lock(_) => ErrorClass::Local,

@@ -228,9 +228,9 @@ fn implicit_tls_against_a_plaintext_port_fails_instead_of_falling_back() {
     );
     home.write_config(&cfg);
     let out = home.run(&["fetch"]);
-    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
     assert!(
-        common::stderr(&out).contains("home: error:"),
+        common::stderr(&out).contains("home: error: the server does not speak TLS on this port"),
         "{}",
         describe(&out)
     );
@@ -431,6 +431,15 @@ fn the_password_can_come_from_a_command_and_its_failure_is_explained() {
     assert!(
         err.contains("home: error: could not get the password: password command \"sh\" failed (exit status: 1): the vault is locked"),
         "{err}"
+    );
+    home.write_config(&with_command("[\"/nonexistent/pw-helper\"]"));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    assert!(
+        common::stderr(&out)
+            .contains("password command \"/nonexistent/pw-helper\" could not be started"),
+        "{}",
+        describe(&out)
     );
 }
 

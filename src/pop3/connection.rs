@@ -307,22 +307,43 @@ mod tests {
         let mut c = connection_with(listing).await;
         let mut seen = 0;
         let n = c
-            .read_listing(ListingLimit { lines: 4, bytes: 100 }, |_| seen += 1)
+            .read_listing(
+                ListingLimit {
+                    lines: 4,
+                    bytes: 100,
+                },
+                |_| seen += 1,
+            )
             .await
             .unwrap();
         assert_eq!((n, seen), (4, 4));
 
         let mut c = connection_with(listing).await;
         let err = c
-            .read_listing(ListingLimit { lines: 3, bytes: 100 }, |_| {})
+            .read_listing(
+                ListingLimit {
+                    lines: 3,
+                    bytes: 100,
+                },
+                |_| {},
+            )
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("listing of more than 3 lines"), "{err}");
+        assert!(
+            err.to_string().contains("listing of more than 3 lines"),
+            "{err}"
+        );
         assert!(c.is_broken());
 
         let mut c = connection_with(listing).await;
         let err = c
-            .read_listing(ListingLimit { lines: 100, bytes: 10 }, |_| {})
+            .read_listing(
+                ListingLimit {
+                    lines: 100,
+                    bytes: 10,
+                },
+                |_| {},
+            )
             .await
             .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Protocol(_)), "{err}");

@@ -58,6 +58,11 @@ pub enum ErrorKind {
     #[error("TLS handshake failed")]
     Tls(#[source] native_tls::Error),
     #[error(
+        "the server does not speak TLS on this port ({0}); check `port` and `security` \
+         (implicit TLS is usually port 995; port 110 wants security = \"starttls\")"
+    )]
+    NotTls(String),
+    #[error(
         "the server does not offer STLS; refusing to continue without encryption \
          (use security = \"tls\" if it offers implicit TLS, usually on port 995)"
     )]
@@ -143,6 +148,7 @@ impl Error {
         matches!(
             *self.0,
             ErrorKind::StlsUnavailable
+                | ErrorKind::NotTls(_)
                 | ErrorKind::StlsRefused(_)
                 | ErrorKind::SysPerm(_)
                 | ErrorKind::NoUidl

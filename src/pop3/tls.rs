@@ -63,6 +63,17 @@ pub(crate) fn handshake_error(e: native_tls::Error) -> Error {
     let lower = text.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("verify") {
         ErrorKind::Certificate(text).into()
+    } else if [
+        "wrong version number",
+        "unknown protocol",
+        "packet length too long",
+        "http request",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+    {
+        // What OpenSSL says when the other end answers in plain text.
+        ErrorKind::NotTls(text).into()
     } else {
         ErrorKind::Tls(e).into()
     }
