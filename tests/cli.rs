@@ -259,3 +259,20 @@ fn the_systemd_timer_units_pass_systemd_analyze_verify() {
         describe(&out)
     );
 }
+
+#[test]
+fn a_password_in_defaults_makes_the_file_private_even_when_every_account_overrides_it() {
+    let home = Home::new();
+    let path = home.write_config(&format!(
+        "[defaults]\npassword = \"hunter2\"\n\n{}",
+        ACCOUNT.replace("password = \"hunter2\"", "password-command = [\"false\"]")
+    ));
+    common::set_mode(&path, 0o644);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("holds a password ([defaults])"),
+        "{}",
+        describe(&out)
+    );
+}

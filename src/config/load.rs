@@ -115,7 +115,7 @@ pub(super) fn load(
         source,
     })?;
     let mut config = parse(&text, file, state_dir_override)?;
-    check_permissions(file, &config.accounts, &text)?;
+    check_permissions(file, &config.password_sections)?;
     config.file = absolute(file);
     Ok(config)
 }
@@ -364,10 +364,31 @@ pub(super) fn parse(
             .sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
         return Err(ConfigError::Invalid(c.problems));
     }
+    warn_about_likely_mistakes(&accounts);
+
+    // Every place the file writes a password, used or overridden.
+    let mut password_sections = Vec::new();
+    if defaults.is_some_and(|d| d.contains_key("password")) {
+        password_sections.push("[defaults]".to_owned());
+    }
+    if let Some(DeValue::Array(items)) = root.get("account").map(|v| v.get_ref()) {
+        for (i, item) in items.iter().enumerate() {
+            if let DeValue::Table(t) = item.get_ref()
+                && t.contains_key("password")
+            {
+                let name = t
+                    .get("name")
+                    .and_then(|n| n.get_ref().as_str())
+                    .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+                password_sections.push(format!("account {name}"));
+            }
+        }
+    }
     Ok(Config {
         file: file.to_owned(),
         state_dir,
         accounts,
+        password_sections,
     })
 }
 
@@ -472,6 +493,18 @@ fn account(
             Some("host"),
             "a host name cannot contain spaces or slashes",
         );
+    } else if let Some((h, at)) = &host
+        && h.contains(':')
+        && h.parse::<std::net::Ipv6Addr>().is_err()
+    {
+        c.problem(
+            Some(*at),
+            acct,
+            Some("host"),
+            format!(
+                "{h:?} is not a host name; the port goes in `port` (an IPv6 address is written without brackets)"
+            ),
+        );
     }
 
     let security = match str_key(c, "security") {
@@ -559,6 +592,16 @@ fn account(
         "username",
         "the login name, e.g. username = \"me@example.net\"",
     );
+    if let Some((u, at)) = &username
+        && u.chars().any(|ch| matches!(ch, '\r' | '\n' | '\0'))
+    {
+        c.problem(
+            Some(*at),
+            acct,
+            Some("username"),
+            "must not contain line breaks or NUL",
+        );
+    }
 
     let password = match (layers.get("password"), layers.get("password-command")) {
         (Some((p, p_def)), Some((pc, pc_def))) if p_def == pc_def => {
@@ -572,9 +615,19 @@ fn account(
             None
         }
         // One in the account, one in [defaults]: the account's wins.
-        (Some((p, false)), _) | (Some((p, true)), None) => {
-            string(c, p, acct, "password").map(|s| PasswordSource::Inline(Secret::new(s)))
-        }
+        (Some((p, false)), _) | (Some((p, true)), None) => match string(c, p, acct, "password") {
+            Some(s) if s.chars().any(|ch| matches!(ch, '\r' | '\n' | '\0')) => {
+                c.problem(
+                    Some(p.span().start),
+                    acct,
+                    Some("password"),
+                    "must not contain line breaks or NUL",
+                );
+                None
+            }
+            Some(s) => Some(PasswordSource::Inline(Secret::new(s))),
+            None => None,
+        },
         (_, Some((pc, _))) => match pc.get_ref() {
             DeValue::Array(items) => {
                 let mut argv = Vec::new();
@@ -592,6 +645,11 @@ fn account(
                     );
                     None
                 } else if argv.len() == items.len() {
+                    // A program named by a relative path is found from the config file's
+                    // directory, like every other path in it; a bare name is looked up in PATH.
+                    if argv[0].contains('/') && !Path::new(&argv[0]).is_absolute() {
+                        argv[0] = base.join(&argv[0]).to_string_lossy().into_owned();
+                    }
                     Some(PasswordSource::Command(argv))
                 } else {
                     None
@@ -731,6 +789,37 @@ fn account(
     })
 }
 
+/// Settings that are valid but probably not what the user meant.
+fn warn_about_likely_mistakes(accounts: &[Account]) {
+    for a in accounts {
+        match (a.security, a.port) {
+            (Security::Tls, 110) => tracing::warn!(
+                "account {}: port 110 is usually plain POP3, but security = \"tls\" expects TLS from the first byte; for STLS on port 110 write security = \"starttls\"",
+                a.name
+            ),
+            (Security::StartTls | Security::DangerousPlaintext, 995) => tracing::warn!(
+                "account {}: port 995 is usually POP3 over TLS from the first byte; for it write security = \"tls\"",
+                a.name
+            ),
+            _ => {}
+        }
+    }
+    for (i, a) in accounts.iter().enumerate() {
+        for b in &accounts[..i] {
+            if a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port && a.username == b.username
+            {
+                tracing::warn!(
+                    "accounts {} and {} fetch the same mailbox ({} at {}); every message will be downloaded twice",
+                    b.name,
+                    a.name,
+                    a.username,
+                    a.host
+                );
+            }
+        }
+    }
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
@@ -765,13 +854,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// A file holding a password must not be readable by group or others.
 #[cfg(unix)]
-fn check_permissions(file: &Path, accounts: &[Account], _text: &str) -> Result<(), ConfigError> {
+fn check_permissions(file: &Path, with_password: &[String]) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    let with_password: Vec<&str> = accounts
-        .iter()
-        .filter(|a| matches!(a.password, PasswordSource::Inline(_)))
-        .map(|a| a.name.as_str())
-        .collect();
     if with_password.is_empty() {
         return Ok(());
     }
@@ -791,7 +875,7 @@ fn check_permissions(file: &Path, accounts: &[Account], _text: &str) -> Result<(
             account: None,
             key: None,
             message: format!(
-                "holds a password (account {}) but can be read by {} (mode {:04o}); \
+                "holds a password ({}) but can be read by {} (mode {:04o}); \
                  make it private with: chmod 600 '{}' \
                  (or use password-command to keep the password elsewhere)",
                 with_password.join(", "),
@@ -809,7 +893,7 @@ fn check_permissions(file: &Path, accounts: &[Account], _text: &str) -> Result<(
 }
 
 #[cfg(not(unix))]
-fn check_permissions(_file: &Path, _accounts: &[Account], _text: &str) -> Result<(), ConfigError> {
+fn check_permissions(_file: &Path, _with_password: &[String]) -> Result<(), ConfigError> {
     // Windows ACLs on the user's profile directory keep other users out by default.
     Ok(())
 }
@@ -953,6 +1037,42 @@ host = "b"
         ));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains(":2:11: [defaults], key `timeout`: "), "{p:?}");
+    }
+
+    #[test]
+    fn a_port_in_the_host_and_line_breaks_in_credentials_are_refused() {
+        let p = problems(
+            "[[account]]\nname='a'\nhost='pop.example.net:995'\nusername=\"u\\r\\nDELE 1\"\nmaildir='/m'\npassword=\"p\\n\"\n",
+        );
+        let all = p.join("\n");
+        assert!(all.contains("the port goes in `port`"), "{all}");
+        assert!(
+            all.contains("key `username`: must not contain line breaks"),
+            "{all}"
+        );
+        assert!(
+            all.contains("key `password`: must not contain line breaks"),
+            "{all}"
+        );
+        let c = parse_str(
+            "[[account]]\nname='a'\nhost='::1'\nusername='u'\nmaildir='/m'\npassword='p'\n",
+        )
+        .unwrap();
+        assert_eq!(c.accounts[0].host, "::1", "an IPv6 address is a host");
+    }
+
+    #[test]
+    fn a_relative_password_program_is_found_from_the_config_directory() {
+        let c = parse_str("[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword-command=['bin/pw', 'x']\n").unwrap();
+        let PasswordSource::Command(argv) = &c.accounts[0].password else {
+            panic!()
+        };
+        assert_eq!(argv, &["/home/u/.config/popsync/bin/pw", "x"]);
+        let c = parse_str("[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword-command=['pass', 'x']\n").unwrap();
+        let PasswordSource::Command(argv) = &c.accounts[0].password else {
+            panic!()
+        };
+        assert_eq!(argv[0], "pass", "a bare name is looked up in PATH");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Config {
     /// Where the state database and lock files live.
     pub state_dir: PathBuf,
     pub accounts: Vec<Account>,
+    /// Where the file writes a password (`[defaults]` or account names), whether or not the
+    /// password is used: the file must then be private.
+    pub(crate) password_sections: Vec<String>,
 }
 
 /// What happens to messages on the server after they were downloaded.
