@@ -236,20 +236,20 @@ fn the_systemd_timer_units_pass_systemd_analyze_verify() {
     assert!(version.status.success());
     let home = Home::new();
     let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
-    // verify wants the program to exist: point the unit at the binary under test.
+    // verify wants the program to exist: put the binary under test where the unit expects
+    // it, in a home directory of the test's own.
+    let bin = home.path().join(".cargo/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_popsync"), bin.join("popsync")).unwrap();
     for unit in ["popsync-fetch.service", "popsync-fetch.timer"] {
-        let text = std::fs::read_to_string(packaging.join(unit)).unwrap();
-        let text = text.replace(
-            "ExecStart=popsync ",
-            &format!("ExecStart={} ", env!("CARGO_BIN_EXE_popsync")),
-        );
-        std::fs::write(home.path().join(unit), text).unwrap();
+        std::fs::copy(packaging.join(unit), home.path().join(unit)).unwrap();
     }
     let out = std::process::Command::new("systemd-analyze")
         .args(["verify", "--user", "--man=no"])
         .arg(home.path().join("popsync-fetch.service"))
         .arg(home.path().join("popsync-fetch.timer"))
         .env("XDG_RUNTIME_DIR", home.path())
+        .env("HOME", home.path())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
@@ -275,4 +275,18 @@ fn a_password_in_defaults_makes_the_file_private_even_when_every_account_overrid
         "{}",
         describe(&out)
     );
+}
+
+#[test]
+fn a_usage_error_exits_64() {
+    let home = Home::new();
+    let out = home.run(&["fetch", "--no-such-option"]);
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("--no-such-option"),
+        "{}",
+        describe(&out)
+    );
+    let out = home.run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }

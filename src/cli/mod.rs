@@ -65,7 +65,20 @@ enum Command {
 
 /// Parses the command line, runs the subcommand and returns its exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(EX_USAGE),
+            };
+        }
+    };
     init_logging(cli.verbose, cli.quiet);
     let code = match &cli.command {
         Command::Fetch(args) => fetch::run(&cli, args),
