@@ -103,10 +103,13 @@ pub fn plan<'a>(
 ) -> Plan<'a> {
     let mut p = Plan::default();
     let mut listed: HashSet<&[u8]> = HashSet::with_capacity(listing.len());
+    let mut numbers: HashSet<MsgNum> = HashSet::with_capacity(listing.len());
     let mut delete = Vec::new();
     for entry in listing {
         let uid = entry.uid.as_slice();
-        if !listed.insert(uid) {
+        // A repeated unique-id, or a repeated message number (a broken or hostile listing):
+        // the entries cannot be told apart.
+        if !numbers.insert(entry.msg) || !listed.insert(uid) {
             p.duplicates += 1;
             continue;
         }
@@ -303,6 +306,15 @@ mod tests {
         assert!(p.deletion_refused());
         assert!(p.delete.is_empty());
         assert_eq!(uids(&p.fetch), vec![b"dup".as_slice(), b"b"]);
+    }
+
+    #[test]
+    fn a_repeated_message_number_counts_as_a_duplicate() {
+        let mut l = listing(&["a", "b"]);
+        l[1].msg = MsgNum(1);
+        let p = plan(&l, &HashMap::new(), &policy(Retention::Delete), NOW);
+        assert_eq!(uids(&p.fetch), vec![b"a".as_slice()]);
+        assert!(p.deletion_refused());
     }
 
     #[test]
