@@ -312,7 +312,8 @@ mod tests {
     fn a_repeated_message_number_counts_as_a_duplicate() {
         let mut l = listing(&["a", "b"]);
         l[1].msg = MsgNum(1);
-        let p = plan(&l, &HashMap::new(), &policy(Retention::Delete), NOW);
+        let none = HashMap::new();
+        let p = plan(&l, &none, &policy(Retention::Delete), NOW);
         assert_eq!(uids(&p.fetch), vec![b"a".as_slice()]);
         assert!(p.deletion_refused());
     }
