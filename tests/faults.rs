@@ -5,10 +5,10 @@
 //! user would notice: the exit status, the message printed, the files in the Maildir and the
 //! state database.
 //!
-//! A fetch that downloads anything opens another session in the same run (some providers
-//! hand out a limited number of messages per session) and stops when a session brings
-//! nothing new, so every script for a successful download ends with a second session that
-//! lists nothing new.
+//! A session that downloads something and listed nothing popsync knew before is followed by
+//! another in the same run (some providers hand out mail in portions), until one brings
+//! nothing new; so a script for a first download ends with a session that lists nothing
+//! new.
 
 mod script;
 
@@ -1444,4 +1444,60 @@ fn the_trace_transcript_shows_sasl_plain_redacted_and_never_the_password() {
     run.assert_stderr_says("C: AUTH PLAIN <redacted>");
     run.assert_never_shows(PASSWORD);
     run.assert_never_shows(&response);
+}
+
+// ----------------------------------------------------------------------------------------
+// The client library on its own
+
+#[test]
+fn the_client_sends_stat_noop_rset_and_quit_as_written() {
+    use popsync::pop3::{
+        self, ConnectOptions, Credentials, Secret, Security, Timeouts, TlsOptions,
+    };
+    let server = ScriptServer::start(vec![
+        [
+            login(CAPS),
+            vec![
+                expect("STAT"),
+                send("+OK 2 320"),
+                expect("NOOP"),
+                send("+OK"),
+                expect("RSET"),
+                send("+OK maildrop has 2 messages"),
+                expect("STAT"),
+                send("-ERR [SYS/TEMP] try later"),
+            ],
+            quit(),
+        ]
+        .concat(),
+    ]);
+    let options = ConnectOptions {
+        host: "127.0.0.1".into(),
+        port: server.port(),
+        security: Security::DangerousPlaintext,
+        tls: TlsOptions::default(),
+        timeouts: Timeouts::uniform(Duration::from_secs(5)),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let credentials = Credentials {
+            username: USER.into(),
+            password: Secret::new(PASSWORD),
+        };
+        let greeted = pop3::connect(&options).await.unwrap();
+        let mut s = greeted
+            .login(&credentials, Some(pop3::AuthMethod::User))
+            .await
+            .unwrap();
+        assert_eq!(s.stat().await.unwrap(), (2, 320));
+        s.noop().await.unwrap();
+        s.rset().await.unwrap();
+        let err = s.stat().await.unwrap_err();
+        assert!(err.is_transient() && !err.breaks_connection(), "{err}");
+        s.quit().await.unwrap();
+    });
+    server.finish();
 }

@@ -165,11 +165,23 @@ impl Error {
         matches!(*self.0, ErrorKind::Timeout { .. })
     }
 
-    /// After this error the connection cannot be used for further commands.
+    /// After this error the connection cannot be used for further commands. An `-ERR`
+    /// answer leaves it usable; trouble with the stream or the framing does not.
     pub fn breaks_connection(&self) -> bool {
-        !matches!(
+        matches!(
             *self.0,
-            ErrorKind::Refused { .. } | ErrorKind::InvalidArgument | ErrorKind::NoUidl
+            ErrorKind::Connect { .. }
+                | ErrorKind::Resolve { .. }
+                | ErrorKind::Timeout { .. }
+                | ErrorKind::Closed
+                | ErrorKind::Io(_)
+                | ErrorKind::Certificate(_)
+                | ErrorKind::Tls(_)
+                | ErrorKind::NotTls(_)
+                | ErrorKind::Protocol(_)
+                | ErrorKind::LineTooLong { .. }
+                | ErrorKind::Broken
+                | ErrorKind::Local(_)
         )
     }
 
