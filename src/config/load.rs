@@ -9,8 +9,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::secret::PasswordSource;
 use super::{
-    Account, Config, DEFAULT_FORGET_AFTER, DEFAULT_TIMEOUT, Retention, default_state_dir,
-    expand_path, parse_duration,
+    Account, Config, DEFAULT_FORGET_AFTER, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT,
+    QuietHours, Retention, default_state_dir, expand_path, parse_duration,
 };
 use crate::pop3::{AuthMethod, Secret, Security, TlsOptions};
 
@@ -88,7 +88,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const TOP_KEYS: &[&str] = &["state-dir", "defaults", "account"];
+const TOP_KEYS: &[&str] = &[
+    "state-dir",
+    "log-level",
+    "max-parallel",
+    "notify-failure-after",
+    "defaults",
+    "account",
+];
 /// The keys an `[[account]]` (or `[defaults]`) may set.
 pub const ACCOUNT_KEYS: &[&str] = &[
     "name",
@@ -104,6 +111,12 @@ pub const ACCOUNT_KEYS: &[&str] = &[
     "retention",
     "timeout",
     "forget-after",
+    "interval",
+    "notify",
+    "open-command",
+    "quiet-hours",
+    "on-new-mail",
+    "hook-timeout",
 ];
 
 pub(super) fn load(
@@ -254,6 +267,57 @@ pub(super) fn parse(
         }
     }
 
+    let log_level = match root.get("log-level") {
+        None => None,
+        Some(v) => {
+            match string(&mut c, v, None, "log-level") {
+                Some(l) if ["error", "warn", "info", "debug", "trace"].contains(&l) => {
+                    Some(l.to_owned())
+                }
+                Some(l) => {
+                    c.problem(
+                    Some(v.span().start),
+                    None,
+                    Some("log-level"),
+                    format!("{l:?} is not one of \"error\", \"warn\", \"info\", \"debug\", \"trace\""),
+                );
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    let max_parallel = match root.get("max-parallel") {
+        None => super::DEFAULT_MAX_PARALLEL,
+        Some(v) => match v
+            .get_ref()
+            .as_integer()
+            .and_then(|i| i.as_str().parse::<usize>().ok())
+        {
+            Some(n) if (1..=64).contains(&n) => n,
+            _ => {
+                c.problem(
+                    Some(v.span().start),
+                    None,
+                    Some("max-parallel"),
+                    "must be a number from 1 to 64",
+                );
+                super::DEFAULT_MAX_PARALLEL
+            }
+        },
+    };
+    let notify_failure_after = match root.get("notify-failure-after") {
+        None => super::DEFAULT_NOTIFY_FAILURE_AFTER,
+        Some(v) => match string(&mut c, v, None, "notify-failure-after").map(parse_duration) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                c.problem(Some(v.span().start), None, Some("notify-failure-after"), e);
+                super::DEFAULT_NOTIFY_FAILURE_AFTER
+            }
+            None => super::DEFAULT_NOTIFY_FAILURE_AFTER,
+        },
+    };
+
     let mut state_dir = None;
     if let Some(v) = root.get("state-dir")
         && let Some(s) = string(&mut c, v, None, "state-dir")
@@ -388,6 +452,9 @@ pub(super) fn parse(
         file: file.to_owned(),
         state_dir,
         accounts,
+        log_level,
+        max_parallel,
+        notify_failure_after,
         password_sections,
     })
 }
@@ -769,6 +836,57 @@ fn account(
         };
     let timeout = duration_key(c, "timeout", DEFAULT_TIMEOUT, Duration::from_millis(100));
     let forget_after = duration_key(c, "forget-after", DEFAULT_FORGET_AFTER, Duration::ZERO);
+    let interval = duration_key(c, "interval", DEFAULT_INTERVAL, Duration::from_secs(10));
+    let hook_timeout = duration_key(
+        c,
+        "hook-timeout",
+        DEFAULT_HOOK_TIMEOUT,
+        Duration::from_secs(1),
+    );
+    let notify = match layers.get("notify") {
+        None => true,
+        Some((v, _)) => match v.get_ref() {
+            DeValue::Boolean(b) => *b,
+            other => {
+                c.problem(
+                    Some(v.span().start),
+                    acct,
+                    Some("notify"),
+                    format!(
+                        "must be true or false (no quotes), not {}",
+                        other.type_str()
+                    ),
+                );
+                true
+            }
+        },
+    };
+    let open_command = argv_key(
+        c,
+        &layers,
+        acct,
+        "open-command",
+        "[\"thunderbird\"] or [\"foot\", \"neomutt\"]",
+        &base,
+    );
+    let on_new_mail = argv_key(
+        c,
+        &layers,
+        acct,
+        "on-new-mail",
+        "[\"notmuch\", \"new\"]",
+        &base,
+    );
+    let quiet_hours = match str_key(c, "quiet-hours") {
+        None => None,
+        Some((s, at)) => match QuietHours::parse(s) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                c.problem(Some(at), acct, Some("quiet-hours"), e);
+                None
+            }
+        },
+    };
 
     if c.problems.len() > before {
         return None;
@@ -786,6 +904,12 @@ fn account(
         retention,
         timeout,
         forget_after,
+        interval,
+        notify,
+        open_command,
+        quiet_hours,
+        on_new_mail,
+        hook_timeout,
     })
 }
 
@@ -818,6 +942,47 @@ fn warn_about_likely_mistakes(accounts: &[Account]) {
             }
         }
     }
+}
+
+/// A key holding a program and its arguments, never a shell string. A program named by a
+/// relative path is found from the config file's directory; a bare name is looked up in PATH.
+fn argv_key(
+    c: &mut Checker<'_>,
+    layers: &Layered<'_, '_>,
+    account: Option<&str>,
+    key: &str,
+    example: &str,
+    base: &Path,
+) -> Option<Vec<String>> {
+    let (v, _) = layers.get(key)?;
+    let DeValue::Array(items) = v.get_ref() else {
+        c.problem(
+            Some(v.span().start),
+            account,
+            Some(key),
+            format!(
+                "must be a list of program and arguments, e.g. {example} (it is not run by a shell)"
+            ),
+        );
+        return None;
+    };
+    let mut argv = Vec::new();
+    for item in items.iter() {
+        argv.push(string(c, item, account, key)?.to_owned());
+    }
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        c.problem(
+            Some(v.span().start),
+            account,
+            Some(key),
+            format!("must name a program, e.g. {example}"),
+        );
+        return None;
+    }
+    if argv[0].contains('/') && !Path::new(&argv[0]).is_absolute() {
+        argv[0] = base.join(&argv[0]).to_string_lossy().into_owned();
+    }
+    Some(argv)
 }
 
 fn valid_name(n: &str) -> bool {

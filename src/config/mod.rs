@@ -38,6 +38,12 @@ pub struct Config {
     /// Where the state database and lock files live.
     pub state_dir: PathBuf,
     pub accounts: Vec<Account>,
+    /// `log-level`: the daemon's default log filter (`-v` and `RUST_LOG` win).
+    pub log_level: Option<String>,
+    /// `max-parallel`: most accounts polled at the same time.
+    pub max_parallel: usize,
+    /// `notify-failure-after`: an account failing this long gets a problem notification.
+    pub notify_failure_after: Duration,
     /// Where the file writes a password (`[defaults]` or account names), whether or not the
     /// password is used: the file must then be private.
     pub(crate) password_sections: Vec<String>,
@@ -73,12 +79,67 @@ pub struct Account {
     /// How long a message may be missing from the server's listing before popsync forgets
     /// it (so that a server that briefly lists nothing does not cause a re-download).
     pub forget_after: Duration,
+    /// How often the daemon polls this account.
+    pub interval: Duration,
+    /// Whether the daemon shows desktop notifications for this account.
+    pub notify: bool,
+    /// What the notification's "Open" action runs (program and arguments).
+    pub open_command: Option<Vec<String>>,
+    /// Hours during which notifications are held back (fetching goes on).
+    pub quiet_hours: Option<QuietHours>,
+    /// What runs after new mail was stored (program and arguments).
+    pub on_new_mail: Option<Vec<String>>,
+    /// How long `on-new-mail` may run.
+    pub hook_timeout: Duration,
+}
+
+/// A daily span of local time, `"22:00-07:00"` (it may run past midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    /// Minutes after midnight.
+    pub start: u16,
+    pub end: u16,
+}
+
+impl QuietHours {
+    /// Parses `"HH:MM-HH:MM"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a span of hours like \"22:00-07:00\"");
+        let (a, b) = text.split_once('-').ok_or_else(bad)?;
+        let minutes = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && t.trim().len() == 5).then_some(h * 60 + m)
+        };
+        let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(format!("{text:?} starts and ends at the same time"));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Whether `minute` (after midnight) falls inside.
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
 }
 
 /// Default response timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default grace period before a vanished message is forgotten.
 pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 86_400);
+/// Default time between polls.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+/// Default limit for the new-mail hook.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default most accounts polled at once.
+pub const DEFAULT_MAX_PARALLEL: usize = 4;
+/// Default time an account may fail before the user is told.
+pub const DEFAULT_NOTIFY_FAILURE_AFTER: Duration = Duration::from_secs(3600);
 
 impl Config {
     /// Reads and validates `file`. `state_dir_override` is `$POPSYNC_STATE_DIR`, if set.
@@ -167,4 +228,21 @@ pub fn expand_path(raw: &str, base: &Path) -> Result<PathBuf, String> {
     } else {
         base.join(path)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_hours_across_midnight_and_within_a_day() {
+        let night = QuietHours::parse("22:00-07:00").unwrap();
+        assert!(night.contains(22 * 60) && night.contains(3 * 60) && !night.contains(7 * 60));
+        assert!(!night.contains(12 * 60));
+        let lunch = QuietHours::parse("12:00-13:30").unwrap();
+        assert!(lunch.contains(12 * 60 + 59) && !lunch.contains(13 * 60 + 30));
+        for bad in ["22-07", "25:00-01:00", "10:00-10:00", "1:00-2:00", "nope"] {
+            assert!(QuietHours::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
