@@ -24,3 +24,4 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 pub mod cli;
+pub mod scheduler;
