@@ -24,4 +24,6 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 pub mod cli;
+pub mod hook;
 pub mod scheduler;
+pub mod summary;

@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
@@ -35,6 +36,7 @@ use crate::pop3::{
     self, ConnectOptions, Credentials, MsgNum, RetrieveHandler, Status, Timeouts, TlsOptions,
 };
 use crate::store::{AccountId, MessageState, PollRecord, Store, StoreError};
+use crate::summary::{HeaderCapture, MessageSummary};
 
 /// Most sessions in one run (each brings at least one new message, or the run stops).
 pub const MAX_SESSIONS: u32 = 100;
@@ -65,6 +67,15 @@ pub struct Context<'a> {
     pub state_dir: &'a Path,
     pub clock: &'a dyn Clock,
     pub progress: &'a dyn Progress,
+    /// Set when popsync is shutting down: the fetch stops at the next message boundary (or
+    /// within the message being received), keeping everything already stored.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Context<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+    }
 }
 
 impl std::fmt::Debug for Context<'_> {
@@ -100,7 +111,15 @@ pub struct Report {
     /// Messages on the server at the last listing.
     pub on_server: u64,
     pub elapsed_ms: u64,
+    /// Sender and subject of the newest new messages (at most [`SUMMARIES_KEPT`], newest
+    /// last), for notifications.
+    pub newest: Vec<MessageSummary>,
+    /// How the new-mail hook went, if it ran.
+    pub hook: Option<crate::hook::HookOutcome>,
 }
+
+/// How many new messages' summaries a report keeps.
+pub const SUMMARIES_KEPT: usize = 5;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +149,8 @@ pub enum FetchError {
         if *.count == 1 { "" } else { "s" }
     )]
     Refused { count: u64, first: Status },
+    #[error("stopped: popsync is shutting down (what arrived so far is stored)")]
+    Stopped,
 }
 
 /// How a failure should be treated: what the exit status says and whether retrying helps.
@@ -176,7 +197,7 @@ impl FetchError {
             Self::Lock(LockError::Busy { .. }) => ErrorClass::Temporary,
             Self::Lock(_) => ErrorClass::Local,
             Self::CaFile { .. } => ErrorClass::Config,
-            Self::Refused { .. } => ErrorClass::Temporary,
+            Self::Refused { .. } | Self::Stopped => ErrorClass::Temporary,
         }
     }
 }
@@ -202,6 +223,20 @@ pub async fn fetch_account(
     };
     let error = locked(account, ctx, options, &mut report).await.err();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    if report.new_messages > 0
+        && let Some(argv) = &account.on_new_mail
+    {
+        report.hook = Some(
+            crate::hook::run_new_mail_hook(
+                argv,
+                &account.name,
+                report.new_messages,
+                &account.maildir,
+                account.hook_timeout,
+            )
+            .await,
+        );
+    }
     match &error {
         None => info!(
             "{}: done in {} ms: {} new, {} deleted, {} on the server, {} session{}",
@@ -328,6 +363,9 @@ async fn run(
         report,
     };
     loop {
+        if ctx.cancelled() {
+            return Err(FetchError::Stopped);
+        }
         let before = session_ctx.report.new_messages;
         let outcome = match session(&mut session_ctx, &connect, &credentials).await {
             Ok(o) => o,
@@ -564,6 +602,11 @@ async fn session(
         );
     }
 
+    if sc.ctx.cancelled() {
+        // Nothing was deleted in this session: the deletions wait for the next run.
+        return Err(FetchError::Stopped);
+    }
+
     // Delete what is due.
     let mut to_delete = if plan.deletion_refused() {
         Vec::new()
@@ -648,6 +691,10 @@ async fn fetch_batch<'p>(
         refused: Vec::new(),
         result: Ok(()),
     };
+    if sc.ctx.cancelled() {
+        out.result = Err(FetchError::Stopped);
+        return out;
+    }
     let names: Vec<String> = batch.iter().map(|_| sc.maildir.unique_name()).collect();
     let rows: Vec<(&[u8], &str)> = batch
         .iter()
@@ -675,6 +722,9 @@ async fn fetch_batch<'p>(
         current: None,
         finished: Vec::new(),
         refused: Vec::new(),
+        cancel: sc.ctx.cancel,
+        capture: HeaderCapture::default(),
+        heads: HashMap::new(),
     };
     let msgs: Vec<MsgNum> = batch.iter().map(|l| l.msg).collect();
     let retrieved = s.retrieve(&msgs, &mut handler).await;
@@ -682,7 +732,10 @@ async fn fetch_batch<'p>(
         handler.maildir.discard(partial.name());
     }
     let BatchHandler {
-        finished, refused, ..
+        finished,
+        refused,
+        heads,
+        ..
     } = handler;
     failpoint::hit("batch-written");
     out.refused = refused.into_iter().map(|(_, st)| st).collect();
@@ -733,12 +786,24 @@ async fn fetch_batch<'p>(
         .map(String::as_str)
         .collect();
     sc.maildir.release(&delivered_names);
+    // Only the newest few are shown, so only they are parsed.
+    let from = delivered_names.len().saturating_sub(SUMMARIES_KEPT);
+    for name in &delivered_names[from..] {
+        if let Some(head) = heads.get(*name) {
+            sc.report.newest.push(MessageSummary::from_headers(head));
+        }
+    }
+    let excess = sc.report.newest.len().saturating_sub(SUMMARIES_KEPT);
+    sc.report.newest.drain(..excess);
     sc.report.new_messages += delivered_rows.len() as u64;
     sc.report.new_bytes += delivered_rows.iter().map(|(_, n)| n).sum::<u64>();
     for name in names.iter().filter(|n| !done.contains_key(n.as_str())) {
         sc.maildir.discard(name);
     }
-    out.result = retrieved.map_err(FetchError::from);
+    out.result = match retrieved {
+        Err(_) if sc.ctx.cancelled() => Err(FetchError::Stopped),
+        other => other.map_err(FetchError::from),
+    };
     out
 }
 
@@ -750,10 +815,28 @@ struct BatchHandler<'a> {
     current: Option<MessageWriter>,
     finished: Vec<Finished>,
     refused: Vec<(MsgNum, Status)>,
+    cancel: Option<&'a AtomicBool>,
+    capture: HeaderCapture,
+    /// The header block of each finished message, by file name.
+    heads: HashMap<String, Vec<u8>>,
+}
+
+impl BatchHandler<'_> {
+    fn check_cancel(&self) -> std::io::Result<()> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "shutting down",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl RetrieveHandler for BatchHandler<'_> {
     fn start(&mut self, msg: MsgNum) -> std::io::Result<()> {
+        self.check_cancel()?;
+        self.capture = HeaderCapture::default();
         let name = self
             .names
             .get(&msg)
@@ -763,6 +846,8 @@ impl RetrieveHandler for BatchHandler<'_> {
     }
 
     fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.check_cancel()?;
+        self.capture.feed(bytes);
         self.progress.bytes(self.account, bytes.len() as u64);
         match &mut self.current {
             Some(w) => w.write(bytes),
@@ -778,6 +863,8 @@ impl RetrieveHandler for BatchHandler<'_> {
         let name = writer.name().to_owned();
         match writer.finish() {
             Ok(f) => {
+                self.heads
+                    .insert(name, std::mem::take(&mut self.capture).into_head());
                 self.finished.push(f);
                 self.progress.message(self.account);
                 Ok(())

@@ -460,3 +460,27 @@ fn check_changes_nothing_on_disk() {
     assert!(!home.state_dir().exists(), "no state directory was created");
     assert!(!md.exists(), "no Maildir was created");
 }
+
+#[test]
+fn the_new_mail_hook_runs_after_the_messages_are_stored_and_only_then() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(15, 4, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    let record = home.path().join("hook-ran");
+    // The hook counts the files it finds: they must all be there when it runs.
+    let hook = format!(
+        "on-new-mail = [\"sh\", \"-c\", \"printf '%s %s %s ' \\\"$POPSYNC_ACCOUNT\\\" \\\"$POPSYNC_NEW_MESSAGES\\\" \\\"$POPSYNC_MAILDIR\\\" >> '{}'; ls \\\"$POPSYNC_MAILDIR/new\\\" | wc -l >> '{}'\"]",
+        record.display(),
+        record.display()
+    );
+    home.write_config(&account_toml("home", &server, "user1", &md, &hook));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(ran.trim(), format!("home 4 {} 4", md.display()));
+    // Nothing new: the hook does not run.
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), ran);
+}

@@ -1,0 +1,175 @@
+//! The new-mail hook: a program the user names (`on-new-mail = ["notmuch", "new"]`), run
+//! after new mail has been committed to the mailbox.
+//!
+//! It is run as program and arguments, never through a shell, and nothing from the mail
+//! reaches its command line: it learns what happened from its environment —
+//! `POPSYNC_ACCOUNT`, `POPSYNC_NEW_MESSAGES`, `POPSYNC_MAILDIR`. Its standard input is empty;
+//! its output is collected (up to 64 KiB of each stream) and logged with its exit status. It
+//! has a time limit, after which it is killed. A failing hook is reported, never fatal: the
+//! mail is already stored.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+/// What became of a hook run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// It ran; its exit status (as text) and whether it succeeded.
+    Exited { success: bool, status: String },
+    /// It ran past its time limit and was killed.
+    TimedOut,
+    /// It could not be started.
+    NotStarted(String),
+}
+
+/// Runs `argv` for `account` after `new_messages` were stored in `maildir`.
+pub async fn run_new_mail_hook(
+    argv: &[String],
+    account: &str,
+    new_messages: u64,
+    maildir: &std::path::Path,
+    limit: Duration,
+) -> HookOutcome {
+    let program = &argv[0];
+    let mut child = match tokio::process::Command::new(program)
+        .args(&argv[1..])
+        .env("POPSYNC_ACCOUNT", account)
+        .env("POPSYNC_NEW_MESSAGES", new_messages.to_string())
+        .env("POPSYNC_MAILDIR", maildir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("{account}: on-new-mail {program:?} could not be started: {e}");
+            return HookOutcome::NotStarted(e.to_string());
+        }
+    };
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let work = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut o = (&mut stdout).take(64 * 1024);
+        let mut e = (&mut stderr).take(64 * 1024);
+        let _ = tokio::join!(o.read_to_end(&mut out), e.read_to_end(&mut err));
+        (child.wait().await, out, err)
+    };
+    match tokio::time::timeout(limit, work).await {
+        Err(_) => {
+            warn!(
+                "{account}: on-new-mail {program:?} did not finish within {}s and was stopped",
+                limit.as_secs()
+            );
+            // Dropping the child kills it (kill_on_drop).
+            HookOutcome::TimedOut
+        }
+        Ok((status, out, err)) => {
+            let show = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+            let (out, err) = (show(&out), show(&err));
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("{account}: on-new-mail {program:?}: {e}");
+                    return HookOutcome::NotStarted(e.to_string());
+                }
+            };
+            if status.success() {
+                info!("{account}: on-new-mail {program:?} finished ({status})");
+            } else {
+                warn!("{account}: on-new-mail {program:?} failed ({status})");
+            }
+            if !out.is_empty() {
+                info!("{account}: on-new-mail output: {out}");
+            }
+            if !err.is_empty() {
+                if status.success() {
+                    info!("{account}: on-new-mail error output: {err}");
+                } else {
+                    warn!("{account}: on-new-mail error output: {err}");
+                }
+            }
+            HookOutcome::Exited {
+                success: status.success(),
+                status: status.to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_hook_learns_what_happened_from_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let script = format!(
+            "printf '%s|%s|%s' \"$POPSYNC_ACCOUNT\" \"$POPSYNC_NEW_MESSAGES\" \"$POPSYNC_MAILDIR\" > '{}'",
+            out.display()
+        );
+        let r = run_new_mail_hook(
+            &argv(&["sh", "-c", &script]),
+            "home",
+            3,
+            std::path::Path::new("/m/home"),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(
+            r,
+            HookOutcome::Exited {
+                success: true,
+                status: "exit status: 0".into()
+            }
+        );
+        assert_eq!(std::fs::read_to_string(out).unwrap(), "home|3|/m/home");
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_fails_hangs_or_is_missing_is_reported() {
+        let m = std::path::Path::new("/m");
+        let r = run_new_mail_hook(
+            &argv(&["sh", "-c", "exit 4"]),
+            "a",
+            1,
+            m,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(
+            matches!(r, HookOutcome::Exited { success: false, .. }),
+            "{r:?}"
+        );
+        let t = std::time::Instant::now();
+        let r = run_new_mail_hook(
+            &argv(&["sleep", "30"]),
+            "a",
+            1,
+            m,
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(r, HookOutcome::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let r = run_new_mail_hook(
+            &argv(&["/nonexistent/hook"]),
+            "a",
+            1,
+            m,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(matches!(r, HookOutcome::NotStarted(_)), "{r:?}");
+    }
+}
