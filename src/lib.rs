@@ -27,3 +27,4 @@ pub mod cli;
 pub mod hook;
 pub mod scheduler;
 pub mod summary;
+pub mod notify;

@@ -1,0 +1,216 @@
+//! Desktop notifications: one per account per poll for new mail, and one per problem until
+//! it clears.
+//!
+//! Only messages already committed to the mailbox are announced. Sender and subject come
+//! from the headers captured while the message streamed (decoded with a MIME parser), and
+//! are escaped for the body markup notification servers apply (`&`, `<`, `>`). Every call
+//! to the notification server has a deadline — a server that never answers would otherwise
+//! block forever — and a failure is logged (once, until notifications work again), never
+//! fatal: fetching carries on.
+//!
+//! On Linux and the BSDs notifications go over the D-Bus session bus
+//! (`org.freedesktop.Notifications`), with the hints `category=email.arrived` and
+//! `desktop-entry=popsync` and an "Open" action when the server supports actions.
+
+mod text;
+
+pub use text::{escape_markup, new_mail_text, problem_text};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::summary::MessageSummary;
+
+/// How long a call to the notification server may take.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+/// How long a notification's "Open" action is listened for.
+pub const ACTION_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Shows desktop notifications.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    /// A failure was logged; further ones are logged at debug level until one succeeds.
+    failing: AtomicBool,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub summary: String,
+    /// Body text, already escaped for markup.
+    pub body: String,
+    pub icon: &'static str,
+    pub category: &'static str,
+    /// The program the "Open" action runs.
+    pub open_command: Option<Vec<String>>,
+}
+
+impl Note {
+    /// New mail for `account`: `count` messages, `newest` of them summarised.
+    pub fn new_mail(
+        account: &str,
+        count: u64,
+        newest: &[MessageSummary],
+        open_command: Option<Vec<String>>,
+    ) -> Self {
+        let (summary, body) = new_mail_text(account, count, newest);
+        Self {
+            summary,
+            body,
+            icon: "mail-message-new",
+            category: "email.arrived",
+            open_command,
+        }
+    }
+
+    /// A problem with `account` (or that it is working again).
+    pub fn problem(account: &str, title: &str, detail: &str) -> Self {
+        let (summary, body) = problem_text(account, title, detail);
+        Self {
+            summary,
+            body,
+            icon: "dialog-warning",
+            category: "network.error",
+            open_command: None,
+        }
+    }
+}
+
+impl Notifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Shows `note`. Returns whether it was shown; failures are logged here.
+    pub async fn show(&self, note: Note) -> bool {
+        match tokio::time::timeout(DEADLINE, platform::show(note)).await {
+            Ok(Ok(())) => {
+                if self.failing.swap(false, Ordering::SeqCst) {
+                    info!("desktop notifications work again");
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                self.failed(&format!("desktop notification not shown: {e}"));
+                false
+            }
+            Err(_) => {
+                self.failed(&format!(
+                    "desktop notification not shown: the notification server did not answer within {}s",
+                    DEADLINE.as_secs()
+                ));
+                false
+            }
+        }
+    }
+
+    fn failed(&self, message: &str) {
+        if self.failing.swap(true, Ordering::SeqCst) {
+            debug!("{message}");
+        } else {
+            warn!("{message} (mail is still fetched; further failures are logged at debug level)");
+        }
+    }
+}
+
+/// Runs the "Open" command, detached, logging how it went.
+fn run_open_command(argv: &[String]) {
+    match std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            info!("opened mail with {:?} (process {})", argv[0], child.id());
+            // Reap it whenever it ends, without waiting here.
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
+        Err(e) => warn!("open-command {:?} could not be started: {e}", argv[0]),
+    }
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+mod platform {
+    use super::{ACTION_WINDOW, Note, run_open_command};
+    use notify_rust::{Hint, Notification, NotificationResponse};
+    use tracing::debug;
+
+    /// Whether the notification server shows action buttons.
+    async fn supports_actions() -> Result<bool, String> {
+        let conn = zbus::Connection::session()
+            .await
+            .map_err(|e| format!("no D-Bus session bus: {e}"))?;
+        let reply = conn
+            .call_method(
+                Some("org.freedesktop.Notifications"),
+                "/org/freedesktop/Notifications",
+                Some("org.freedesktop.Notifications"),
+                "GetCapabilities",
+                &(),
+            )
+            .await
+            .map_err(|e| format!("no notification server: {e}"))?;
+        let caps: Vec<String> = reply
+            .body()
+            .deserialize()
+            .map_err(|e| format!("odd answer to GetCapabilities: {e}"))?;
+        Ok(caps.iter().any(|c| c == "actions"))
+    }
+
+    pub async fn show(note: Note) -> Result<(), String> {
+        let actions = note.open_command.is_some() && supports_actions().await?;
+        let mut n = Notification::new();
+        n.appname("popsync")
+            .summary(&note.summary)
+            .body(&note.body)
+            .icon(note.icon)
+            .hint(Hint::Category(note.category.to_owned()))
+            .hint(Hint::DesktopEntry("popsync".to_owned()));
+        if actions {
+            // The default action: clicking the notification, or its "Open" button.
+            n.action("default", "Open");
+        }
+        let handle = n.show_async().await.map_err(|e| e.to_string())?;
+        if let (true, Some(argv)) = (actions, note.open_command) {
+            tokio::spawn(async move {
+                let wait = handle.wait_for_action_async(|response| {
+                    if let NotificationResponse::Action(key) = response
+                        && key == "default"
+                    {
+                        run_open_command(&argv);
+                    }
+                });
+                if tokio::time::timeout(ACTION_WINDOW, wait).await.is_err() {
+                    debug!("stopped listening for the notification's Open action");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(any(not(unix), target_os = "macos"))]
+mod platform {
+    use super::Note;
+
+    pub async fn show(note: Note) -> Result<(), String> {
+        // The platform's own notification centre; no actions.
+        tokio::task::spawn_blocking(move || {
+            notify_rust::Notification::new()
+                .appname("popsync")
+                .summary(&note.summary)
+                .body(&note.body)
+                .show()
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}

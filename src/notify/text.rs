@@ -1,0 +1,107 @@
+//! The words of notifications.
+
+use crate::summary::MessageSummary;
+
+/// Most "Sender — Subject" lines in a new-mail notification.
+pub const MAX_LINES: usize = 5;
+/// From this many new messages on (a first download, say), the notification is a summary
+/// without lines.
+pub const BIG_DOWNLOAD: u64 = 100;
+
+/// Escapes text for the body markup notification servers apply.
+pub fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// 1234 -> "1,234".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// Summary and (escaped) body of a new-mail notification. `newest` holds the newest
+/// messages, newest last; they are listed newest first.
+pub fn new_mail_text(account: &str, count: u64, newest: &[MessageSummary]) -> (String, String) {
+    if count >= BIG_DOWNLOAD {
+        return (
+            format!("{} messages downloaded — {account}", thousands(count)),
+            String::new(),
+        );
+    }
+    let summary = if count == 1 {
+        format!("1 new message — {account}")
+    } else {
+        format!("{count} new messages — {account}")
+    };
+    let lines: Vec<String> = newest
+        .iter()
+        .rev()
+        .take(MAX_LINES)
+        .map(|m| escape_markup(&format!("{} — {}", m.from, m.subject)))
+        .collect();
+    let mut body = lines.join("\n");
+    let more = count.saturating_sub(lines.len() as u64);
+    if more > 0 && !lines.is_empty() {
+        body.push_str(&format!("\nand {} more", thousands(more)));
+    }
+    (summary, body)
+}
+
+/// Summary and (escaped) body of a problem notification.
+pub fn problem_text(account: &str, title: &str, detail: &str) -> (String, String) {
+    (format!("{title} — {account}"), escape_markup(detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(from: &str, subject: &str) -> MessageSummary {
+        MessageSummary {
+            from: from.into(),
+            subject: subject.into(),
+        }
+    }
+
+    #[test]
+    fn new_mail_lists_the_newest_first_escaped_then_how_many_more() {
+        let newest = [m("A & B", "<b>bold</b>"), m("山田 太郎", "🎉 party")];
+        let (summary, body) = new_mail_text("home", 3, &newest);
+        assert_eq!(summary, "3 new messages — home");
+        assert_eq!(body, "山田 太郎 — 🎉 party\nA &amp; B — &lt;b&gt;bold&lt;/b&gt;\nand 1 more");
+        let (summary, body) = new_mail_text("home", 1, &newest[..1]);
+        assert_eq!(summary, "1 new message — home");
+        assert_eq!(body, "A &amp; B — &lt;b&gt;bold&lt;/b&gt;");
+    }
+
+    #[test]
+    fn a_big_download_is_one_summary() {
+        let (summary, body) = new_mail_text("home", 1234, &[m("a", "b")]);
+        assert_eq!(summary, "1,234 messages downloaded — home");
+        assert_eq!(body, "");
+    }
+
+    #[test]
+    fn numbers_get_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}
