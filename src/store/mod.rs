@@ -50,6 +50,9 @@ CREATE TABLE message (
     PRIMARY KEY (account_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX message_pending ON message (account_id) WHERE state = 'pending';
+"#, r#"
+ALTER TABLE account ADD COLUMN next_poll_at INTEGER;
+CREATE INDEX message_delivered_at ON message (account_id, delivered_at);
 "#];
 
 pub type Uid = Vec<u8>;
@@ -112,6 +115,20 @@ pub struct PollRecord {
     pub ok: bool,
     pub error: Option<String>,
     pub new_messages: u64,
+}
+
+/// What `status` shows about an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountStatus {
+    pub last_poll: Option<PollRecord>,
+    pub last_success_at: Option<i64>,
+    pub next_poll_at: Option<i64>,
+    /// Messages popsync knows (in any state).
+    pub known: u64,
+    /// Messages downloaded and still remembered (including those since deleted from the
+    /// server).
+    pub delivered_total: u64,
+    pub delivered_last_day: u64,
 }
 
 /// Account row id.
@@ -491,6 +508,48 @@ impl Store {
             ],
         );
         r.map(drop).map_err(|e| self.err(e))
+    }
+
+    /// When the daemon will poll the account next (unix seconds), for `status`.
+    pub fn set_next_poll(&mut self, account: AccountId, at: Option<i64>) -> Result<(), StoreError> {
+        let r = self.conn.execute(
+            "UPDATE account SET next_poll_at = ?2 WHERE id = ?1",
+            params![account.0, at],
+        );
+        r.map(drop).map_err(|e| self.err(e))
+    }
+
+    /// Everything `popsync status` shows about an account, if popsync knows it.
+    pub fn account_status(&self, name: &str, now: i64) -> Result<Option<AccountStatus>, StoreError> {
+        let Some(id) = self.find_account(name)? else {
+            return Ok(None);
+        };
+        let r = (|| -> rusqlite::Result<AccountStatus> {
+            let (last_success_at, next_poll_at): (Option<i64>, Option<i64>) = self.conn.query_row(
+                "SELECT last_success_at, next_poll_at FROM account WHERE id = ?1",
+                [id.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (known, delivered_total, delivered_last_day): (i64, i64, i64) = self.conn.query_row(
+                "SELECT COUNT(*),
+                        COUNT(delivered_at),
+                        COUNT(CASE WHEN delivered_at >= ?2 THEN 1 END)
+                 FROM message WHERE account_id = ?1",
+                params![id.0, now - 86_400],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(AccountStatus {
+                last_poll: None,
+                last_success_at,
+                next_poll_at,
+                known: known as u64,
+                delivered_total: delivered_total as u64,
+                delivered_last_day: delivered_last_day as u64,
+            })
+        })();
+        let mut status = r.map_err(|e| self.err(e))?;
+        status.last_poll = self.last_poll(id)?;
+        Ok(Some(status))
     }
 
     /// The last recorded poll of an account.
