@@ -24,7 +24,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 pub mod cli;
+pub mod daemon;
 pub mod hook;
+pub mod notify;
 pub mod scheduler;
 pub mod summary;
-pub mod notify;

@@ -3,8 +3,11 @@
 //! authentication or certificate refused, 78 configuration, 74 local I/O, 64 usage).
 
 mod check;
+mod daemon;
 mod fetch;
+mod poll;
 mod progress;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +64,9 @@ pub struct Cli {
 enum Command {
     Fetch(fetch::FetchArgs),
     Check(check::CheckArgs),
+    Daemon(daemon::DaemonArgs),
+    Poll(poll::PollArgs),
+    Status(status::StatusArgs),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit status.
@@ -79,10 +85,16 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    // The daemon sets up logging itself, once it knows the configured level.
+    if !matches!(cli.command, Command::Daemon(_)) {
+        init_logging(cli.verbose, cli.quiet, "warn");
+    }
     let code = match &cli.command {
         Command::Fetch(args) => fetch::run(&cli, args),
         Command::Check(args) => check::run(&cli, args),
+        Command::Daemon(args) => daemon::run(&cli, args),
+        Command::Poll(args) => poll::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
     };
     ExitCode::from(code)
 }
@@ -97,10 +109,7 @@ impl Cli {
                 return Err(EX_CONFIG);
             }
         };
-        let state_override = std::env::var_os(config::STATE_DIR_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        match Config::load(&path, state_override) {
+        match Config::load(&path, state_override()) {
             Ok(c) => Ok(c),
             Err(e @ ConfigError::Read { .. }) | Err(e @ ConfigError::Invalid(_)) => {
                 eprintln!("popsync: {e}");
@@ -119,25 +128,77 @@ fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c crate::con
     })
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+/// `$POPSYNC_STATE_DIR`, if set.
+fn state_override() -> Option<PathBuf> {
+    std::env::var_os(config::STATE_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Logs to stderr. `default` is the level without -v, -q or `RUST_LOG`. Under systemd
+/// (`$JOURNAL_STREAM` set) lines carry the journal's priority prefix and no time stamp
+/// (the journal adds its own); on a terminal, a time stamp and colour.
+fn init_logging(verbose: u8, quiet: bool, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let default = match (quiet, verbose) {
-        (true, _) => "popsync=error",
-        (false, 0) => "popsync=warn",
-        (false, 1) => "popsync=info",
-        (false, 2) => "popsync=debug",
-        (false, _) => "popsync=trace",
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => default,
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
     };
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.is_empty())
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(progress::LogWriter)
-        .with_target(verbose >= 3)
-        .without_time()
-        .with_ansi(progress::stderr_is_terminal())
-        .try_init();
+        .unwrap_or_else(|| EnvFilter::new(format!("popsync={level}")));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .event_format(journal::JournalFormat)
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(progress::LogWriter)
+            .with_target(verbose >= 3)
+            .with_ansi(progress::stderr_is_terminal())
+            .without_time()
+            .try_init();
+    }
+}
+
+mod journal {
+    //! Log lines for the systemd journal: `<N>message`, N the syslog priority.
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    pub struct JournalFormat;
+
+    impl<S, N> FormatEvent<S, N> for JournalFormat
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> std::fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                Level::DEBUG | Level::TRACE => 7,
+            };
+            write!(writer, "<{priority}>")?;
+            ctx.field_format().format_fields(writer.by_ref(), event)?;
+            writeln!(writer)
+        }
+    }
 }

@@ -27,7 +27,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(d);
@@ -84,7 +84,10 @@ mod tests {
         let newest = [m("A & B", "<b>bold</b>"), m("山田 太郎", "🎉 party")];
         let (summary, body) = new_mail_text("home", 3, &newest);
         assert_eq!(summary, "3 new messages — home");
-        assert_eq!(body, "山田 太郎 — 🎉 party\nA &amp; B — &lt;b&gt;bold&lt;/b&gt;\nand 1 more");
+        assert_eq!(
+            body,
+            "山田 太郎 — 🎉 party\nA &amp; B — &lt;b&gt;bold&lt;/b&gt;\nand 1 more"
+        );
         let (summary, body) = new_mail_text("home", 1, &newest[..1]);
         assert_eq!(summary, "1 new message — home");
         assert_eq!(body, "A &amp; B — &lt;b&gt;bold&lt;/b&gt;");

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Schema migrations; entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE account (
     id              INTEGER PRIMARY KEY,
     name            TEXT NOT NULL UNIQUE,
@@ -50,10 +51,12 @@ CREATE TABLE message (
     PRIMARY KEY (account_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX message_pending ON message (account_id) WHERE state = 'pending';
-"#, r#"
+"#,
+    r#"
 ALTER TABLE account ADD COLUMN next_poll_at INTEGER;
 CREATE INDEX message_delivered_at ON message (account_id, delivered_at);
-"#];
+"#,
+];
 
 pub type Uid = Vec<u8>;
 
@@ -520,7 +523,11 @@ impl Store {
     }
 
     /// Everything `popsync status` shows about an account, if popsync knows it.
-    pub fn account_status(&self, name: &str, now: i64) -> Result<Option<AccountStatus>, StoreError> {
+    pub fn account_status(
+        &self,
+        name: &str,
+        now: i64,
+    ) -> Result<Option<AccountStatus>, StoreError> {
         let Some(id) = self.find_account(name)? else {
             return Ok(None);
         };
@@ -530,14 +537,15 @@ impl Store {
                 [id.0],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let (known, delivered_total, delivered_last_day): (i64, i64, i64) = self.conn.query_row(
-                "SELECT COUNT(*),
+            let (known, delivered_total, delivered_last_day): (i64, i64, i64) =
+                self.conn.query_row(
+                    "SELECT COUNT(*),
                         COUNT(delivered_at),
                         COUNT(CASE WHEN delivered_at >= ?2 THEN 1 END)
                  FROM message WHERE account_id = ?1",
-                params![id.0, now - 86_400],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
+                    params![id.0, now - 86_400],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
             Ok(AccountStatus {
                 last_poll: None,
                 last_success_at,

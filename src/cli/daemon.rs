@@ -1,0 +1,53 @@
+//! `popsync daemon`: the background agent.
+
+use super::Cli;
+use crate::config;
+
+/// Run in the background: poll every account on its schedule, notify about new mail and
+/// problems, answer to signals (SIGHUP reloads the configuration, SIGUSR1 polls now,
+/// SIGTERM stops)
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {}
+
+pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    super::init_logging(
+        cli.verbose,
+        cli.quiet,
+        config.log_level.as_deref().unwrap_or("info"),
+    );
+    let path = match config::config_path(cli.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("popsync: {e}");
+            return super::EX_CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("popsync: cannot start the async runtime: {e}");
+            return crate::poll::ErrorClass::Local.exit_code();
+        }
+    };
+    match runtime.block_on(crate::daemon::run(config, path, super::state_override())) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{}", crate::error_chain(&e));
+            eprintln!("popsync: {}", crate::error_chain(&e));
+            match e {
+                crate::daemon::DaemonError::Control(
+                    crate::daemon::control::ControlError::AlreadyRunning { .. },
+                ) => 75,
+                _ => crate::poll::ErrorClass::Local.exit_code(),
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `popsync status`: how each account is doing, from the state database (readable while the
+//! daemon runs).
+
+use serde::Serialize;
+
+use super::Cli;
+use crate::clock::{Clock, SystemClock};
+use crate::daemon::control::DaemonLock;
+use crate::store::Store;
+
+/// Show each account's last poll, message counts and next poll, and whether a daemon runs
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    config: String,
+    state_dir: String,
+    daemon: Option<DaemonStatus>,
+    accounts: Vec<AccountStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct DaemonStatus {
+    pid: u32,
+    config: String,
+    /// Whether it runs with this configuration file.
+    this_config: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct AccountStatus {
+    name: String,
+    /// Unix seconds.
+    last_poll: Option<i64>,
+    last_poll_ok: Option<bool>,
+    last_error: Option<String>,
+    last_poll_new_messages: Option<u64>,
+    last_success: Option<i64>,
+    next_poll: Option<i64>,
+    messages_known: u64,
+    downloaded_last_day: u64,
+    downloaded_total: u64,
+}
+
+pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = SystemClock.now();
+    let store = if config.state_dir.join(crate::store::DB_FILE).exists() {
+        match Store::open(&config.state_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("popsync: {}", crate::error_chain(&e));
+                return crate::poll::ErrorClass::Local.exit_code();
+            }
+        }
+    } else {
+        None
+    };
+    let mut accounts = Vec::new();
+    for account in &config.accounts {
+        let s = match &store {
+            Some(store) => match store.account_status(&account.name, now) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("popsync: {}", crate::error_chain(&e));
+                    return crate::poll::ErrorClass::Local.exit_code();
+                }
+            },
+            None => None,
+        };
+        let s = s.unwrap_or(crate::store::AccountStatus {
+            last_poll: None,
+            last_success_at: None,
+            next_poll_at: None,
+            known: 0,
+            delivered_total: 0,
+            delivered_last_day: 0,
+        });
+        accounts.push(AccountStatus {
+            name: account.name.clone(),
+            last_poll: s.last_poll.as_ref().map(|p| p.at),
+            last_poll_ok: s.last_poll.as_ref().map(|p| p.ok),
+            last_error: s.last_poll.as_ref().and_then(|p| p.error.clone()),
+            last_poll_new_messages: s.last_poll.as_ref().map(|p| p.new_messages),
+            last_success: s.last_success_at,
+            next_poll: s.next_poll_at,
+            messages_known: s.known,
+            downloaded_last_day: s.delivered_last_day,
+            downloaded_total: s.delivered_total,
+        });
+    }
+    let daemon = DaemonLock::running(&config.state_dir).map(|d| DaemonStatus {
+        this_config: d.config == config.file,
+        pid: d.pid,
+        config: d.config.display().to_string(),
+    });
+    let status = Status {
+        config: config.file.display().to_string(),
+        state_dir: config.state_dir.display().to_string(),
+        daemon,
+        accounts,
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("popsync: {e}");
+                return 70;
+            }
+        }
+    } else {
+        print!("{}", text(&status, now));
+    }
+    0
+}
+
+fn when(at: Option<i64>, now: i64) -> String {
+    let Some(at) = at else {
+        return "never".to_owned();
+    };
+    let local = chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| at.to_string());
+    let d = at - now;
+    let rel = if d.abs() < 60 {
+        format!("{}s", d.abs())
+    } else if d.abs() < 3600 {
+        format!("{}m", d.abs() / 60)
+    } else if d.abs() < 86_400 {
+        format!("{}h", d.abs() / 3600)
+    } else {
+        format!("{}d", d.abs() / 86_400)
+    };
+    if d >= 0 {
+        format!("{local} (in {rel})")
+    } else {
+        format!("{local} ({rel} ago)")
+    }
+}
+
+fn text(s: &Status, now: i64) -> String {
+    let mut out = String::new();
+    match &s.daemon {
+        Some(d) if d.this_config => out.push_str(&format!("daemon: running (process {})\n", d.pid)),
+        Some(d) => out.push_str(&format!(
+            "daemon: running (process {}) with another config file, {}\n",
+            d.pid, d.config
+        )),
+        None => out.push_str("daemon: not running\n"),
+    }
+    for a in &s.accounts {
+        out.push_str(&format!("\n{}\n", a.name));
+        let outcome = match (a.last_poll_ok, &a.last_error) {
+            (None, _) => "never polled".to_owned(),
+            (Some(true), _) => format!("ok, {} new", a.last_poll_new_messages.unwrap_or(0)),
+            (Some(false), Some(e)) => format!("FAILED: {e}"),
+            (Some(false), None) => "FAILED".to_owned(),
+        };
+        out.push_str(&format!(
+            "  last poll:     {} — {outcome}\n",
+            when(a.last_poll, now)
+        ));
+        if a.last_poll_ok == Some(false) {
+            out.push_str(&format!("  last success:  {}\n", when(a.last_success, now)));
+        }
+        if s.daemon.is_some() {
+            out.push_str(&format!("  next poll:     {}\n", when(a.next_poll, now)));
+        }
+        out.push_str(&format!(
+            "  messages:      {} known, {} downloaded in the last day, {} in all\n",
+            a.messages_known, a.downloaded_last_day, a.downloaded_total
+        ));
+    }
+    out
+}

@@ -1,0 +1,548 @@
+//! The background agent: keeps every account fresh on its own schedule, announces new mail
+//! with a desktop notification, tells the user about problems once, and answers to signals.
+//!
+//! - each account is polled every `interval` (see [`crate::scheduler`] for jitter, backoff and
+//!   the pause after a refused login); never two polls of one account at once, at most
+//!   `max-parallel` at a time; one account's trouble never holds up another;
+//! - SIGTERM/SIGINT stop it within a few seconds, a running fetch included: fetches stop at
+//!   the next message boundary and everything already stored stays stored (the fetch's own
+//!   guarantees make even a kill safe);
+//! - SIGHUP reloads the configuration; a broken one is reported and the old one kept;
+//! - SIGUSR1 (what `popsync poll` sends) polls now — the accounts named in the request
+//!   files, or all;
+//! - a wall clock running ahead of the monotonic one means the machine slept: everything is
+//!   polled at once;
+//! - under systemd it reports READY/STATUS/STOPPING and pings the watchdog.
+//!
+//! Fetches run on threads of their own (they block on disk and SQLite); the agent's own
+//! loop only waits.
+
+pub mod control;
+pub mod sdnotify;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Account, Config};
+use crate::notify::{Note, Notifier};
+use crate::poll::{self, Context, ErrorClass, FetchError, FetchOptions, NoProgress, Outcome};
+use crate::pop3::ResponseCode;
+use crate::scheduler::{PollResult, ResumeDetector, Schedule};
+use crate::store::Store;
+
+use control::DaemonLock;
+use sdnotify::SdNotify;
+
+/// How long a stop waits for running fetches before leaving them (they are safe to kill).
+pub const STOP_GRACE: Duration = Duration::from_secs(8);
+/// How often the clocks are compared to notice a sleep.
+const RESUME_CHECK: Duration = Duration::from_secs(30);
+/// How far the wall clock must run ahead to count as a sleep.
+const RESUME_THRESHOLD: Duration = Duration::from_secs(60);
+/// What a server asking for a delay (`[LOGIN-DELAY]`) gets when it does not say how long.
+const LOGIN_DELAY_DEFAULT: Duration = Duration::from_secs(15 * 60);
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen for signals")]
+    Signals(#[source] std::io::Error),
+}
+
+/// What the agent remembers about an account's health, to tell the user about a problem
+/// once and about its end once.
+#[derive(Debug, Default)]
+struct Health {
+    /// The problem the user was told about (its title), if any.
+    told: Option<&'static str>,
+    failing_since: Option<SystemTime>,
+}
+
+/// New mail held back during quiet hours.
+#[derive(Debug, Default)]
+struct Held {
+    count: u64,
+    newest: Vec<crate::summary::MessageSummary>,
+}
+
+struct Agent {
+    config: Config,
+    config_path: PathBuf,
+    state_override: Option<PathBuf>,
+    schedule: Schedule,
+    health: HashMap<String, Health>,
+    held: HashMap<String, Held>,
+    notifier: Arc<Notifier>,
+    cancel: Arc<AtomicBool>,
+    sd: SdNotify,
+    polls: JoinSet<(String, Outcome)>,
+}
+
+/// Runs the agent until it is told to stop. `config` is already loaded from `config_path`.
+pub async fn run(
+    config: Config,
+    config_path: PathBuf,
+    state_override: Option<PathBuf>,
+) -> Result<(), DaemonError> {
+    let _lock = DaemonLock::acquire(&config.state_dir, &config.file)?;
+    // Open (and migrate) the state database once up front, so a problem shows at start.
+    drop(Store::open(&config.state_dir)?);
+    let mut agent = Agent {
+        schedule: Schedule::new(),
+        health: HashMap::new(),
+        held: HashMap::new(),
+        notifier: Arc::new(Notifier::new()),
+        cancel: Arc::new(AtomicBool::new(false)),
+        sd: SdNotify::from_env(),
+        polls: JoinSet::new(),
+        config,
+        config_path,
+        state_override,
+    };
+    agent
+        .schedule
+        .set_accounts(&agent.intervals(), Instant::now());
+    let mut signals = Signals::new().map_err(DaemonError::Signals)?;
+    let names: Vec<&str> = agent
+        .config
+        .accounts
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    info!(
+        "popsync {} watching {} account(s): {}; config {}",
+        env!("CARGO_PKG_VERSION"),
+        names.len(),
+        names.join(", "),
+        agent.config.file.display()
+    );
+    agent
+        .sd
+        .ready(&format!("watching {} account(s)", names.len()));
+
+    let mut resume = ResumeDetector::new(RESUME_THRESHOLD);
+    resume.check(Instant::now(), SystemTime::now());
+    let mut resume_tick = tokio::time::interval(RESUME_CHECK);
+    resume_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog_every = agent
+        .sd
+        .watchdog_interval()
+        .unwrap_or(Duration::from_secs(3600));
+    let mut watchdog_tick = tokio::time::interval(watchdog_every);
+
+    loop {
+        agent.start_due();
+        let next = agent.schedule.next_due();
+        tokio::select! {
+            _ = sleep_until(next) => {}
+            Some(done) = agent.polls.join_next(), if !agent.polls.is_empty() => {
+                match done {
+                    Ok((name, outcome)) => agent.finished(&name, outcome).await,
+                    Err(e) => error!("a poll ended abnormally: {e}"),
+                }
+            }
+            signal = signals.next() => match signal {
+                Signal::Stop(name) => {
+                    info!("{name}: stopping");
+                    break;
+                }
+                Signal::Reload => agent.reload(),
+                Signal::PollNow => agent.poll_requested(),
+            },
+            _ = resume_tick.tick() => {
+                if resume.check(Instant::now(), SystemTime::now()) {
+                    info!("the machine woke from sleep: polling every account now");
+                    agent.schedule.resumed(Instant::now());
+                }
+                #[cfg(not(unix))]
+                agent.poll_requested_quietly();
+            }
+            _ = watchdog_tick.tick() => agent.sd.watchdog(),
+        }
+    }
+    agent.stop().await;
+    Ok(())
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Agent {
+    fn intervals(&self) -> Vec<(String, Duration)> {
+        self.config
+            .accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.interval))
+            .collect()
+    }
+
+    fn account(&self, name: &str) -> Option<&Account> {
+        self.config.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// Starts the polls that are due, up to the parallel limit.
+    fn start_due(&mut self) {
+        let room = self.config.max_parallel.saturating_sub(self.polls.len());
+        if room == 0 {
+            return;
+        }
+        for name in self.schedule.take_due(Instant::now(), room) {
+            let Some(account) = self.account(&name).cloned() else {
+                continue;
+            };
+            let state_dir = self.config.state_dir.clone();
+            let cancel = self.cancel.clone();
+            self.polls.spawn_blocking(move || {
+                let outcome = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(async {
+                        let clock = SystemClock;
+                        let ctx = Context {
+                            state_dir: &state_dir,
+                            clock: &clock,
+                            progress: &NoProgress,
+                            cancel: Some(&cancel),
+                        };
+                        poll::fetch_account(&account, &ctx, &FetchOptions::default()).await
+                    }),
+                    Err(e) => Outcome {
+                        report: poll::Report {
+                            account: account.name.clone(),
+                            ..Default::default()
+                        },
+                        error: Some(FetchError::Mailbox {
+                            path: state_dir.clone(),
+                            source: e,
+                        }),
+                    },
+                };
+                (account.name.clone(), outcome)
+            });
+        }
+    }
+
+    /// A poll ended: schedule the next, record it, tell the user what they should know.
+    async fn finished(&mut self, name: &str, outcome: Outcome) {
+        let now = Instant::now();
+        let result = match &outcome.error {
+            None => PollResult::Ok,
+            Some(FetchError::Stopped) => PollResult::Temporary { at_least: None },
+            Some(e) => match e.class() {
+                ErrorClass::Auth | ErrorClass::Config => PollResult::NeedsUser,
+                ErrorClass::Temporary | ErrorClass::Local => PollResult::Temporary {
+                    at_least: login_delay(e),
+                },
+            },
+        };
+        self.schedule.finished(name, result, now);
+        if let Some(due) = self.schedule.due(name) {
+            let wall = SystemClock.now() + (due.saturating_duration_since(now)).as_secs() as i64;
+            if let Ok(mut store) = Store::open(&self.config.state_dir)
+                && let Ok(Some(id)) = store.find_account(name)
+            {
+                let _ = store.set_next_poll(id, Some(wall));
+            }
+        }
+        let Some(account) = self.account(name).cloned() else {
+            return;
+        };
+        let report = &outcome.report;
+        match &outcome.error {
+            None | Some(FetchError::Stopped) => {}
+            Some(e) => warn!("{name}: {}", crate::error_chain(e)),
+        }
+        if report.new_messages > 0 {
+            self.announce_new_mail(&account, report.new_messages, &report.newest)
+                .await;
+        }
+        self.track_health(&account, outcome.error.as_ref()).await;
+        self.sd.status(&self.status_line());
+    }
+
+    fn status_line(&self) -> String {
+        let failing = self
+            .health
+            .values()
+            .filter(|h| h.failing_since.is_some())
+            .count();
+        let polling = self.polls.len();
+        format!(
+            "{} account(s), {polling} polling now, {failing} failing",
+            self.config.accounts.len()
+        )
+    }
+
+    async fn announce_new_mail(
+        &mut self,
+        account: &Account,
+        count: u64,
+        newest: &[crate::summary::MessageSummary],
+    ) {
+        if !account.notify {
+            return;
+        }
+        let held = self.held.entry(account.name.clone()).or_default();
+        held.count += count;
+        held.newest.extend_from_slice(newest);
+        let excess = held
+            .newest
+            .len()
+            .saturating_sub(crate::poll::SUMMARIES_KEPT);
+        held.newest.drain(..excess);
+        if quiet_now(account) {
+            info!(
+                "{}: quiet hours: the notification for {} new message(s) waits",
+                account.name, held.count
+            );
+            return;
+        }
+        let held = self.held.remove(&account.name).unwrap_or_default();
+        let note = Note::new_mail(
+            &account.name,
+            held.count,
+            &held.newest,
+            account.open_command.clone(),
+        );
+        self.notifier.show(note).await;
+    }
+
+    async fn track_health(&mut self, account: &Account, error: Option<&FetchError>) {
+        let threshold = self.config.notify_failure_after;
+        let health = self.health.entry(account.name.clone()).or_default();
+        let note = match error {
+            None => {
+                health.failing_since = None;
+                health.told.take().map(|_| {
+                    Note::problem(
+                        &account.name,
+                        "popsync: working again",
+                        "Mail is being fetched again.",
+                    )
+                })
+            }
+            Some(FetchError::Stopped) => None,
+            Some(e) => {
+                let since = *health.failing_since.get_or_insert_with(SystemTime::now);
+                let title = problem_title(e);
+                let long = SystemTime::now().duration_since(since).unwrap_or_default() >= threshold;
+                // A refused login or an untrusted certificate needs the user now; other
+                // trouble only once it has lasted.
+                let urgent = title != PLAIN_FAILURE;
+                if health.told != Some(title) && (urgent || long) {
+                    health.told = Some(title);
+                    Some(Note::problem(&account.name, title, &crate::error_chain(e)))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(note) = note
+            && account.notify
+        {
+            self.notifier.show(note).await;
+        }
+    }
+
+    /// SIGHUP: read the configuration again; keep the old one if the new one is broken.
+    fn reload(&mut self) {
+        self.sd.reloading();
+        let path = &self.config_path;
+        match Config::load(path, self.state_override.clone()) {
+            Err(e) => error!("the new configuration is not used ({e}); the old one stays in force"),
+            Ok(new) => {
+                if new.state_dir != self.config.state_dir {
+                    warn!(
+                        "the state directory changed to {}; that takes a restart (the old one, {}, stays in use)",
+                        new.state_dir.display(),
+                        self.config.state_dir.display()
+                    );
+                }
+                let state_dir = self.config.state_dir.clone();
+                self.config = Config { state_dir, ..new };
+                self.schedule
+                    .set_accounts(&self.intervals(), Instant::now());
+                self.health
+                    .retain(|name, _| self.config.accounts.iter().any(|a| &a.name == name));
+                info!(
+                    "configuration reloaded: {} account(s)",
+                    self.config.accounts.len()
+                );
+            }
+        }
+        self.sd.ready(&self.status_line());
+    }
+
+    /// SIGUSR1: poll what the request files name, or everything.
+    fn poll_requested(&mut self) {
+        let now = Instant::now();
+        match control::take_requests(&self.config.state_dir) {
+            None => {
+                info!("asked to poll every account now");
+                for a in &self.config.accounts {
+                    self.schedule.poll_now(&a.name, now);
+                }
+            }
+            Some(names) if names.is_empty() => {
+                info!("asked to poll every account now");
+                for a in &self.config.accounts {
+                    self.schedule.poll_now(&a.name, now);
+                }
+            }
+            Some(names) => {
+                for n in names {
+                    if self.account(&n).is_some() {
+                        info!("{n}: asked to poll now");
+                        self.schedule.poll_now(&n, now);
+                    } else {
+                        warn!("asked to poll {n:?}, which is not configured");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where signals do not exist, requests are looked for now and then.
+    #[cfg(not(unix))]
+    fn poll_requested_quietly(&mut self) {
+        if let Some(names) = control::take_requests(&self.config.state_dir)
+            && !names.is_empty()
+        {
+            for n in names {
+                self.schedule.poll_now(&n, Instant::now());
+            }
+        }
+    }
+
+    /// Stops: running fetches are asked to stop and given a few seconds.
+    async fn stop(mut self) {
+        self.sd.stopping();
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + STOP_GRACE;
+        while !self.polls.is_empty() {
+            match tokio::time::timeout_at(deadline, self.polls.join_next()).await {
+                Ok(Some(Ok((name, outcome)))) => {
+                    if outcome.report.new_messages > 0 {
+                        info!(
+                            "{name}: {} new message(s) stored before stopping",
+                            outcome.report.new_messages
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    warn!(
+                        "fetches still running after {}s are left unfinished (nothing is lost)",
+                        STOP_GRACE.as_secs()
+                    );
+                    break;
+                }
+            }
+        }
+        info!("stopped");
+    }
+}
+
+fn problem_title(e: &FetchError) -> &'static str {
+    match e {
+        FetchError::Pop3(p) if p.is_certificate() => {
+            "popsync: the server's certificate is not trusted"
+        }
+        FetchError::Pop3(p) if p.is_auth() => "popsync: login refused",
+        FetchError::Password(_) => "popsync: no password",
+        _ if e.class() == ErrorClass::Config => "popsync: the account cannot work as configured",
+        _ => PLAIN_FAILURE,
+    }
+}
+
+/// The title of a problem that is told only once it has lasted `notify-failure-after`.
+const PLAIN_FAILURE: &str = "popsync: cannot fetch mail";
+
+fn login_delay(e: &FetchError) -> Option<Duration> {
+    match e {
+        FetchError::Pop3(p) if p.response_code() == Some(&ResponseCode::LoginDelay) => {
+            Some(LOGIN_DELAY_DEFAULT)
+        }
+        FetchError::Pop3(p) if p.response_code() == Some(&ResponseCode::InUse) => {
+            Some(Duration::from_secs(60))
+        }
+        _ => None,
+    }
+}
+
+fn quiet_now(account: &Account) -> bool {
+    use chrono::Timelike;
+    let Some(q) = account.quiet_hours else {
+        return false;
+    };
+    let now = chrono::Local::now();
+    q.contains((now.hour() * 60 + now.minute()) as u16)
+}
+
+enum Signal {
+    Stop(&'static str),
+    Reload,
+    PollNow,
+}
+
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.usr1.recv() => Signal::PollNow,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) -> Signal {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop("Ctrl-C")
+    }
+}
