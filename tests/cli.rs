@@ -224,7 +224,7 @@ fn the_example_config_is_valid_and_names_every_key() {
 }
 
 #[test]
-fn the_systemd_timer_units_pass_systemd_analyze_verify() {
+fn the_systemd_units_pass_systemd_analyze_verify() {
     let Ok(version) = std::process::Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -241,13 +241,14 @@ fn the_systemd_timer_units_pass_systemd_analyze_verify() {
     let bin = home.path().join(".cargo/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_popsync"), bin.join("popsync")).unwrap();
-    for unit in ["popsync-fetch.service", "popsync-fetch.timer"] {
+    for unit in ["popsync-fetch.service", "popsync-fetch.timer", "popsync.service"] {
         std::fs::copy(packaging.join(unit), home.path().join(unit)).unwrap();
     }
     let out = std::process::Command::new("systemd-analyze")
         .args(["verify", "--user", "--man=no"])
         .arg(home.path().join("popsync-fetch.service"))
         .arg(home.path().join("popsync-fetch.timer"))
+        .arg(home.path().join("popsync.service"))
         .env("XDG_RUNTIME_DIR", home.path())
         .env("HOME", home.path())
         .output()
