@@ -269,10 +269,9 @@ impl Agent {
             None | Some(FetchError::Stopped) => {}
             Some(e) => warn!("{name}: {}", crate::error_chain(e)),
         }
-        if report.new_messages > 0 {
-            self.announce_new_mail(&account, report.new_messages, &report.newest)
-                .await;
-        }
+        // Also when nothing is new: mail held back by quiet hours is announced after them.
+        self.announce_new_mail(&account, report.new_messages, &report.newest)
+            .await;
         self.track_health(&account, outcome.error.as_ref()).await;
         self.sd.status(&self.status_line());
     }
@@ -299,6 +298,9 @@ impl Agent {
         if !account.notify {
             return;
         }
+        if count == 0 && !self.held.contains_key(&account.name) {
+            return;
+        }
         let held = self.held.entry(account.name.clone()).or_default();
         held.count += count;
         held.newest.extend_from_slice(newest);
@@ -308,6 +310,9 @@ impl Agent {
             .saturating_sub(crate::poll::SUMMARIES_KEPT);
         held.newest.drain(..excess);
         if quiet_now(account) {
+            if count == 0 {
+                return;
+            }
             info!(
                 "{}: quiet hours: the notification for {} new message(s) waits",
                 account.name, held.count
