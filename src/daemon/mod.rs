@@ -501,6 +501,8 @@ fn quiet_now(account: &Account) -> bool {
     q.contains((now.hour() * 60 + now.minute()) as u16)
 }
 
+// Reload and PollNow come from Unix signals; elsewhere only a stop exists.
+#[cfg_attr(not(unix), allow(dead_code))]
 enum Signal {
     Stop(&'static str),
     Reload,
