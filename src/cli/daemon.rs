@@ -37,7 +37,11 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
             return crate::poll::ErrorClass::Local.exit_code();
         }
     };
-    match runtime.block_on(crate::daemon::run(config, path, super::state_override())) {
+    let result = runtime.block_on(crate::daemon::run(config, path, super::state_override()));
+    // A fetch still running after the stop's grace period is left behind (killing it is
+    // safe); dropping the runtime would wait for its thread, for ever if it is stuck.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{}", crate::error_chain(&e));

@@ -180,8 +180,10 @@ mod platform {
         if let (true, Some(argv)) = (actions, note.open_command) {
             tokio::spawn(async move {
                 let wait = handle.wait_for_action_async(|response| {
-                    if let NotificationResponse::Action(key) = response
-                        && key == "default"
+                    // notify-rust reports the "default" action as `Default`, not as
+                    // `Action("default")`.
+                    if matches!(response, NotificationResponse::Default)
+                        || matches!(response, NotificationResponse::Action(key) if key == "default")
                     {
                         run_open_command(&argv);
                     }

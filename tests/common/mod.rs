@@ -1,15 +1,37 @@
 //! Test harness shared by the integration tests: a private Dovecot POP3 server, a
-//! deterministic corpus of realistic messages, a proxy that hides PIPELINING, and helpers to
-//! run the real `popsync` binary in an isolated directory.
+//! deterministic corpus of realistic messages, a proxy that hides PIPELINING, a private
+//! D-Bus session bus with a stand-in notification server, a running `popsync daemon`, and
+//! helpers to run the real `popsync` binary in an isolated directory.
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod daemon;
+pub mod dbus;
 pub mod dovecot;
 pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for something that should happen soon (a poll, a notification),
+/// generous for a loaded machine: waiting ends as soon as it happens.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Checks `condition` every 50 ms until it gives a value or `limit` has passed.
+pub fn wait_for<T>(limit: Duration, mut condition: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = condition() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// A private directory for one popsync "user": config, state and mail.
 pub struct Home {
