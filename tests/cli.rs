@@ -241,7 +241,11 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
     let bin = home.path().join(".cargo/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_popsync"), bin.join("popsync")).unwrap();
-    for unit in ["popsync-fetch.service", "popsync-fetch.timer", "popsync.service"] {
+    for unit in [
+        "popsync-fetch.service",
+        "popsync-fetch.timer",
+        "popsync.service",
+    ] {
         std::fs::copy(packaging.join(unit), home.path().join(unit)).unwrap();
     }
     let out = std::process::Command::new("systemd-analyze")
