@@ -916,3 +916,100 @@ fn a_second_daemon_for_the_same_state_refuses_to_start_and_names_the_first() {
     );
     first.assert_running();
 }
+
+#[test]
+fn under_systemd_it_reports_ready_status_and_stopping_logs_for_the_journal_and_pings_the_watchdog()
+{
+    use std::os::unix::net::UnixDatagram;
+    let server = Dovecot::start();
+    let messages = plain("sd", 2);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "interval = \"1h\"",
+    ));
+    let socket_path = home.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut cmd = daemon::command(&home, &daemon::no_bus(&home));
+    cmd.env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("JOURNAL_STREAM", "8:12345");
+    let mut daemon = Daemon::spawn(&home, cmd);
+    let mut received = Vec::new();
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = socket
+            .recv(&mut buf)
+            .expect("a message from popsync within the deadline");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // READY first, then a status line after the first poll, and watchdog pings (every 1 s).
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=watching 1 account(s)\nMAINPID="),
+        "{ready}"
+    );
+    while !received
+        .iter()
+        .any(|m: &String| m.starts_with("STATUS=1 account(s)"))
+        || !received.iter().any(|m| m == "WATCHDOG=1")
+    {
+        received.push(next());
+    }
+    wait_for_mail(&daemon, &md, &messages);
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(PATIENCE);
+    assert!(status.success(), "{status:?}");
+    loop {
+        let m = next();
+        if m == "STOPPING=1" {
+            break;
+        }
+    }
+    // Journal style: priority prefixes, no time stamps.
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l.starts_with("<6>home: done in ")),
+        "{log}"
+    );
+    assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
+}
+
+#[test]
+fn an_untrusted_certificate_is_told_at_once_and_once() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let md = home.maildir("home");
+    let toml = account_toml("home", &server, "user1", &md, "interval = \"1h\"");
+    let toml: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("ca-file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    home.write_config(&toml);
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
+    let daemon = Daemon::start(&home, bus.address());
+    let first = notes.wait_for(1, context(&daemon, &notes));
+    assert_eq!(
+        first[0].summary,
+        "popsync: the server's certificate is not trusted — home"
+    );
+    assert!(first[0].body.contains("certificate"), "{}", first[0].body);
+    // Asked again, it fails again, and says nothing more.
+    daemon.signal("USR1");
+    daemon.wait_log_count("home: the server's certificate was refused", 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        notes.notifications().len(),
+        1,
+        "{}",
+        context(&daemon, &notes)()
+    );
+}
