@@ -942,7 +942,7 @@ fn under_systemd_it_reports_ready_status_and_stopping_logs_for_the_journal_and_p
         .env("JOURNAL_STREAM", "8:12345");
     let mut daemon = Daemon::spawn(&home, cmd);
     let mut received = Vec::new();
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = socket
             .recv(&mut buf)
