@@ -18,6 +18,7 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
         cli.verbose,
         cli.quiet,
         config.log_level.as_deref().unwrap_or("info"),
+        true,
     );
     let path = match config::config_path(cli.config.as_deref()) {
         Ok(p) => p,

@@ -87,7 +87,7 @@ pub fn main() -> ExitCode {
     };
     // The daemon sets up logging itself, once it knows the configured level.
     if !matches!(cli.command, Command::Daemon(_)) {
-        init_logging(cli.verbose, cli.quiet, "warn");
+        init_logging(cli.verbose, cli.quiet, "warn", false);
     }
     let code = match &cli.command {
         Command::Fetch(args) => fetch::run(&cli, args),
@@ -137,8 +137,9 @@ fn state_override() -> Option<PathBuf> {
 
 /// Logs to stderr. `default` is the level without -v, -q or `RUST_LOG`. Under systemd
 /// (`$JOURNAL_STREAM` set) lines carry the journal's priority prefix and no time stamp
-/// (the journal adds its own); on a terminal, a time stamp and colour.
-fn init_logging(verbose: u8, quiet: bool, default: &str) {
+/// (the journal adds its own); otherwise colour on a terminal, and local time stamps if
+/// `timestamps` (the agent's log; a one-off command's few lines do without).
+fn init_logging(verbose: u8, quiet: bool, default: &str, timestamps: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -158,6 +159,14 @@ fn init_logging(verbose: u8, quiet: bool, default: &str) {
             .with_writer(std::io::stderr)
             .event_format(journal::JournalFormat)
             .try_init();
+    } else if timestamps {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(progress::LogWriter)
+            .with_target(verbose >= 3)
+            .with_ansi(progress::stderr_is_terminal())
+            .with_timer(LocalTime)
+            .try_init();
     } else {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -166,6 +175,15 @@ fn init_logging(verbose: u8, quiet: bool, default: &str) {
             .with_ansi(progress::stderr_is_terminal())
             .without_time()
             .try_init();
+    }
+}
+
+/// Local time, to the second, for the agent's log on a terminal.
+struct LocalTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for LocalTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{}", chrono::Local::now().format("%Y-%m-%d %H:%M:%S"))
     }
 }
 
