@@ -3,7 +3,8 @@
 //!
 //! It is run as program and arguments, never through a shell, and nothing from the mail
 //! reaches its command line: it learns what happened from its environment —
-//! `POPSYNC_ACCOUNT`, `POPSYNC_NEW_MESSAGES`, `POPSYNC_MAILDIR`. Its standard input is empty;
+//! `POPSYNC_ACCOUNT`, `POPSYNC_NEW_MESSAGES`, and `POPSYNC_MAILDIR` or `POPSYNC_MBOX` (the
+//! mailbox, if the mail went to one rather than an MDA). Its standard input is empty;
 //! its output is collected (up to 64 KiB of each stream) and logged with its exit status. It
 //! has a time limit, after which it is killed. A failing hook is reported, never fatal: the
 //! mail is already stored.
@@ -30,15 +31,24 @@ pub async fn run_new_mail_hook(
     argv: &[String],
     account: &str,
     new_messages: u64,
-    maildir: &std::path::Path,
+    delivery: &crate::config::Delivery,
     limit: Duration,
 ) -> HookOutcome {
     let program = &argv[0];
-    let mut child = match tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    match delivery {
+        crate::config::Delivery::Maildir(p) => {
+            command.env("POPSYNC_MAILDIR", p);
+        }
+        crate::config::Delivery::Mbox { path, .. } => {
+            command.env("POPSYNC_MBOX", path);
+        }
+        crate::config::Delivery::Mda { .. } => {}
+    }
+    let mut child = match command
         .args(&argv[1..])
         .env("POPSYNC_ACCOUNT", account)
         .env("POPSYNC_NEW_MESSAGES", new_messages.to_string())
-        .env("POPSYNC_MAILDIR", maildir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -122,7 +132,7 @@ mod tests {
             &argv(&["sh", "-c", &script]),
             "home",
             3,
-            std::path::Path::new("/m/home"),
+            &crate::config::Delivery::Maildir("/m/home".into()),
             Duration::from_secs(10),
         )
         .await;
@@ -138,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hook_that_fails_hangs_or_is_missing_is_reported() {
-        let m = std::path::Path::new("/m");
+        let m = &crate::config::Delivery::Maildir("/m".into());
         let r = run_new_mail_hook(
             &argv(&["sh", "-c", "exit 4"]),
             "a",

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::config::Retention;
+use crate::config::{Oversize, Retention};
 use crate::pop3::{MsgNum, UidlEntry};
 use crate::store::{Known, MessageState, Uid};
 
@@ -30,6 +30,12 @@ pub struct Policy {
     pub forget_after: Duration,
     /// Record new messages as seen instead of downloading them.
     pub mark_seen: bool,
+    /// Larger messages are not downloaded ...
+    pub max_size: Option<u64>,
+    /// ... but left on the server or deleted without download.
+    pub oversize: Oversize,
+    /// Larger messages are delivered as their headers only.
+    pub headers_only_over: Option<u64>,
 }
 
 /// A listed message.
@@ -42,8 +48,11 @@ pub struct Listed<'a> {
 /// What one session will do.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan<'a> {
-    /// New messages to download, in server order.
+    /// New messages to download, in server order (before the size rules are applied; see
+    /// [`split_by_size`]).
     pub fetch: Vec<Listed<'a>>,
+    /// Messages recorded as too big that the size rules may now let through.
+    pub reconsider: Vec<Listed<'a>>,
     /// New messages to record as seen without downloading.
     pub mark_seen: Vec<&'a [u8]>,
     /// Delivered messages to delete from the server now.
@@ -81,6 +90,46 @@ impl Plan<'_> {
     pub fn may_be_partial(&self) -> bool {
         !self.fetch.is_empty() && self.known_listed == 0
     }
+}
+
+/// New messages sorted by the size rules, using the server's (approximate) LIST sizes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SizeSplit<'a> {
+    /// Download whole.
+    pub fetch: Vec<Listed<'a>>,
+    /// Download the headers only.
+    pub headers_only: Vec<Listed<'a>>,
+    /// Too big: remember, leave on the server.
+    pub skip: Vec<(Listed<'a>, u64)>,
+    /// Too big: delete from the server without downloading (asked for explicitly).
+    pub delete: Vec<(Listed<'a>, u64)>,
+}
+
+/// Applies `max-size`, `oversize` and `headers-only-over` to `candidates`. A message whose
+/// size the server did not list is downloaded whole.
+pub fn split_by_size<'a>(
+    candidates: impl IntoIterator<Item = Listed<'a>>,
+    sizes: &HashMap<MsgNum, u64>,
+    policy: &Policy,
+) -> SizeSplit<'a> {
+    let mut split = SizeSplit::default();
+    for l in candidates {
+        let Some(&size) = sizes.get(&l.msg) else {
+            split.fetch.push(l);
+            continue;
+        };
+        if policy.max_size.is_some_and(|max| size > max) {
+            match policy.oversize {
+                Oversize::Skip => split.skip.push((l, size)),
+                Oversize::Delete => split.delete.push((l, size)),
+            }
+        } else if policy.headers_only_over.is_some_and(|h| size > h) {
+            split.headers_only.push(l);
+        } else {
+            split.fetch.push(l);
+        }
+    }
+    split
 }
 
 /// Whether a message delivered at `delivered_at` (unix seconds) is due for deletion.
@@ -134,7 +183,8 @@ pub fn plan<'a>(
                         }
                     }
                     MessageState::Deleted => p.still_listed_after_delete += 1,
-                    MessageState::Seen | MessageState::Pending => {}
+                    MessageState::Oversize => p.reconsider.push(here),
+                    MessageState::Seen | MessageState::Pending | MessageState::HeadersOnly => {}
                 }
             }
         }
@@ -197,6 +247,9 @@ mod tests {
             retention,
             forget_after: Duration::from_secs(7 * DAY as u64),
             mark_seen: false,
+            max_size: None,
+            oversize: crate::config::Oversize::Skip,
+            headers_only_over: None,
         }
     }
 
@@ -204,7 +257,9 @@ mod tests {
         l.iter().map(|x| x.uid).collect()
     }
 
-    use MessageState::*;
+    use MessageState::{DeletePending, Deleted, Delivered, HeadersOnly, Pending, Seen};
+    #[allow(non_upper_case_globals)]
+    const Oversize_: MessageState = MessageState::Oversize;
 
     #[test]
     fn unknown_messages_are_fetched_in_server_order_and_known_ones_are_not() {
@@ -373,6 +428,52 @@ mod tests {
         assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
         let l = listing(&[]);
         assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
+    }
+
+    #[test]
+    fn size_rules_sort_new_messages_and_unknown_sizes_are_downloaded() {
+        let l = listing(&["small", "mid", "huge", "nosize"]);
+        let listed: Vec<Listed<'_>> = l
+            .iter()
+            .map(|e| Listed {
+                msg: e.msg,
+                uid: &e.uid,
+            })
+            .collect();
+        let sizes: HashMap<MsgNum, u64> = [
+            (MsgNum(1), 1_000),
+            (MsgNum(2), 6_000_000),
+            (MsgNum(3), 30_000_000),
+        ]
+        .into();
+        let mut p = policy(Retention::Keep);
+        p.max_size = Some(20_000_000);
+        p.headers_only_over = Some(5_000_000);
+        let split = split_by_size(listed.clone(), &sizes, &p);
+        assert_eq!(uids(&split.fetch), vec![b"small".as_slice(), b"nosize"]);
+        assert_eq!(uids(&split.headers_only), vec![b"mid".as_slice()]);
+        assert_eq!(split.skip, vec![(listed[2], 30_000_000)]);
+        assert!(split.delete.is_empty());
+        p.oversize = crate::config::Oversize::Delete;
+        let split = split_by_size(listed.clone(), &sizes, &p);
+        assert_eq!(split.delete, vec![(listed[2], 30_000_000)]);
+    }
+
+    #[test]
+    fn an_oversize_message_is_reconsidered_and_never_fetched_as_new() {
+        let l = listing(&["big"]);
+        let k = known(&[("big", Oversize_, None, None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert!(p.fetch.is_empty() && p.delete.is_empty());
+        assert_eq!(uids(&p.reconsider), vec![b"big".as_slice()]);
+    }
+
+    #[test]
+    fn a_headers_only_message_is_never_deleted() {
+        let l = listing(&["h"]);
+        let k = known(&[("h", HeadersOnly, Some(NOW - 100 * DAY), None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        assert!(p.delete.is_empty() && p.fetch.is_empty());
     }
 
     #[test]

@@ -144,6 +144,9 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         retention: account.retention,
         forget_after: account.forget_after,
         mark_seen: false,
+        max_size: account.max_size,
+        oversize: account.oversize,
+        headers_only_over: account.headers_only_over,
     };
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let known = if config.state_dir.join(crate::store::DB_FILE).exists() {

@@ -145,21 +145,7 @@ impl Progress for TerminalProgress {
 
 /// "4.1 MB", "812 KB", "120 B" (decimal units, as mail clients show sizes).
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if v < 10.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
+    crate::notify::human_size(n)
 }
 
 #[cfg(test)]

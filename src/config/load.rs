@@ -10,7 +10,8 @@ use toml::de::{DeTable, DeValue};
 use super::secret::PasswordSource;
 use super::{
     Account, Config, DEFAULT_FORGET_AFTER, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT,
-    QuietHours, Retention, default_state_dir, expand_path, parse_duration,
+    Delivery, KernelLock, MboxLocking, Oversize, QuietHours, Retention, default_state_dir,
+    expand_path, parse_duration,
 };
 use crate::pop3::{AuthMethod, Secret, Security, TlsOptions};
 
@@ -108,7 +109,16 @@ pub const ACCOUNT_KEYS: &[&str] = &[
     "password-command",
     "auth",
     "maildir",
+    "mbox",
+    "mbox-locking",
+    "mbox-lock-timeout",
+    "mda",
+    "mda-from-line",
+    "mda-timeout",
     "retention",
+    "max-size",
+    "oversize",
+    "headers-only-over",
     "timeout",
     "forget-after",
     "interval",
@@ -778,21 +788,7 @@ fn account(
         );
     }
 
-    let maildir = match required(
-        c,
-        "maildir",
-        "where to deliver, e.g. maildir = \"~/Mail/inbox\"",
-    ) {
-        None => None,
-        Some((s, at)) => match expand_path(&s, &base) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                c.problem(Some(at), acct, Some("maildir"), e);
-                None
-            }
-        },
-    };
-
+    let delivery = delivery(c, &layers, acct, at, &base);
     let retention = match str_key(c, "retention") {
         None => Retention::Keep,
         Some((s, at)) => {
@@ -837,6 +833,40 @@ fn account(
     let timeout = duration_key(c, "timeout", DEFAULT_TIMEOUT, Duration::from_millis(100));
     let forget_after = duration_key(c, "forget-after", DEFAULT_FORGET_AFTER, Duration::ZERO);
     let interval = duration_key(c, "interval", DEFAULT_INTERVAL, Duration::from_secs(10));
+    let size_key = |c: &mut Checker<'_>, key: &str| -> Option<u64> {
+        let (s, at) = str_key(c, key)?;
+        match super::parse_size(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                c.problem(Some(at), acct, Some(key), e);
+                None
+            }
+        }
+    };
+    let max_size = size_key(c, "max-size");
+    let headers_only_over = size_key(c, "headers-only-over");
+    let oversize = match str_key(c, "oversize") {
+        None => Oversize::Skip,
+        Some(("skip", _)) => Oversize::Skip,
+        Some(("delete", _)) => Oversize::Delete,
+        Some((s, at)) => {
+            c.problem(
+                Some(at),
+                acct,
+                Some("oversize"),
+                format!("{s:?} is not one of \"skip\", \"delete\""),
+            );
+            Oversize::Skip
+        }
+    };
+    if oversize == Oversize::Delete && max_size.is_none() {
+        c.problem(
+            layers.get("oversize").map(|(v, _)| v.span().start),
+            acct,
+            Some("oversize"),
+            "\"delete\" needs `max-size` to say what is too big",
+        );
+    }
     let hook_timeout = duration_key(
         c,
         "hook-timeout",
@@ -900,7 +930,10 @@ fn account(
         username: username?.0,
         password: password?,
         auth,
-        maildir: maildir?,
+        delivery: delivery?,
+        max_size,
+        oversize,
+        headers_only_over,
         retention,
         timeout,
         forget_after,
@@ -940,6 +973,143 @@ fn warn_about_likely_mistakes(accounts: &[Account]) {
                     a.host
                 );
             }
+        }
+    }
+}
+
+/// Where the account's mail goes: exactly one of `maildir`, `mbox` and `mda`.
+fn delivery(
+    c: &mut Checker<'_>,
+    layers: &Layered<'_, '_>,
+    acct: Option<&str>,
+    at: usize,
+    base: &Path,
+) -> Option<Delivery> {
+    let given: Vec<&str> = ["maildir", "mbox", "mda"]
+        .into_iter()
+        .filter(|k| layers.get(k).is_some())
+        .collect();
+    let path_of = |c: &mut Checker<'_>, key: &str| -> Option<std::path::PathBuf> {
+        let (v, _) = layers.get(key)?;
+        let s = string(c, v, acct, key)?;
+        if s.trim().is_empty() {
+            c.problem(Some(v.span().start), acct, Some(key), "must not be empty");
+            return None;
+        }
+        match expand_path(s, base) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.problem(Some(v.span().start), acct, Some(key), e);
+                None
+            }
+        }
+    };
+    let timeout = |c: &mut Checker<'_>, key: &str, default: Duration| -> Duration {
+        let Some((v, _)) = layers.get(key) else {
+            return default;
+        };
+        match string(c, v, acct, key).map(parse_duration) {
+            Some(Ok(d)) if d >= Duration::from_secs(1) => d,
+            Some(Ok(_)) => {
+                c.problem(Some(v.span().start), acct, Some(key), "must be at least 1s");
+                default
+            }
+            Some(Err(e)) => {
+                c.problem(Some(v.span().start), acct, Some(key), e);
+                default
+            }
+            None => default,
+        }
+    };
+    match given.as_slice() {
+        [] => {
+            c.problem(
+                Some(at),
+                acct,
+                Some("maildir"),
+                "missing: say where mail goes, with maildir = \"~/Mail/inbox\", mbox = \"~/Mail/inbox.mbox\" or mda = [\"procmail\"]",
+            );
+            None
+        }
+        ["maildir"] => path_of(c, "maildir").map(Delivery::Maildir),
+        ["mbox"] => {
+            let path = path_of(c, "mbox")?;
+            let (dotlock, kernel) = match layers.get("mbox-locking") {
+                None => (true, KernelLock::Fcntl),
+                Some((v, _)) => match string(c, v, acct, "mbox-locking")? {
+                    "dotlock+fcntl" => (true, KernelLock::Fcntl),
+                    "dotlock+flock" => (true, KernelLock::Flock),
+                    "fcntl" => (false, KernelLock::Fcntl),
+                    "flock" => (false, KernelLock::Flock),
+                    "dotlock" => (true, KernelLock::None),
+                    other => {
+                        c.problem(
+                            Some(v.span().start),
+                            acct,
+                            Some("mbox-locking"),
+                            format!(
+                                "{other:?} is not one of \"dotlock+fcntl\", \"dotlock+flock\", \"fcntl\", \"flock\", \"dotlock\""
+                            ),
+                        );
+                        return None;
+                    }
+                },
+            };
+            let timeout = timeout(c, "mbox-lock-timeout", Duration::from_secs(120));
+            Some(Delivery::Mbox {
+                path,
+                locking: MboxLocking {
+                    dotlock,
+                    kernel,
+                    timeout,
+                },
+            })
+        }
+        ["mda"] => {
+            let argv = argv_key(
+                c,
+                layers,
+                acct,
+                "mda",
+                "[\"procmail\"] or [\"/usr/lib/dovecot/deliver\"]",
+                base,
+            )?;
+            let from_line = match layers.get("mda-from-line") {
+                None => false,
+                Some((v, _)) => match v.get_ref() {
+                    DeValue::Boolean(b) => *b,
+                    other => {
+                        c.problem(
+                            Some(v.span().start),
+                            acct,
+                            Some("mda-from-line"),
+                            format!(
+                                "must be true or false (no quotes), not {}",
+                                other.type_str()
+                            ),
+                        );
+                        false
+                    }
+                },
+            };
+            let timeout = timeout(c, "mda-timeout", Duration::from_secs(300));
+            Some(Delivery::Mda {
+                argv,
+                from_line,
+                timeout,
+            })
+        }
+        many => {
+            c.problem(
+                Some(at),
+                acct,
+                Some(many[1]),
+                format!(
+                    "set only one of {} (mail goes to one place)",
+                    many.join(", ")
+                ),
+            );
+            None
         }
     }
 }
@@ -1119,13 +1289,16 @@ auth = "plain"
             Retention::After(Duration::from_secs(14 * 86_400))
         );
         assert_eq!(home.timeout, Duration::from_secs(30));
-        assert!(home.maildir.is_absolute() && home.maildir.ends_with("Mail/home"));
+        let Delivery::Maildir(md) = &home.delivery else {
+            panic!()
+        };
+        assert!(md.is_absolute() && md.ends_with("Mail/home"));
         assert_eq!(work.port, 110);
         assert_eq!(work.retention, Retention::Keep);
         assert_eq!(work.auth, Some(AuthMethod::Plain));
         assert_eq!(
-            work.maildir,
-            PathBuf::from("/home/u/.config/popsync/Mail/work")
+            work.delivery,
+            Delivery::Maildir(PathBuf::from("/home/u/.config/popsync/Mail/work"))
         );
         assert!(
             matches!(&work.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"])

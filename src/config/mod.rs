@@ -72,8 +72,15 @@ pub struct Account {
     pub password: PasswordSource,
     /// The login method, `None` for automatic.
     pub auth: Option<AuthMethod>,
-    pub maildir: PathBuf,
+    /// Where new mail goes.
+    pub delivery: Delivery,
     pub retention: Retention,
+    /// Messages larger than this (by the server's LIST size) are not downloaded.
+    pub max_size: Option<u64>,
+    /// What happens to a message over `max_size`.
+    pub oversize: Oversize,
+    /// Messages larger than this are delivered as their headers and a note.
+    pub headers_only_over: Option<u64>,
     /// Limit for connecting, the TLS handshake and waiting for each response.
     pub timeout: Duration,
     /// How long a message may be missing from the server's listing before popsync forgets
@@ -91,6 +98,103 @@ pub struct Account {
     pub on_new_mail: Option<Vec<String>>,
     /// How long `on-new-mail` may run.
     pub hook_timeout: Duration,
+}
+
+/// Where an account's new mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A Maildir (`maildir = "..."`).
+    Maildir(PathBuf),
+    /// An mbox file (`mbox = "..."`), mboxrd format, locked as configured.
+    Mbox { path: PathBuf, locking: MboxLocking },
+    /// A program that takes each message on its standard input (`mda = [...]`).
+    Mda {
+        argv: Vec<String>,
+        /// Put an mbox `From ` line before the message.
+        from_line: bool,
+        timeout: Duration,
+    },
+}
+
+impl Delivery {
+    /// The mailbox's path, for messages and the hook (`None` for an MDA).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Maildir(p) | Self::Mbox { path: p, .. } => Some(p),
+            Self::Mda { .. } => None,
+        }
+    }
+
+    /// A few words for logs: "the Maildir ~/Mail", "the mbox ...", "procmail".
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Maildir(p) => format!("the Maildir {}", p.display()),
+            Self::Mbox { path, .. } => format!("the mbox {}", path.display()),
+            Self::Mda { argv, .. } => format!("the MDA {:?}", argv[0]),
+        }
+    }
+}
+
+/// How an mbox is locked while popsync appends to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MboxLocking {
+    /// `FILE.lock`, created atomically (what procmail, mutt and most MDAs honour).
+    pub dotlock: bool,
+    /// The kernel lock taken on the file itself.
+    pub kernel: KernelLock,
+    /// How long to wait for other programs' locks.
+    pub timeout: Duration,
+}
+
+/// A kernel file lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelLock {
+    None,
+    /// POSIX record locks (`fcntl(F_SETLKW)`), as procmail, mutt and Dovecot use.
+    Fcntl,
+    /// `flock(2)`.
+    Flock,
+}
+
+/// What happens to a message over `max-size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Left on the server, remembered, never downloaded.
+    Skip,
+    /// Deleted from the server without being downloaded (only when asked for).
+    Delete,
+}
+
+/// Parses a size: `"20MB"` (decimal units, as mail clients show sizes), `"5MiB"`, `"512KB"`,
+/// or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. \"20MB\", \"512KB\")"))?;
+    let mult: f64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" | "K" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    let bytes = value * mult;
+    if !(1.0..1e15).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
 }
 
 /// A daily span of local time, `"22:00-07:00"` (it may run past midnight).
@@ -233,6 +337,17 @@ pub fn expand_path(raw: &str, base: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("20MB"), Ok(20_000_000));
+        assert_eq!(parse_size("5MiB"), Ok(5 << 20));
+        assert_eq!(parse_size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+    }
 
     #[test]
     fn quiet_hours_across_midnight_and_within_a_day() {

@@ -4,6 +4,9 @@
 //! endings) and is written with LF line endings, byte for byte otherwise.
 
 pub mod maildir;
+pub mod mbox;
+pub mod mda;
+pub mod spool;
 
 pub use maildir::{Maildir, MessageWriter, PendingLocation};
 

@@ -14,7 +14,7 @@
 
 mod text;
 
-pub use text::{escape_markup, new_mail_text, problem_text};
+pub use text::{escape_markup, human_size, new_mail_text, problem_text};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

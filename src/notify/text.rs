@@ -22,6 +22,25 @@ pub fn escape_markup(s: &str) -> String {
     out
 }
 
+/// "4.1 MB", "812 KB", "120 B" (decimal units, as mail clients show sizes).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
 /// 1234 -> "1,234".
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();

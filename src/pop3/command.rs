@@ -30,6 +30,8 @@ pub enum Command<'a> {
     List(Option<MsgNum>),
     Uidl(Option<MsgNum>),
     Retr(MsgNum),
+    /// `TOP msg lines`: the headers and the first `lines` lines of the body.
+    Top(MsgNum, u32),
     Dele(MsgNum),
     Rset,
     Noop,
@@ -55,6 +57,7 @@ impl Command<'_> {
             Self::List(_) => "LIST",
             Self::Uidl(_) => "UIDL",
             Self::Retr(_) => "RETR",
+            Self::Top(..) => "TOP",
             Self::Dele(_) => "DELE",
             Self::Rset => "RSET",
             Self::Noop => "NOOP",
@@ -66,7 +69,7 @@ impl Command<'_> {
     pub fn is_multiline(&self) -> bool {
         matches!(
             self,
-            Self::Capa | Self::List(None) | Self::Uidl(None) | Self::Retr(_)
+            Self::Capa | Self::List(None) | Self::Uidl(None) | Self::Retr(_) | Self::Top(..)
         )
     }
 
@@ -109,6 +112,10 @@ impl Command<'_> {
                         | Self::Uidl(Some(n))
                         | Self::Retr(n)
                         | Self::Dele(n) => arg(out, n.to_string().as_bytes())?,
+                        Self::Top(n, lines) => {
+                            arg(out, n.to_string().as_bytes())?;
+                            arg(out, lines.to_string().as_bytes())?;
+                        }
                         _ => {}
                     }
                 }
@@ -148,6 +155,7 @@ impl fmt::Display for Command<'_> {
             Self::List(Some(n)) => write!(f, "LIST {n}"),
             Self::Uidl(Some(n)) => write!(f, "UIDL {n}"),
             Self::Retr(n) => write!(f, "RETR {n}"),
+            Self::Top(n, lines) => write!(f, "TOP {n} {lines}"),
             Self::Dele(n) => write!(f, "DELE {n}"),
             other => f.write_str(other.name()),
         }
@@ -173,6 +181,7 @@ mod tests {
     #[test]
     fn commands_encode_with_crlf() {
         assert_eq!(line(Command::Retr(MsgNum(7))), "RETR 7\r\n");
+        assert_eq!(line(Command::Top(MsgNum(7), 0)), "TOP 7 0\r\n");
         assert_eq!(line(Command::Uidl(None)), "UIDL\r\n");
         assert_eq!(line(Command::User("me")), "USER me\r\n");
         let s = Secret::new("hunter2");

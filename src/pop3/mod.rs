@@ -32,6 +32,7 @@ pub use auth::{AuthMethod, Credentials, Secret};
 pub use error::{Error, ErrorKind};
 pub use response::{Capabilities, ListEntry, MsgNum, ResponseCode, Status, UidlEntry};
 pub use session::{
-    Authenticated, ConnectOptions, Greeted, RetrieveHandler, Security, Timeouts, connect,
+    Authenticated, BodyCommand, ConnectOptions, Greeted, RetrieveHandler, Security, Timeouts,
+    connect,
 };
 pub use tls::{CertificateInfo, TlsOptions};

@@ -369,6 +369,15 @@ async fn sasl_two_step(
     }
 }
 
+/// What to retrieve of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCommand {
+    /// The whole message (RETR).
+    Whole,
+    /// The headers only (TOP n 0).
+    Headers,
+}
+
 /// Receives retrieved messages. Methods are called in message order; an error aborts the
 /// retrieval and leaves the connection unusable (part of a body is still on the wire).
 pub trait RetrieveHandler {
@@ -497,11 +506,25 @@ impl Authenticated {
         msgs: &[MsgNum],
         handler: &mut impl RetrieveHandler,
     ) -> Result<(), Error> {
+        self.retrieve_with(msgs, BodyCommand::Whole, handler).await
+    }
+
+    /// Retrieves `msgs` in order, whole (RETR) or headers only (TOP n 0).
+    pub async fn retrieve_with(
+        &mut self,
+        msgs: &[MsgNum],
+        what: BodyCommand,
+        handler: &mut impl RetrieveHandler,
+    ) -> Result<(), Error> {
+        let command = |n| match what {
+            BodyCommand::Whole => Command::Retr(n),
+            BodyCommand::Headers => Command::Top(n, 0),
+        };
         let window = self.window();
         let mut sent = 0;
         for (received, &msg) in msgs.iter().enumerate() {
             while sent < msgs.len() && sent - received < window {
-                self.conn.queue(&Command::Retr(msgs[sent]))?;
+                self.conn.queue(&command(msgs[sent]))?;
                 sent += 1;
             }
             self.conn.flush().await?;
@@ -516,7 +539,8 @@ impl Authenticated {
                 }
                 other => {
                     return Err(ErrorKind::Protocol(format!(
-                        "unexpected answer to RETR {msg}: {other}"
+                        "unexpected answer to {} {msg}: {other}",
+                        command(msg).name()
                     ))
                     .into());
                 }

@@ -56,6 +56,37 @@ CREATE INDEX message_pending ON message (account_id) WHERE state = 'pending';
 ALTER TABLE account ADD COLUMN next_poll_at INTEGER;
 CREATE INDEX message_delivered_at ON message (account_id, delivered_at);
 "#,
+    r#"
+CREATE TABLE message_v3 (
+    account_id     INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+    uid            BLOB NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN
+                       ('pending', 'delivered', 'delete-pending', 'deleted', 'seen',
+                        'oversize', 'headers-only')),
+    file_name      TEXT,
+    pending_dir    TEXT,
+    size           INTEGER,
+    first_seen     INTEGER NOT NULL,
+    delivered_at   INTEGER,
+    unlisted_since INTEGER,
+    pending_kind   TEXT,
+    mbox_offset    INTEGER,
+    mbox_length    INTEGER,
+    mbox_hash      BLOB,
+    mbox_from      TEXT,
+    headers_only   INTEGER,
+    PRIMARY KEY (account_id, uid)
+) WITHOUT ROWID;
+INSERT INTO message_v3 (account_id, uid, state, file_name, pending_dir, size, first_seen,
+                        delivered_at, unlisted_since, pending_kind)
+    SELECT account_id, uid, state, file_name, pending_dir, size, first_seen,
+           delivered_at, unlisted_since, CASE WHEN state = 'pending' THEN 'maildir' END
+    FROM message;
+DROP TABLE message;
+ALTER TABLE message_v3 RENAME TO message;
+CREATE INDEX message_pending ON message (account_id) WHERE state = 'pending';
+CREATE INDEX message_delivered_at ON message (account_id, delivered_at);
+"#,
 ];
 
 pub type Uid = Vec<u8>;
@@ -68,6 +99,11 @@ pub enum MessageState {
     DeletePending,
     Deleted,
     Seen,
+    /// Over the account's `max-size`: remembered, not downloaded.
+    Oversize,
+    /// Delivered as its headers only (`headers-only-over`); the whole message stays on the
+    /// server and is never deleted by popsync.
+    HeadersOnly,
 }
 
 impl MessageState {
@@ -78,6 +114,8 @@ impl MessageState {
             Self::DeletePending => "delete-pending",
             Self::Deleted => "deleted",
             Self::Seen => "seen",
+            Self::Oversize => "oversize",
+            Self::HeadersOnly => "headers-only",
         }
     }
 
@@ -88,6 +126,8 @@ impl MessageState {
             "delete-pending" => Self::DeletePending,
             "deleted" => Self::Deleted,
             "seen" => Self::Seen,
+            "oversize" => Self::Oversize,
+            "headers-only" => Self::HeadersOnly,
             _ => return None,
         })
     }
@@ -107,8 +147,27 @@ pub struct Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRow {
     pub uid: Uid,
-    pub file_name: String,
-    pub dir: PathBuf,
+    pub target: PendingTarget,
+    /// Only the headers were being delivered (`headers-only-over`).
+    pub headers_only: bool,
+}
+
+/// Where a pending message was being delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingTarget {
+    /// Into the Maildir `dir`, as `file_name`.
+    Maildir { dir: PathBuf, file_name: String },
+    /// Appended to the mbox `path` at `offset`: `len` bytes with this SHA-256, starting
+    /// with `from_line`.
+    Mbox {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        sha256: Vec<u8>,
+        from_line: String,
+    },
+    /// Handed to an MDA (which popsync cannot look into).
+    Mda,
 }
 
 /// The outcome of a poll, as recorded for `status`.
@@ -118,6 +177,16 @@ pub struct PollRecord {
     pub ok: bool,
     pub error: Option<String>,
     pub new_messages: u64,
+}
+
+/// A message about to be appended to an mbox.
+#[derive(Debug, Clone)]
+pub struct MboxPending<'a> {
+    pub uid: &'a [u8],
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: [u8; 32],
+    pub from_line: &'a str,
 }
 
 /// What `status` shows about an account.
@@ -342,18 +411,120 @@ impl Store {
     pub fn pending(&self, account: AccountId) -> Result<Vec<PendingRow>, StoreError> {
         let r = (|| -> rusqlite::Result<Vec<PendingRow>> {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT uid, file_name, pending_dir FROM message WHERE account_id = ?1 AND state = 'pending'",
+                "SELECT uid, pending_kind, file_name, pending_dir, mbox_offset, mbox_length, mbox_hash, mbox_from,
+                        COALESCE(headers_only, 0)
+                 FROM message WHERE account_id = ?1 AND state = 'pending' ORDER BY mbox_offset",
             )?;
             stmt.query_map([account.0], |r| {
+                let kind: Option<String> = r.get(1)?;
+                let target = match kind.as_deref() {
+                    Some("mbox") => PendingTarget::Mbox {
+                        path: path_from_bytes(r.get::<_, Vec<u8>>(3)?),
+                        offset: r.get::<_, i64>(4)? as u64,
+                        len: r.get::<_, i64>(5)? as u64,
+                        sha256: r.get(6)?,
+                        from_line: r.get(7)?,
+                    },
+                    Some("mda") => PendingTarget::Mda,
+                    _ => PendingTarget::Maildir {
+                        dir: path_from_bytes(r.get::<_, Vec<u8>>(3)?),
+                        file_name: r.get(2)?,
+                    },
+                };
                 Ok(PendingRow {
                     uid: r.get(0)?,
-                    file_name: r.get(1)?,
-                    dir: path_from_bytes(r.get::<_, Vec<u8>>(2)?),
+                    target,
+                    headers_only: r.get::<_, i64>(8)? != 0,
                 })
             })?
             .collect()
         })();
         r.map_err(|e| self.err(e))
+    }
+
+    /// Records that these messages are about to be appended to the mbox `path`: each with
+    /// its offset, length, SHA-256 and `From ` line. Durable when this returns.
+    pub fn insert_pending_mbox(
+        &mut self,
+        account: AccountId,
+        path: &Path,
+        rows: &[MboxPending<'_>],
+        now: i64,
+        headers_only: bool,
+    ) -> Result<(), StoreError> {
+        let path = path_to_bytes(path);
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO message (account_id, uid, state, pending_kind, pending_dir, mbox_offset,
+                                      mbox_length, mbox_hash, mbox_from, first_seen, headers_only)
+                 VALUES (?1, ?2, 'pending', 'mbox', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (account_id, uid) DO UPDATE SET state = 'pending', pending_kind = 'mbox',
+                     pending_dir = ?3, mbox_offset = ?4, mbox_length = ?5, mbox_hash = ?6,
+                     mbox_from = ?7, headers_only = ?9",
+            )?;
+            for r in rows {
+                stmt.execute(params![
+                    account.0,
+                    r.uid,
+                    path,
+                    r.offset as i64,
+                    r.len as i64,
+                    &r.sha256[..],
+                    r.from_line,
+                    now,
+                    headers_only
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that a message is about to be handed to an MDA.
+    pub fn insert_pending_mda(
+        &mut self,
+        account: AccountId,
+        uid: &[u8],
+        now: i64,
+        headers_only: bool,
+    ) -> Result<(), StoreError> {
+        self.batch(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO message (account_id, uid, state, pending_kind, first_seen, headers_only)
+                 VALUES (?1, ?2, 'pending', 'mda', ?3, ?4)
+                 ON CONFLICT (account_id, uid) DO UPDATE SET state = 'pending', pending_kind = 'mda',
+                     headers_only = ?4",
+            )?
+            .execute(params![account.0, uid, now, headers_only])?;
+            Ok(())
+        })
+    }
+
+    /// Records new messages in `state` without delivering them (oversize, headers-only,
+    /// or to be deleted without download).
+    pub fn insert_with_state(
+        &mut self,
+        account: AccountId,
+        rows: &[(&[u8], Option<u64>)],
+        state: MessageState,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO message (account_id, uid, state, size, first_seen, delivered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?3 = 'headers-only' THEN ?5 END)
+                 ON CONFLICT (account_id, uid) DO UPDATE SET state = excluded.state, size = excluded.size",
+            )?;
+            for (uid, size) in rows {
+                stmt.execute(params![
+                    account.0,
+                    uid,
+                    state.as_str(),
+                    size.map(|s| s as i64),
+                    now
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     /// Records that delivery of these messages is starting, under these file names, into
@@ -364,34 +535,45 @@ impl Store {
         dir: &Path,
         rows: &[(&[u8], &str)],
         now: i64,
+        headers_only: bool,
     ) -> Result<(), StoreError> {
         let dir = path_to_bytes(dir);
         self.batch(|tx| {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO message (account_id, uid, state, file_name, pending_dir, first_seen)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
+                "INSERT INTO message (account_id, uid, state, file_name, pending_dir, first_seen, pending_kind, headers_only)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, 'maildir', ?6)
+                 ON CONFLICT (account_id, uid) DO UPDATE SET state = 'pending', file_name = ?3,
+                     pending_dir = ?4, pending_kind = 'maildir', headers_only = ?6",
             )?;
             for (uid, name) in rows {
-                stmt.execute(params![account.0, uid, name, dir, now])?;
+                stmt.execute(params![account.0, uid, name, dir, now, headers_only])?;
             }
             Ok(())
         })
     }
 
     /// Marks pending messages delivered, with the size written.
+    /// `headers_only`: they were delivered as their headers only (never to be deleted).
     pub fn mark_delivered(
         &mut self,
         account: AccountId,
         rows: &[(&[u8], u64)],
         now: i64,
+        headers_only: bool,
     ) -> Result<(), StoreError> {
+        let state = if headers_only {
+            MessageState::HeadersOnly
+        } else {
+            MessageState::Delivered
+        };
         self.batch(|tx| {
             let mut stmt = tx.prepare_cached(
-                "UPDATE message SET state = 'delivered', size = ?3, delivered_at = ?4, pending_dir = NULL
+                "UPDATE message SET state = ?5, size = ?3, delivered_at = ?4, pending_dir = NULL,
+                                    pending_kind = NULL, mbox_hash = NULL, mbox_from = NULL
                  WHERE account_id = ?1 AND uid = ?2 AND state = 'pending'",
             )?;
             for (uid, size) in rows {
-                stmt.execute(params![account.0, uid, *size as i64, now])?;
+                stmt.execute(params![account.0, uid, *size as i64, now, state.as_str()])?;
             }
             Ok(())
         })
@@ -675,12 +857,12 @@ mod tests {
             "the same id for the same name"
         );
         let md = dir.path().join("Mail");
-        s.insert_pending(a, &md, &[(b"u1", "n1"), (b"u2", "n2")], 100)
+        s.insert_pending(a, &md, &[(b"u1", "n1"), (b"u2", "n2")], 100, false)
             .unwrap();
         let pending = s.pending(a).unwrap();
         assert_eq!(pending.len(), 2);
-        assert_eq!(pending[0].dir, md);
-        s.mark_delivered(a, &[(b"u1", 42)], 110).unwrap();
+        assert!(matches!(&pending[0].target, PendingTarget::Maildir { dir, .. } if *dir == md));
+        s.mark_delivered(a, &[(b"u1", 42)], 110, false).unwrap();
         s.drop_pending(a, &[b"u2"]).unwrap();
         let known = s.known(a).unwrap();
         assert_eq!(known.len(), 1);

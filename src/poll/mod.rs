@@ -1,23 +1,28 @@
 //! One fetch of one account: orchestration only.
 //!
-//! Under the account's lock: resolve any deliveries a crash left pending, log in, list,
-//! [`plan`](crate::plan), download new messages in batches with the exactly-once Maildir
-//! protocol, delete what the retention policy says is due, QUIT, and record the outcome.
+//! Under the account's lock: resolve any deliveries a crash left pending ([`recover`]), log
+//! in, list, [`plan`](crate::plan), apply the size rules, download new messages in batches
+//! with the delivery protocol of the account's mailbox ([`batch`]: Maildir, mbox or MDA),
+//! delete what the retention policy says is due, QUIT, and record the outcome.
 //! When a session brings new mail and listed nothing popsync knew before — the sign of a
 //! server that hands out mail in portions, as Gmail does (about 250 messages per session) —
 //! another session follows in the same run, until one brings nothing new.
 //!
-//! Ordering rules enforced here (see also `delivery::maildir` and `store`):
+//! Ordering rules enforced here (see also `delivery` and `store`):
 //!
-//! - a batch's *pending* rows are committed before any of its files is created;
-//! - a message is marked *delivered* only after its file is fsynced, linked into `new/` and
-//!   `new/` is fsynced;
+//! - a message's *pending* row is committed before it can appear in the mailbox (before its
+//!   Maildir file exists, before it is appended to the mbox, before the MDA sees it);
+//! - a message is marked *delivered* only once it is durably in the mailbox (or the MDA
+//!   said so);
 //! - DELE is sent only for delivered messages, after they are marked *delete-pending*;
 //!   they become *deleted* only when QUIT answers +OK. A session that breaks before that
 //!   sends the DELEs again next time, without downloading anything again.
 //!
 //! This code blocks on disk and SQLite between network reads; run it on a runtime of its
 //! own (the CLI runs each account on its own thread).
+
+mod batch;
+mod recover;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,16 +32,17 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Account, Retention};
-use crate::delivery::maildir::{Finished, Maildir, MessageWriter, PendingLocation};
+use crate::config::{Account, Delivery, Retention};
+use crate::delivery::maildir::Maildir;
+use crate::delivery::mda::MdaOutcome;
 use crate::failpoint;
 use crate::lock::{AccountLock, LockError};
 use crate::plan::{self, Listed, Policy};
-use crate::pop3::{
-    self, ConnectOptions, Credentials, MsgNum, RetrieveHandler, Status, Timeouts, TlsOptions,
-};
+use crate::pop3::{self, ConnectOptions, Credentials, MsgNum, Status, Timeouts, TlsOptions};
 use crate::store::{AccountId, MessageState, PollRecord, Store, StoreError};
-use crate::summary::{HeaderCapture, MessageSummary};
+use crate::summary::MessageSummary;
+
+use batch::{Target, fetch_batch};
 
 /// Most sessions in one run (each brings at least one new message, or the run stops).
 pub const MAX_SESSIONS: u32 = 100;
@@ -114,6 +120,10 @@ pub struct Report {
     /// Sender and subject of the newest new messages (at most [`SUMMARIES_KEPT`], newest
     /// last), for notifications.
     pub newest: Vec<MessageSummary>,
+    /// New messages left on the server for being over `max-size`.
+    pub oversize_skipped: u64,
+    /// New messages delivered as their headers only.
+    pub headers_only: u64,
     /// How the new-mail hook went, if it ran.
     pub hook: Option<crate::hook::HookOutcome>,
 }
@@ -151,6 +161,52 @@ pub enum FetchError {
     Refused { count: u64, first: Status },
     #[error("stopped: popsync is shutting down (what arrived so far is stored)")]
     Stopped,
+    #[error("{0}")]
+    MboxBusy(String),
+    #[error(transparent)]
+    Mda(MdaFailure),
+}
+
+/// Why an MDA did not take a message (the session stopped there, before any DELE).
+#[derive(Debug, thiserror::Error)]
+pub enum MdaFailure {
+    #[error("the MDA {program:?} asks to try again later (exit status 75){}", note(.stderr))]
+    TryLater { program: String, stderr: String },
+    #[error("the MDA {program:?} failed ({status}){}", note(.stderr))]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("the MDA {program:?} did not finish in time and was stopped")]
+    TimedOut { program: String },
+    #[error("the MDA could not be run: {0}")]
+    NotStarted(String),
+}
+
+fn note(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
+impl MdaFailure {
+    fn from_outcome(program: &str, outcome: MdaOutcome) -> Self {
+        let program = program.to_owned();
+        match outcome {
+            MdaOutcome::TryLater { stderr } => Self::TryLater { program, stderr },
+            MdaOutcome::Failed { status, stderr } => Self::Failed {
+                program,
+                status,
+                stderr,
+            },
+            MdaOutcome::TimedOut => Self::TimedOut { program },
+            MdaOutcome::NotStarted(e) => Self::NotStarted(e),
+            MdaOutcome::Delivered => Self::NotStarted("delivered".into()),
+        }
+    }
 }
 
 /// How a failure should be treated: what the exit status says and whether retrying helps.
@@ -197,7 +253,12 @@ impl FetchError {
             Self::Lock(LockError::Busy { .. }) => ErrorClass::Temporary,
             Self::Lock(_) => ErrorClass::Local,
             Self::CaFile { .. } => ErrorClass::Config,
-            Self::Refused { .. } | Self::Stopped => ErrorClass::Temporary,
+            Self::Refused { .. } | Self::Stopped | Self::MboxBusy(_) => ErrorClass::Temporary,
+            Self::Mda(MdaFailure::TryLater { .. } | MdaFailure::TimedOut { .. }) => {
+                ErrorClass::Temporary
+            }
+            Self::Mda(MdaFailure::NotStarted(_)) => ErrorClass::Config,
+            Self::Mda(MdaFailure::Failed { .. }) => ErrorClass::Local,
         }
     }
 }
@@ -231,7 +292,7 @@ pub async fn fetch_account(
                 argv,
                 &account.name,
                 report.new_messages,
-                &account.maildir,
+                &account.delivery,
                 account.hook_timeout,
             )
             .await,
@@ -330,19 +391,8 @@ async fn run(
     id: AccountId,
     report: &mut Report,
 ) -> Result<(), FetchError> {
-    recover(store, id, ctx.clock.now(), report)?;
-    let mut maildir = Maildir::open(&account.maildir).map_err(|source| FetchError::Mailbox {
-        path: account.maildir.clone(),
-        source,
-    })?;
-    // tmp/ links a run left behind after recording their messages as delivered.
-    let stale = maildir
-        .stale_links(|name| store.is_delivered_file(name).unwrap_or(false))
-        .map_err(|source| FetchError::Mailbox {
-            path: account.maildir.clone(),
-            source,
-        })?;
-    maildir.release(&stale.iter().map(String::as_str).collect::<Vec<_>>());
+    recover::recover(store, id, account, ctx.clock.now(), report)?;
+    let target = open_target(account, ctx.state_dir, store)?;
     let connect = connect_options(account)?;
     let credentials = Credentials {
         username: account.username.clone(),
@@ -352,15 +402,19 @@ async fn run(
         retention: account.retention,
         forget_after: account.forget_after,
         mark_seen: options.mark_seen,
+        max_size: account.max_size,
+        oversize: account.oversize,
+        headers_only_over: account.headers_only_over,
     };
     let mut session_ctx = SessionCtx {
         account,
         ctx,
         store,
         id,
-        maildir: &mut maildir,
+        target,
         policy,
         report,
+        batch_uids: Vec::new(),
     };
     loop {
         if ctx.cancelled() {
@@ -401,68 +455,73 @@ async fn run(
     Ok(())
 }
 
-/// Resolves deliveries an interrupted run left pending, from what is on disk.
-fn recover(
-    store: &mut Store,
-    id: AccountId,
-    now: i64,
-    report: &mut Report,
-) -> Result<(), FetchError> {
-    let pending = store.pending(id)?;
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let mut by_dir: HashMap<&Path, Vec<&crate::store::PendingRow>> = HashMap::new();
-    for row in &pending {
-        by_dir.entry(row.dir.as_path()).or_default().push(row);
-    }
-    for (dir, rows) in by_dir {
-        let maildir = Maildir::at(dir);
-        let names: Vec<&str> = rows.iter().map(|r| r.file_name.as_str()).collect();
-        let found = maildir
-            .locate(&names)
-            .map_err(|source| FetchError::Mailbox {
-                path: dir.to_owned(),
-                source,
-            })?;
-        let mut delivered = Vec::new();
-        let mut delivered_names = Vec::new();
-        let mut absent = Vec::new();
-        for (row, f) in rows.iter().zip(found) {
-            match f {
-                PendingLocation::Delivered(size) => {
-                    delivered.push((row.uid.as_slice(), size));
-                    delivered_names.push(row.file_name.as_str());
-                }
-                PendingLocation::Absent => {
-                    maildir.discard(&row.file_name);
-                    absent.push(row.uid.as_slice());
-                }
-            }
-        }
-        failpoint::hit("recovery-located");
-        store.mark_delivered(id, &delivered, now)?;
-        store.drop_pending(id, &absent)?;
-        maildir.release(&delivered_names);
-        report.recovered += delivered.len() as u64;
-        info!(
-            "an interrupted run left deliveries into {} unfinished: {} message(s) were complete, {} will be downloaded again",
-            dir.display(),
-            delivered.len(),
-            absent.len()
-        );
-    }
-    Ok(())
-}
-
 struct SessionCtx<'a, 'c> {
     account: &'a Account,
     ctx: &'a Context<'c>,
     store: &'a mut Store,
     id: AccountId,
-    maildir: &'a mut Maildir,
+    target: Target,
     policy: Policy,
     report: &'a mut Report,
+    /// The current batch's messages: the name each is delivered under, and its uid.
+    batch_uids: Vec<(String, Vec<u8>)>,
+}
+
+/// Prepares the account's mailbox: a Maildir is created if missing (and links a crash left
+/// in `tmp/` are released); mbox and MDA deliveries get a spool directory, emptied of
+/// anything an interrupted run left there.
+fn open_target(account: &Account, state_dir: &Path, store: &Store) -> Result<Target, FetchError> {
+    let spool = || -> Result<std::path::PathBuf, FetchError> {
+        let dir = state_dir.join("spool").join(&account.name);
+        crate::store::create_private_dir(&dir).map_err(|source| FetchError::Mailbox {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(dir)
+    };
+    Ok(match &account.delivery {
+        Delivery::Maildir(path) => {
+            let io = |source| FetchError::Mailbox {
+                path: path.clone(),
+                source,
+            };
+            let maildir = Maildir::open(path).map_err(io)?;
+            // tmp/ links a run left behind after recording their messages as delivered.
+            let stale = maildir
+                .stale_links(|name| store.is_delivered_file(name).unwrap_or(false))
+                .map_err(io)?;
+            maildir.release(&stale.iter().map(String::as_str).collect::<Vec<_>>());
+            Target::Maildir(maildir)
+        }
+        Delivery::Mbox { path, locking } => {
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                crate::store::create_private_dir(parent).map_err(|source| FetchError::Mailbox {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            Target::Mbox {
+                path: path.clone(),
+                locking: *locking,
+                spool: spool()?,
+            }
+        }
+        Delivery::Mda {
+            argv,
+            from_line,
+            timeout,
+        } => Target::Mda {
+            argv: argv.clone(),
+            from_line: *from_line,
+            timeout: *timeout,
+            spool: spool()?,
+        },
+    })
 }
 
 /// What a session found.
@@ -559,46 +618,98 @@ async fn session(
         sc.report.marked_seen += plan.mark_seen.len() as u64;
     }
 
-    // Sizes (for batching and progress) only when there is something to download: in the
-    // common case of nothing new, a large mailbox's LIST would be wasted work and bandwidth.
-    let sizes: HashMap<MsgNum, u64> = if plan.fetch.is_empty() {
+    // Sizes (for the size rules, batching and progress) only when there is something new:
+    // in the common case of nothing new, a large mailbox's LIST would be wasted work.
+    let candidates: Vec<Listed<'_>> = plan.fetch.iter().chain(&plan.reconsider).copied().collect();
+    let sizes: HashMap<MsgNum, u64> = if candidates.is_empty() {
         HashMap::new()
     } else {
         s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
     };
+    let reconsidered: std::collections::HashSet<&[u8]> =
+        plan.reconsider.iter().map(|l| l.uid).collect();
+    let split = plan::split_by_size(candidates, &sizes, &sc.policy);
+    let too_big: Vec<(&[u8], Option<u64>)> = split
+        .skip
+        .iter()
+        .filter(|(l, _)| !reconsidered.contains(l.uid))
+        .map(|(l, size)| (l.uid, Some(*size)))
+        .collect();
+    if !too_big.is_empty() {
+        sc.store
+            .insert_with_state(sc.id, &too_big, MessageState::Oversize, now)?;
+        sc.report.oversize_skipped += too_big.len() as u64;
+        warn!(
+            "{name}: {} message(s) over max-size stay on the server, not downloaded{}",
+            too_big.len(),
+            match too_big.iter().filter_map(|(_, s)| *s).max() {
+                Some(m) => format!(" (the largest {})", crate::notify::human_size(m)),
+                None => String::new(),
+            }
+        );
+    }
+    // Deleted without download: recorded as delete-pending first, like any deletion.
+    let oversize_delete: Vec<Listed<'_>> = if plan.deletion_refused() {
+        Vec::new()
+    } else {
+        split.delete.iter().map(|(l, _)| *l).collect()
+    };
+    if !oversize_delete.is_empty() {
+        let rows: Vec<(&[u8], Option<u64>)> = split
+            .delete
+            .iter()
+            .map(|(l, size)| (l.uid, Some(*size)))
+            .collect();
+        sc.store
+            .insert_with_state(sc.id, &rows, MessageState::DeletePending, now)?;
+        info!(
+            "{name}: {} message(s) over max-size will be deleted without being downloaded (oversize = \"delete\")",
+            oversize_delete.len()
+        );
+    }
 
     // Download. LIST sizes are the server's word (a hostile one may claim u64::MAX for every
     // message): they are added up saturating, never trusted to fit.
-    let total: u64 = plan
+    let total: u64 = split
         .fetch
         .iter()
         .map(|l| sizes.get(&l.msg).copied().unwrap_or(0))
         .fold(0, u64::saturating_add);
-    if !plan.fetch.is_empty() {
-        sc.ctx.progress.downloading(name, plan.fetch.len(), total);
+    let count = split.fetch.len() + split.headers_only.len();
+    if count > 0 {
+        sc.ctx.progress.downloading(name, count, total);
     }
     let mut delivered_now: Vec<Listed<'_>> = Vec::new();
     let mut refused: Vec<Status> = Vec::new();
-    let mut remaining = &plan.fetch[..];
-    while !remaining.is_empty() {
-        let mut n = 0;
-        let mut bytes = 0;
-        while n < remaining.len() && n < BATCH_MESSAGES && (n == 0 || bytes < BATCH_BYTES) {
-            bytes = bytes.saturating_add(sizes.get(&remaining[n].msg).copied().unwrap_or(0));
-            n += 1;
+    for (list, headers_only) in [(&split.fetch, false), (&split.headers_only, true)] {
+        let mut remaining = &list[..];
+        while !remaining.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < remaining.len() && n < BATCH_MESSAGES && (n == 0 || bytes < BATCH_BYTES) {
+                if !headers_only {
+                    bytes =
+                        bytes.saturating_add(sizes.get(&remaining[n].msg).copied().unwrap_or(0));
+                }
+                n += 1;
+            }
+            let (batch, rest) = remaining.split_at(n);
+            remaining = rest;
+            let outcome = fetch_batch(sc, &mut s, batch, headers_only, &sizes).await;
+            if headers_only {
+                sc.report.headers_only += outcome.delivered.len() as u64;
+            } else {
+                delivered_now.extend(outcome.delivered);
+            }
+            refused.extend(outcome.refused);
+            outcome.result?;
         }
-        let (batch, rest) = remaining.split_at(n);
-        remaining = rest;
-        let outcome = fetch_batch(sc, &mut s, batch).await;
-        delivered_now.extend(outcome.delivered);
-        refused.extend(outcome.refused);
-        outcome.result?;
     }
-    let fetched = delivered_now.len() as u64;
+    let fetched = delivered_now.len() as u64 + sc.report.headers_only;
     if fetched > 0 {
         info!(
             "{name}: stored {fetched} message(s) in {}",
-            sc.account.maildir.display()
+            sc.account.delivery.describe()
         );
     }
 
@@ -619,6 +730,8 @@ async fn session(
     if sc.policy.retention == Retention::Keep {
         to_delete.clear();
     }
+    // Messages too big to download, when the account asks for them to be deleted.
+    to_delete.extend(oversize_delete.iter().copied());
     let mut dele_ok: Vec<&[u8]> = Vec::new();
     if !to_delete.is_empty() {
         let uids: Vec<&[u8]> = to_delete.iter().map(|l| l.uid).collect();
@@ -670,218 +783,4 @@ async fn session(
         fetched,
         may_be_partial: plan.may_be_partial() && login_delay == 0,
     })
-}
-
-struct BatchOutcome<'a> {
-    delivered: Vec<Listed<'a>>,
-    refused: Vec<Status>,
-    result: Result<(), FetchError>,
-}
-
-/// Downloads one batch: pending rows first (durable), then the messages, then whatever
-/// arrived completely is published and marked delivered — also when the session broke
-/// part-way, so no finished work is thrown away.
-async fn fetch_batch<'p>(
-    sc: &mut SessionCtx<'_, '_>,
-    s: &mut pop3::Authenticated,
-    batch: &[Listed<'p>],
-) -> BatchOutcome<'p> {
-    let mut out = BatchOutcome {
-        delivered: Vec::new(),
-        refused: Vec::new(),
-        result: Ok(()),
-    };
-    if sc.ctx.cancelled() {
-        out.result = Err(FetchError::Stopped);
-        return out;
-    }
-    let names: Vec<String> = batch.iter().map(|_| sc.maildir.unique_name()).collect();
-    let rows: Vec<(&[u8], &str)> = batch
-        .iter()
-        .zip(&names)
-        .map(|(l, n)| (l.uid, n.as_str()))
-        .collect();
-    let now = sc.ctx.clock.now();
-    if let Err(e) = sc
-        .store
-        .insert_pending(sc.id, sc.maildir.root(), &rows, now)
-    {
-        out.result = Err(e.into());
-        return out;
-    }
-    failpoint::hit("pending-committed");
-    let mut handler = BatchHandler {
-        maildir: sc.maildir,
-        account: &sc.account.name,
-        progress: sc.ctx.progress,
-        names: batch
-            .iter()
-            .zip(&names)
-            .map(|(l, n)| (l.msg, n.as_str()))
-            .collect(),
-        current: None,
-        finished: Vec::new(),
-        refused: Vec::new(),
-        cancel: sc.ctx.cancel,
-        capture: HeaderCapture::default(),
-        heads: HashMap::new(),
-    };
-    let msgs: Vec<MsgNum> = batch.iter().map(|l| l.msg).collect();
-    let retrieved = s.retrieve(&msgs, &mut handler).await;
-    if let Some(partial) = handler.current.take() {
-        handler.maildir.discard(partial.name());
-    }
-    let BatchHandler {
-        finished,
-        refused,
-        heads,
-        ..
-    } = handler;
-    failpoint::hit("batch-written");
-    out.refused = refused.into_iter().map(|(_, st)| st).collect();
-
-    // Publish what is complete, then record it.
-    let published = sc
-        .maildir
-        .publish(&finished)
-        .map_err(|source| FetchError::Mailbox {
-            path: sc.maildir.root().to_owned(),
-            source,
-        });
-    failpoint::hit("published");
-    if let Err(e) = published {
-        // Files may or may not have reached new/: leave the rows pending, so that the next
-        // run decides from the disk.
-        out.result = Err(e);
-        return out;
-    }
-    let done: HashMap<&str, u64> = finished.iter().map(|f| (f.name.as_str(), f.size)).collect();
-    let mut delivered_rows = Vec::new();
-    let mut not_delivered = Vec::new();
-    for (listed, name) in batch.iter().zip(&names) {
-        match done.get(name.as_str()) {
-            Some(size) => {
-                delivered_rows.push((listed.uid, *size));
-                out.delivered.push(*listed);
-            }
-            None => not_delivered.push(listed.uid),
-        }
-    }
-    let now = sc.ctx.clock.now();
-    let recorded = sc
-        .store
-        .mark_delivered(sc.id, &delivered_rows, now)
-        .and_then(|()| sc.store.drop_pending(sc.id, &not_delivered));
-    failpoint::hit("delivered-committed");
-    if let Err(e) = recorded {
-        // The messages are safely in the Maildir; the rows stay pending and the next run
-        // confirms them from the disk.
-        out.delivered.clear();
-        out.result = Err(e.into());
-        return out;
-    }
-    let delivered_names: Vec<&str> = names
-        .iter()
-        .filter(|n| done.contains_key(n.as_str()))
-        .map(String::as_str)
-        .collect();
-    sc.maildir.release(&delivered_names);
-    // Only the newest few are shown, so only they are parsed.
-    let from = delivered_names.len().saturating_sub(SUMMARIES_KEPT);
-    for name in &delivered_names[from..] {
-        if let Some(head) = heads.get(*name) {
-            sc.report.newest.push(MessageSummary::from_headers(head));
-        }
-    }
-    let excess = sc.report.newest.len().saturating_sub(SUMMARIES_KEPT);
-    sc.report.newest.drain(..excess);
-    sc.report.new_messages += delivered_rows.len() as u64;
-    sc.report.new_bytes += delivered_rows.iter().map(|(_, n)| n).sum::<u64>();
-    for name in names.iter().filter(|n| !done.contains_key(n.as_str())) {
-        sc.maildir.discard(name);
-    }
-    out.result = match retrieved {
-        Err(_) if sc.ctx.cancelled() => Err(FetchError::Stopped),
-        other => other.map_err(FetchError::from),
-    };
-    out
-}
-
-struct BatchHandler<'a> {
-    maildir: &'a Maildir,
-    account: &'a str,
-    progress: &'a dyn Progress,
-    names: HashMap<MsgNum, &'a str>,
-    current: Option<MessageWriter>,
-    finished: Vec<Finished>,
-    refused: Vec<(MsgNum, Status)>,
-    cancel: Option<&'a AtomicBool>,
-    capture: HeaderCapture,
-    /// The header block of each finished message, by file name.
-    heads: HashMap<String, Vec<u8>>,
-}
-
-impl BatchHandler<'_> {
-    fn check_cancel(&self) -> std::io::Result<()> {
-        if self.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "shutting down",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl RetrieveHandler for BatchHandler<'_> {
-    fn start(&mut self, msg: MsgNum) -> std::io::Result<()> {
-        self.check_cancel()?;
-        self.capture = HeaderCapture::default();
-        let name = self
-            .names
-            .get(&msg)
-            .ok_or_else(|| std::io::Error::other("message not in batch"))?;
-        self.current = Some(self.maildir.create(name)?);
-        Ok(())
-    }
-
-    fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.check_cancel()?;
-        self.capture.feed(bytes);
-        self.progress.bytes(self.account, bytes.len() as u64);
-        match &mut self.current {
-            Some(w) => w.write(bytes),
-            None => Err(std::io::Error::other("data outside a message")),
-        }
-    }
-
-    fn finish(&mut self, _msg: MsgNum, _octets: u64) -> std::io::Result<()> {
-        let writer = self
-            .current
-            .take()
-            .ok_or_else(|| std::io::Error::other("no message to finish"))?;
-        let name = writer.name().to_owned();
-        match writer.finish() {
-            Ok(f) => {
-                self.heads
-                    .insert(name, std::mem::take(&mut self.capture).into_head());
-                self.finished.push(f);
-                self.progress.message(self.account);
-                Ok(())
-            }
-            Err(e) => {
-                self.maildir.discard(&name);
-                Err(e)
-            }
-        }
-    }
-
-    fn refused(&mut self, msg: MsgNum, status: Status) -> std::io::Result<()> {
-        warn!(
-            "{}: the server refused to hand out message {msg}: {status}",
-            self.account
-        );
-        self.refused.push((msg, status));
-        Ok(())
-    }
 }
