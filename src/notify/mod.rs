@@ -116,6 +116,7 @@ impl Notifier {
 }
 
 /// Runs the "Open" command, detached, logging how it went.
+#[cfg(all(unix, not(target_os = "macos")))]
 fn run_open_command(argv: &[String]) {
     match std::process::Command::new(&argv[0])
         .args(&argv[1..])
