@@ -388,8 +388,23 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The host part of a Maildir name. Elsewhere the usual escapes (`\057` for `/`, `\072` for
+/// `:`) apply; Windows forbids `\`, `:` and several other characters in file names, so there
+/// any character outside `[A-Za-z0-9._-]` becomes `_`.
 fn escape_host(host: &str) -> String {
-    host.replace('/', "\\057").replace(':', "\\072")
+    if cfg!(windows) {
+        host.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    } else {
+        host.replace('/', "\\057").replace(':', "\\072")
+    }
 }
 
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {

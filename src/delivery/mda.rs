@@ -41,7 +41,12 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
         Ok(f) => f,
         Err(e) => return MdaOutcome::NotStarted(format!("cannot read the spooled message: {e}")),
     };
-    let mut child = match Command::new(&argv[0])
+    let mut command = Command::new(&argv[0]);
+    // Its own process group, so a timeout ends whatever it started too (a shell's children
+    // would otherwise live on, holding the stderr pipe).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = match command
         .args(&argv[1..])
         .env("POPSYNC_ACCOUNT", account)
         .env("POPSYNC_SENDER", &message.sender)
@@ -57,19 +62,20 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
     };
     // stderr is read on a thread so a chatty MDA never blocks on a full pipe.
     let mut pipe = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut err = Vec::new();
         let _ = (&mut pipe).take(64 * 1024).read_to_end(&mut err);
+        let _ = tx.send(String::from_utf8_lossy(&err).trim().to_owned());
         // Drain the rest without keeping it.
         let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-        String::from_utf8_lossy(&err).trim().to_owned()
     });
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                kill_group(&mut child);
                 let _ = child.wait();
                 break None;
             }
@@ -77,7 +83,9 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
             Err(e) => return MdaOutcome::NotStarted(e.to_string()),
         }
     };
-    let stderr = reader.join().unwrap_or_default();
+    // A program that left something running in the background with our stderr pipe must not
+    // hold popsync up: what it said by now is enough.
+    let stderr = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
     match status {
         None => MdaOutcome::TimedOut,
         Some(s) if s.success() => {
@@ -92,6 +100,15 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
             stderr,
         },
     }
+}
+
+/// Kills the MDA and everything in its process group.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
 }
 
 #[cfg(all(test, unix))]
@@ -164,6 +181,26 @@ mod tests {
         let r = deliver(&argv(&["sleep", "30"]), &m, "a", Duration::from_millis(300));
         assert_eq!(r, MdaOutcome::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(5));
+        // A shell whose child holds the stderr pipe: the whole group goes.
+        let t = Instant::now();
+        let r = deliver(
+            &argv(&["sh", "-c", "sleep 30; true"]),
+            &m,
+            "a",
+            Duration::from_millis(300),
+        );
+        assert_eq!(r, MdaOutcome::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // Exit 0 with a background child still holding stderr: not waited for.
+        let t = Instant::now();
+        let r = deliver(
+            &argv(&["sh", "-c", "cat >/dev/null; sleep 30 & exit 0"]),
+            &m,
+            "a",
+            Duration::from_secs(10),
+        );
+        assert_eq!(r, MdaOutcome::Delivered);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         let r = deliver(
             &argv(&["/nonexistent/mda"]),
             &m,

@@ -122,6 +122,23 @@ pub fn account_toml(
     )
 }
 
+/// An account section for a Dovecot user delivering elsewhere than a Maildir: `delivery` is
+/// the TOML line(s) that say where, e.g. `mbox = "/path"` or `mda = ["procmail"]`.
+pub fn account_toml_to(
+    name: &str,
+    server: &dovecot::Dovecot,
+    user: &str,
+    delivery: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "[[account]]\nname = {name:?}\nhost = \"127.0.0.1\"\nport = {}\nca-file = {:?}\nusername = {user:?}\npassword = {:?}\n{delivery}\n{extra}\n",
+        server.tls_port,
+        server.ca_file.display().to_string(),
+        dovecot::PASSWORD,
+    )
+}
+
 /// Exit code, stdout and stderr, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(
