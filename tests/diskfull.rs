@@ -5,56 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use common::corpus;
 use common::dovecot::Dovecot;
+use common::mount::Mount;
 use common::{
     Home, account_toml, assert_same_messages, describe, expected_contents, maildir_contents,
 };
-
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(at: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .ok()?;
-        out.status.success().then(|| Self(at.to_owned())).or_else(|| {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here ({}); run the tests as root to check disk-full handling",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            None
-        })
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "remount failed");
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn a_full_disk_stops_the_fetch_cleanly_and_the_next_run_finishes_it() {

@@ -109,6 +109,7 @@ fn take_dotlock(path: &Path, deadline: Instant) -> io::Result<PathBuf> {
         host,
         std::process::id()
     ));
+    let mut waited = false;
     loop {
         std::fs::write(&unique, format!("{}\n", std::process::id()))
             .map_err(|e| with_path(e, "cannot create a lock file beside", path))?;
@@ -120,10 +121,15 @@ fn take_dotlock(path: &Path, deadline: Instant) -> io::Result<PathBuf> {
                 if break_if_stale(&lock) {
                     continue;
                 }
+                if !waited {
+                    waited = true;
+                    tracing::info!(
+                        "waiting for {} (another program is using the mbox)",
+                        lock.display()
+                    );
+                }
                 if Instant::now() >= deadline {
-                    let holder = std::fs::read_to_string(&lock)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok())
+                    let holder = dotlock_pid(&lock)
                         .map(|p| format!(" (held by process {p})"))
                         .unwrap_or_default();
                     return Err(io::Error::new(
@@ -141,6 +147,14 @@ fn take_dotlock(path: &Path, deadline: Instant) -> io::Result<PathBuf> {
     }
 }
 
+/// The process id written in a dotlock, if it names one.
+fn dotlock_pid(lock: &Path) -> Option<u32> {
+    std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|&pid| pid != 0)
+}
+
 /// Removes a dotlock that is older than [`STALE_DOTLOCK`] or names a process that is gone.
 fn break_if_stale(lock: &Path) -> bool {
     let Ok(meta) = std::fs::metadata(lock) else {
@@ -151,10 +165,9 @@ fn break_if_stale(lock: &Path) -> bool {
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .is_some_and(|age| age > STALE_DOTLOCK);
-    let dead = std::fs::read_to_string(lock)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-        .is_some_and(|pid| !process_alive(pid));
+    // liblockfile's dotlockfile and procmail's lockfile write "0" (no pid): only a real pid
+    // can be checked.
+    let dead = dotlock_pid(lock).is_some_and(|pid| !process_alive(pid));
     if old || dead {
         tracing::warn!(
             "breaking the stale lock {} ({})",
@@ -203,6 +216,7 @@ fn take_kernel_lock(
             KernelLock::Flock => rustix::fs::flock(file, op).map_err(io::Error::from),
         }
     };
+    let mut waited = false;
     loop {
         match attempt(FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => return Ok(()),
@@ -211,11 +225,21 @@ fn take_kernel_lock(
                     || e.raw_os_error() == Some(13)
                     || e.raw_os_error() == Some(11) =>
             {
+                if !waited {
+                    waited = true;
+                    tracing::info!(
+                        "waiting for the lock on {} (another program is using it)",
+                        path.display()
+                    );
+                }
                 if Instant::now() >= deadline {
+                    let holder = kernel_lock_holder(file)
+                        .map(|p| format!(", held by process {p}"))
+                        .unwrap_or_default();
                     return Err(io::Error::new(
                         io::ErrorKind::WouldBlock,
                         format!(
-                            "{} is locked by another program ({} lock)",
+                            "{} is locked by another program ({} lock{holder})",
                             path.display(),
                             if kind == KernelLock::Fcntl {
                                 "fcntl"
@@ -230,6 +254,41 @@ fn take_kernel_lock(
             Err(e) => return Err(with_path(e, "cannot lock", path)),
         }
     }
+}
+
+/// The process holding a kernel lock on `file`, from /proc/locks (Linux only).
+#[cfg(target_os = "linux")]
+fn kernel_lock_holder(file: &File) -> Option<u32> {
+    let st = rustix::fs::fstat(file).ok()?;
+    let dev = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(st.st_dev),
+        rustix::fs::minor(st.st_dev),
+        st.st_ino
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    parse_lock_holder(&locks, &dev, std::process::id())
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn kernel_lock_holder(_file: &File) -> Option<u32> {
+    None
+}
+
+/// Finds the pid holding a lock on the file `dev` ("MAJOR:MINOR:INODE") in /proc/locks text:
+/// `1: POSIX  ADVISORY  WRITE 4242 08:01:1234 0 EOF`; blocked waiters (`->`) and this
+/// process are not holders.
+#[cfg(any(target_os = "linux", test))]
+fn parse_lock_holder(locks: &str, dev: &str, me: u32) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) == Some(&"->") {
+            return None;
+        }
+        let at = fields.iter().position(|f| *f == dev)?;
+        let pid: u32 = fields.get(at.checked_sub(1)?)?.parse().ok()?;
+        (pid != me).then_some(pid)
+    })
 }
 
 #[cfg(not(unix))]
@@ -387,6 +446,17 @@ impl Drop for MboxGuard {
 mod tests {
     use super::*;
     use crate::delivery::spool::{SpoolFormat, SpoolWriter};
+
+    #[test]
+    fn the_holder_of_a_kernel_lock_is_found_in_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 4242 08:01:1234 0 EOF\n\
+                     1: -> POSIX  ADVISORY  WRITE 777 08:01:99 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 5151 08:01:99 0 EOF\n";
+        assert_eq!(parse_lock_holder(locks, "08:01:1234", 1), Some(4242));
+        assert_eq!(parse_lock_holder(locks, "08:01:99", 1), Some(5151));
+        assert_eq!(parse_lock_holder(locks, "08:01:99", 5151), None);
+        assert_eq!(parse_lock_holder(locks, "08:01:12", 1), None);
+    }
 
     fn locking(dotlock: bool, kernel: KernelLock, secs: u64) -> MboxLocking {
         MboxLocking {

@@ -8,6 +8,8 @@ pub mod corpus;
 pub mod daemon;
 pub mod dbus;
 pub mod dovecot;
+pub mod mbox;
+pub mod mount;
 pub mod proxy;
 
 use std::collections::BTreeMap;
