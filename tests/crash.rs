@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 use common::corpus::{self, Rng};
 use common::dovecot::Dovecot;
 use common::{
-    Home, account_toml, assert_same_messages, describe, expected_contents, maildir_contents,
+    Home, account_toml, account_toml_to, assert_same_messages, describe, expected_contents,
+    maildir_contents,
 };
 use popsync::store::{MessageState, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 fn seed() -> u64 {
     std::env::var("POPSYNC_CRASH_SEED")
@@ -36,36 +39,74 @@ fn kills() -> usize {
         .unwrap_or(40)
 }
 
+/// Where the crash tests deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Maildir,
+    Mbox,
+}
+
+impl Sink {
+    fn path(self, home: &Home) -> PathBuf {
+        match self {
+            Sink::Maildir => home.maildir("home"),
+            Sink::Mbox => home.path().join("Mail").join("inbox"),
+        }
+    }
+
+    fn account(self, home: &Home, server: &Dovecot, extra: &str) -> String {
+        let path = self.path(home);
+        match self {
+            Sink::Maildir => account_toml("home", server, "user1", &path, extra),
+            Sink::Mbox => account_toml_to(
+                "home",
+                server,
+                "user1",
+                &format!("mbox = {:?}", path.display().to_string()),
+                extra,
+            ),
+        }
+    }
+
+    /// What was delivered, as a multiset; for an mbox, a strict parse (whole messages,
+    /// each after a blank line, the file ending with one) that Python's reader agrees with.
+    fn contents(self, home: &Home) -> BTreeMap<Vec<u8>, usize> {
+        let path = self.path(home);
+        match self {
+            Sink::Maildir => maildir_contents(&path),
+            Sink::Mbox => {
+                let got = common::mbox::contents(&path);
+                assert_eq!(
+                    common::mbox::python_contents(&path).len(),
+                    got.values().sum::<usize>(),
+                    "Python's mailbox module counts the same messages"
+                );
+                got
+            }
+        }
+    }
+}
+
 fn crash_and_recover(retention: &str) {
+    crash_and_recover_into(Sink::Maildir, retention);
+}
+
+fn crash_and_recover_into(sink: Sink, retention: &str) {
     let seed = seed();
-    eprintln!("crash test ({retention}): POPSYNC_CRASH_SEED={seed}");
+    eprintln!("crash test ({sink:?}, {retention}): POPSYNC_CRASH_SEED={seed}");
     let mut rng = Rng::new(seed);
     let server = Dovecot::start();
     let mut sent: Vec<Vec<u8>> = corpus::varied(seed % 1000, 300, Some(1 << 20));
     server.add_messages("user1", &sent);
     let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        &format!("retention = {retention:?}"),
-    ));
+    home.write_config(&sink.account(&home, &server, &format!("retention = {retention:?}")));
 
     // How long one uninterrupted first fetch of this much mail takes here, to spread the
     // kill instants over the whole of a run (from before the connection to after QUIT).
     let probe = Home::new();
-    let probe_md = probe.maildir("probe");
     let probe_server = Dovecot::start();
     probe_server.add_messages("user1", &sent);
-    probe.write_config(&account_toml(
-        "probe",
-        &probe_server,
-        "user1",
-        &probe_md,
-        "",
-    ));
+    probe.write_config(&sink.account(&probe, &probe_server, ""));
     let t = Instant::now();
     let out = probe.run(&["fetch"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -139,7 +180,7 @@ fn crash_and_recover(retention: &str) {
     let last = last.unwrap();
     assert_eq!(last.status.code(), Some(0), "{}", describe(&last));
 
-    assert_same_messages(&maildir_contents(&md), &expected_contents(&sent));
+    assert_same_messages(&sink.contents(&home), &expected_contents(&sent));
     let mut store = Store::open(&home.state_dir()).unwrap();
     let id = store.account("home", 0).unwrap();
     assert!(
@@ -179,6 +220,16 @@ fn killed_at_random_instants_in_keep_mode_every_message_arrives_exactly_once() {
 #[test]
 fn killed_at_random_instants_in_delete_mode_every_message_arrives_once_and_the_server_ends_empty() {
     crash_and_recover("delete");
+}
+
+#[test]
+fn killed_at_random_instants_while_appending_to_an_mbox_every_message_is_there_once_and_whole() {
+    crash_and_recover_into(Sink::Mbox, "keep");
+}
+
+#[test]
+fn killed_at_random_instants_appending_to_an_mbox_in_delete_mode_the_server_ends_empty() {
+    crash_and_recover_into(Sink::Mbox, "delete");
 }
 
 /// Runs a fetch that freezes at `point` and kills it there (SIGKILL). Panics if the point is
@@ -222,18 +273,15 @@ fn kill_at(home: &Home, point: &str) {
 /// Freezes popsync at each step of the delivery protocol in turn and kills it there; a run
 /// afterwards must leave every message exactly once (and, deleting, an empty server).
 fn kill_at_each_step(retention: &str, points: &[&str]) {
+    kill_at_each_step_into(Sink::Maildir, retention, points);
+}
+
+fn kill_at_each_step_into(sink: Sink, retention: &str, points: &[&str]) {
     let server = Dovecot::start();
     let messages = corpus::varied(77, 150, None); // three batches
     server.add_messages("user1", &messages);
     let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        &format!("retention = {retention:?}"),
-    ));
+    home.write_config(&sink.account(&home, &server, &format!("retention = {retention:?}")));
     for point in points {
         kill_at(&home, point);
     }
@@ -244,7 +292,7 @@ fn kill_at_each_step(retention: &str, points: &[&str]) {
         "after {points:?}: {}",
         describe(&out)
     );
-    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    assert_same_messages(&sink.contents(&home), &expected_contents(&messages));
     let mut store = Store::open(&home.state_dir()).unwrap();
     let id = store.account("home", 0).unwrap();
     assert!(store.pending(id).unwrap().is_empty());
@@ -279,6 +327,29 @@ step_tests! {
     deleting_killed_after_delete_pending_is_committed: "delete", ["delete-pending-committed"];
     deleting_killed_after_dele_before_quit: "delete", ["dele-answered"];
     deleting_killed_after_quit_before_deleted_is_committed: "delete", ["quit-answered"];
+}
+
+macro_rules! mbox_step_tests {
+    ($($name:ident: $retention:literal, [$($point:literal),+];)+) => {
+        $(
+            #[test]
+            fn $name() {
+                kill_at_each_step_into(Sink::Mbox, $retention, &[$($point),+]);
+            }
+        )+
+    };
+}
+
+mbox_step_tests! {
+    mbox_killed_after_the_places_are_recorded_before_appending: "keep", ["pending-committed:2"];
+    mbox_killed_after_appending_before_the_fsync: "keep", ["mbox-appended:2"];
+    mbox_killed_part_way_through_appending_a_batch: "keep", ["mbox-message-appended:70"];
+    mbox_killed_part_way_through_appending_then_during_recovery: "keep", ["mbox-message-appended:70", "recovery-located"];
+    mbox_killed_after_the_fsync_before_the_delivered_commit: "keep", ["published:2"];
+    mbox_killed_after_the_delivered_commit: "keep", ["delivered-committed:2"];
+    mbox_killed_during_recovery_of_an_earlier_kill: "keep", ["mbox-appended:2", "recovery-located"];
+    mbox_deleting_killed_after_appending_before_the_delivered_commit: "delete", ["published:3"];
+    mbox_deleting_killed_after_dele_before_quit: "delete", ["dele-answered"];
 }
 
 /// Every file under `dir`, recursively, by content.

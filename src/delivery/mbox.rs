@@ -323,6 +323,7 @@ impl MboxGuard {
             for s in spooled {
                 let mut src = File::open(&s.path)?;
                 io::copy(&mut src, &mut self.file)?;
+                crate::failpoint::hit("mbox-message-appended");
             }
             self.file.flush()?;
             crate::failpoint::hit("mbox-appended");
