@@ -10,7 +10,8 @@ and to prove that popsync delivered every message byte for byte. Standard librar
       K more messages ("new mail arrived"), continuing the same sequence and size mix
   gen-mail.py MAILDIR --verify FETCHED
       check that the Maildir FETCHED (popsync's) holds exactly the delivered form of every
-      message ever generated into MAILDIR, no more, no fewer; exit 1 with an explanation if not
+      message ever generated into MAILDIR, no more, no fewer; exit 1 with an explanation if not.
+      FETCHED may also be an mbox file (mboxrd; read with Python's mailbox module)
   gen-mail.py MAILDIR --expected DIR
       write the delivered form of every generated message into DIR (one file each)
 
@@ -530,22 +531,33 @@ def cmd_verify(manifest, fetched, quiet):
         by_id["gen.%d.%d@%s" % (manifest["seed"], i, HOST)] = (i, h)
         total_bytes += len(d)
     problems = []
-    leftovers = os.listdir(os.path.join(fetched, "tmp")) if os.path.isdir(os.path.join(fetched, "tmp")) else []
-    if leftovers:
-        problems.append("%d file(s) left in %s/tmp (a complete fetch leaves none): %s"
-                        % (len(leftovers), fetched, ", ".join(sorted(leftovers)[:3])))
     got = collections.Counter()
     files = {}
-    for sub in ("new", "cur"):
-        d = os.path.join(fetched, sub)
-        if not os.path.isdir(d):
-            continue
-        for name in os.listdir(d):
-            path = os.path.join(d, name)
-            with open(path, "rb") as f:
-                h = hashlib.sha256(f.read()).digest()
+    if os.path.isfile(fetched):
+        # An mbox (mboxrd): Python's mailbox module splits it; the quoting is undone here.
+        import mailbox
+        box = mailbox.mbox(fetched, create=False)
+        for key in box.iterkeys():
+            data = re.sub(rb"(?m)^>(>*From )", rb"\1", box.get_bytes(key))
+            h = hashlib.sha256(data).digest()
             got[h] += 1
-            files.setdefault(h, path)
+            files.setdefault(h, (fetched + " message %d" % key, data))
+    else:
+        leftovers = os.listdir(os.path.join(fetched, "tmp")) if os.path.isdir(os.path.join(fetched, "tmp")) else []
+        if leftovers:
+            problems.append("%d file(s) left in %s/tmp (a complete fetch leaves none): %s"
+                            % (len(leftovers), fetched, ", ".join(sorted(leftovers)[:3])))
+        for sub in ("new", "cur"):
+            d = os.path.join(fetched, sub)
+            if not os.path.isdir(d):
+                continue
+            for name in os.listdir(d):
+                path = os.path.join(d, name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                h = hashlib.sha256(data).digest()
+                got[h] += 1
+                files.setdefault(h, (path, None))
     n_want, n_got = sum(want.values()), sum(got.values())
     missing = want - got
     extra = got - want
@@ -556,9 +568,10 @@ def cmd_verify(manifest, fetched, quiet):
         for h in list(missing)[:5]:
             problems.append("  missing: message #%d" % index_of[h])
         for h in list(extra)[:5]:
-            path = files[h]
-            with open(path, "rb") as f:
-                data = f.read()
+            path, data = files[h]
+            if data is None:
+                with open(path, "rb") as f:
+                    data = f.read()
             mid = message_id(data)
             if mid in by_id:
                 i = by_id[mid][0]
@@ -591,7 +604,7 @@ def main():
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--count", "-n", type=int, metavar="N", help="generate N messages")
     what.add_argument("--add", type=int, metavar="K", help="generate K more messages")
-    what.add_argument("--verify", metavar="FETCHED", help="check a fetched Maildir against what was generated")
+    what.add_argument("--verify", metavar="FETCHED", help="check a fetched Maildir (or mbox file) against what was generated")
     what.add_argument("--expected", metavar="DIR", help="write the delivered form of every message into DIR")
     ap.add_argument("--sizes", type=check_sizes, help="mixed (default), small, or fixed:SIZE")
     ap.add_argument("--seed", type=int, help="a different seed gives different messages (default 1)")
