@@ -99,6 +99,16 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
             cert.not_before, cert.not_after
         );
         let _ = writeln!(out, "    fingerprint:  {}", cert.sha256);
+        let trust = if account.tls_fingerprint.is_some() {
+            "pinned by tls-fingerprint (matches)"
+        } else if account.dangerous_accept_invalid_certs {
+            "NOT CHECKED (dangerous-accept-invalid-certs = true)"
+        } else if account.ca_file.is_some() {
+            "verified against the system's CAs and ca-file"
+        } else {
+            "verified against the system's CAs"
+        };
+        let _ = writeln!(out, "    trust:        {trust}");
     }
     let _ = writeln!(out, "  greeting:       {}", greeted.greeting());
     if let Some(before) = greeted.capabilities_before_tls() {

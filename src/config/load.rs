@@ -104,6 +104,8 @@ pub const ACCOUNT_KEYS: &[&str] = &[
     "port",
     "security",
     "ca-file",
+    "tls-fingerprint",
+    "dangerous-accept-invalid-certs",
     "username",
     "password",
     "password-command",
@@ -539,6 +541,26 @@ fn account(
         let (v, _) = layers.get(key)?;
         string(c, v, acct, key).map(|s| (s, v.span().start))
     };
+    let bool_key = |c: &mut Checker<'_>, key: &str, default: bool| -> (bool, Option<usize>) {
+        match layers.get(key) {
+            None => (default, None),
+            Some((v, _)) => match v.get_ref() {
+                DeValue::Boolean(b) => (*b, Some(v.span().start)),
+                other => {
+                    c.problem(
+                        Some(v.span().start),
+                        acct,
+                        Some(key),
+                        format!(
+                            "must be true or false (no quotes), not {}",
+                            other.type_str()
+                        ),
+                    );
+                    (default, Some(v.span().start))
+                }
+            },
+        }
+    };
     let required = |c: &mut Checker<'_>, key: &str, what: &str| -> Option<(String, usize)> {
         match str_key(c, key) {
             Some((s, at)) if !s.trim().is_empty() => Some((s.to_owned(), at)),
@@ -647,6 +669,7 @@ fn account(
                     Ok(bytes) => {
                         if let Err(e) = (TlsOptions {
                             extra_roots: vec![bytes],
+                            ..TlsOptions::default()
                         })
                         .validate()
                         {
@@ -663,6 +686,51 @@ fn account(
             }
         },
     };
+
+    let tls_fingerprint = match str_key(c, "tls-fingerprint") {
+        None => None,
+        Some((s, at)) => match crate::pop3::parse_fingerprint(s) {
+            Ok(pin) => Some((pin, at)),
+            Err(e) => {
+                c.problem(Some(at), acct, Some("tls-fingerprint"), e);
+                None
+            }
+        },
+    };
+    let (dangerous_accept_invalid_certs, accept_at) =
+        bool_key(c, "dangerous-accept-invalid-certs", false);
+    if let (Some((_, at)), true) = (&tls_fingerprint, dangerous_accept_invalid_certs) {
+        c.problem(
+            Some((*at).max(accept_at.unwrap_or(0))),
+            acct,
+            Some("dangerous-accept-invalid-certs"),
+            "set either `tls-fingerprint` (trust exactly that certificate) or \
+             `dangerous-accept-invalid-certs` (trust any), not both",
+        );
+    }
+    if security == Security::DangerousPlaintext {
+        for (key, set, at) in [
+            (
+                "tls-fingerprint",
+                tls_fingerprint.is_some(),
+                tls_fingerprint.map(|(_, at)| at),
+            ),
+            (
+                "dangerous-accept-invalid-certs",
+                dangerous_accept_invalid_certs,
+                accept_at,
+            ),
+        ] {
+            if set {
+                c.problem(
+                    at,
+                    acct,
+                    Some(key),
+                    "has no meaning with security = \"dangerous-plaintext\" (there is no TLS)",
+                );
+            }
+        }
+    }
 
     let username = required(
         c,
@@ -927,6 +995,8 @@ fn account(
         port,
         security,
         ca_file,
+        tls_fingerprint: tls_fingerprint.map(|(pin, _)| pin),
+        dangerous_accept_invalid_certs,
         username: username?.0,
         password: password?,
         auth,

@@ -68,6 +68,10 @@ pub struct Account {
     pub port: u16,
     pub security: Security,
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one server certificate to trust (`tls-fingerprint`).
+    pub tls_fingerprint: Option<[u8; 32]>,
+    /// Trust any certificate (`dangerous-accept-invalid-certs`).
+    pub dangerous_accept_invalid_certs: bool,
     pub username: String,
     pub password: PasswordSource,
     /// The login method, `None` for automatic.

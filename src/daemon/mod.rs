@@ -467,6 +467,9 @@ impl Agent {
 
 fn problem_title(e: &FetchError) -> &'static str {
     match e {
+        FetchError::Pop3(p) if p.is_fingerprint_mismatch() => {
+            "popsync: the server's certificate has changed"
+        }
         FetchError::Pop3(p) if p.is_certificate() => {
             "popsync: the server's certificate is not trusted"
         }

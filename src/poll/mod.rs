@@ -366,7 +366,11 @@ async fn locked(
 
 /// Connection settings for an account.
 pub fn connect_options(account: &Account) -> Result<ConnectOptions, FetchError> {
-    let mut tls = TlsOptions::default();
+    let mut tls = TlsOptions {
+        pinned_sha256: account.tls_fingerprint,
+        dangerous_accept_invalid: account.dangerous_accept_invalid_certs,
+        ..TlsOptions::default()
+    };
     if let Some(path) = &account.ca_file {
         let bytes = std::fs::read(path).map_err(|source| FetchError::CaFile {
             path: path.clone(),

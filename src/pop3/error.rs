@@ -55,6 +55,12 @@ pub enum ErrorKind {
     Io(#[source] io::Error),
     #[error("the server's certificate was refused: {0}")]
     Certificate(String),
+    #[error(
+        "the server's certificate is not the pinned one: tls-fingerprint is {expected}, the \
+         server presented {presented} (if the server's certificate was renewed, check the new \
+         one with `popsync check` and update tls-fingerprint)"
+    )]
+    FingerprintMismatch { expected: String, presented: String },
     #[error("TLS handshake failed")]
     Tls(#[source] native_tls::Error),
     #[error(
@@ -139,7 +145,15 @@ impl Error {
 
     /// The server's certificate was not trusted.
     pub fn is_certificate(&self) -> bool {
-        matches!(*self.0, ErrorKind::Certificate(_))
+        matches!(
+            *self.0,
+            ErrorKind::Certificate(_) | ErrorKind::FingerprintMismatch { .. }
+        )
+    }
+
+    /// The server's certificate is not the one pinned with `tls-fingerprint`.
+    pub fn is_fingerprint_mismatch(&self) -> bool {
+        matches!(*self.0, ErrorKind::FingerprintMismatch { .. })
     }
 
     /// The server cannot be used safely or at all as configured: no STLS, no UIDL,
@@ -176,6 +190,7 @@ impl Error {
                 | ErrorKind::Closed
                 | ErrorKind::Io(_)
                 | ErrorKind::Certificate(_)
+                | ErrorKind::FingerprintMismatch { .. }
                 | ErrorKind::Tls(_)
                 | ErrorKind::NotTls(_)
                 | ErrorKind::Protocol(_)

@@ -35,4 +35,4 @@ pub use session::{
     Authenticated, BodyCommand, ConnectOptions, Greeted, RetrieveHandler, Security, Timeouts,
     connect,
 };
-pub use tls::{CertificateInfo, TlsOptions};
+pub use tls::{CertificateInfo, TlsOptions, format_fingerprint, parse_fingerprint};

@@ -19,7 +19,7 @@ use super::command::Command;
 use super::connection::{Connection, ListingLimit, Stream};
 use super::error::{Error, ErrorKind, Phase, command_error, greeting_error, login_error};
 use super::response::{Capabilities, ListEntry, MsgNum, Status, UidlEntry, parse_stat};
-use super::tls::{CertificateInfo, TlsOptions, handshake_error};
+use super::tls::{CertificateInfo, TlsOptions, check_pin, handshake_error};
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,13 +207,28 @@ async fn tls_handshake(
             })
         })?
         .map_err(handshake_error)?;
-    debug!("TLS established with {}", options.host);
-    let certificate = tls
+    let der = tls
         .peer_certificate()
         .ok()
         .flatten()
-        .and_then(|c| c.to_der().ok())
-        .map(|der| CertificateInfo::from_der(&der));
+        .and_then(|c| c.to_der().ok());
+    check_pin(&options.tls, der.as_deref())?;
+    if options.tls.pinned_sha256.is_some() {
+        debug!(
+            "TLS established with {}, the pinned certificate",
+            options.host
+        );
+    } else if options.tls.dangerous_accept_invalid {
+        warn!(
+            "TLS with {} established WITHOUT checking its certificate \
+             (dangerous-accept-invalid-certs = true): anyone on the network path could be \
+             reading this session",
+            options.host
+        );
+    } else {
+        debug!("TLS established with {}", options.host);
+    }
+    let certificate = der.map(|der| CertificateInfo::from_der(&der));
     Ok((Box::new(tls), certificate))
 }
 

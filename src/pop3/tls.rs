@@ -1,10 +1,17 @@
 //! TLS set-up and certificate facts.
 //!
-//! Certificates are always verified against the system's roots plus any extra roots the
-//! account names (`ca-file`); TLS 1.2 is the minimum. [`CertificateInfo`] reads the few
-//! fields `popsync check` shows (subject, issuer, validity) straight from the DER, and the
-//! SHA-256 fingerprint of the whole certificate. It is for display only: trust decisions are
-//! made by the TLS library.
+//! By default certificates are verified against the system's roots plus any extra roots the
+//! account names (`ca-file`); TLS 1.2 is the minimum. Two settings change that:
+//!
+//! - a pinned fingerprint (`tls-fingerprint`): the server must present exactly that
+//!   certificate (SHA-256 of its DER encoding), which is then trusted on its own — no CA,
+//!   name or date check, as with a self-signed certificate the user has checked. Anything
+//!   else is [`ErrorKind::FingerprintMismatch`], showing both fingerprints;
+//! - `dangerous-accept-invalid-certs`: no check at all (for broken servers; loud in the log).
+//!
+//! [`CertificateInfo`] reads the few fields `popsync check` shows (subject, issuer, validity)
+//! straight from the DER, and the SHA-256 fingerprint of the whole certificate, in the form
+//! `tls-fingerprint` takes.
 
 use std::fmt::Write as _;
 
@@ -18,6 +25,70 @@ use super::error::{Error, ErrorKind};
 pub struct TlsOptions {
     /// Extra trusted roots, as PEM text (may hold several certificates) or DER.
     pub extra_roots: Vec<Vec<u8>>,
+    /// The SHA-256 of the one certificate to trust, instead of any CA.
+    pub pinned_sha256: Option<[u8; 32]>,
+    /// Trust any certificate at all.
+    pub dangerous_accept_invalid: bool,
+}
+
+/// Formats a SHA-256 digest the way `popsync check` shows it and `tls-fingerprint` takes it.
+pub fn format_fingerprint(digest: &[u8]) -> String {
+    let mut out = String::from("sha256:");
+    for (i, b) in digest.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+/// Reads a fingerprint: `sha256:` followed by 32 bytes in hex, with or without colons (or
+/// spaces) between them, in either case; the prefix may be left out.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let t = text.trim();
+    let hex = match t.split_once(':') {
+        Some((algo, rest)) if algo.eq_ignore_ascii_case("sha256") => rest,
+        Some((algo, _)) if !algo.chars().all(|c| c.is_ascii_hexdigit()) || algo.len() > 2 => {
+            return Err(format!(
+                "only SHA-256 fingerprints are supported, not {algo:?} (popsync check shows the right one)"
+            ));
+        }
+        _ => t,
+    };
+    let digits: String = hex.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(
+            "must be sha256: followed by 64 hex digits (as `popsync check` prints it, e.g. \"sha256:AB:CD:...\")"
+                .into(),
+        );
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).expect("hex checked");
+    }
+    Ok(out)
+}
+
+/// Checks the presented certificate against the pin, if there is one.
+pub(crate) fn check_pin(options: &TlsOptions, der: Option<&[u8]>) -> Result<(), Error> {
+    let Some(pin) = options.pinned_sha256 else {
+        return Ok(());
+    };
+    let presented = der.map(|d| Sha256::digest(d));
+    match presented {
+        Some(digest) if digest.as_slice() == pin => Ok(()),
+        Some(digest) => Err(ErrorKind::FingerprintMismatch {
+            expected: format_fingerprint(&pin),
+            presented: format_fingerprint(&digest),
+        }
+        .into()),
+        None => Err(ErrorKind::FingerprintMismatch {
+            expected: format_fingerprint(&pin),
+            presented: "no certificate".into(),
+        }
+        .into()),
+    }
 }
 
 impl TlsOptions {
@@ -32,6 +103,12 @@ impl TlsOptions {
 
     pub(crate) fn connector(&self) -> Result<TlsConnector, Error> {
         let mut connector = TlsConnector::new().min_protocol_version(Some(Protocol::Tlsv12));
+        if self.pinned_sha256.is_some() || self.dangerous_accept_invalid {
+            // A pin is checked after the handshake, against the exact certificate.
+            return Ok(connector
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true));
+        }
         for root in &self.extra_roots {
             for cert in parse_roots(root).map_err(ErrorKind::Certificate)? {
                 connector = connector.add_root_certificate(cert);
@@ -93,14 +170,7 @@ pub struct CertificateInfo {
 impl CertificateInfo {
     /// Reads the certificate's facts from its DER encoding.
     pub fn from_der(der: &[u8]) -> Self {
-        let digest = Sha256::digest(der);
-        let mut sha256 = String::from("sha256:");
-        for (i, b) in digest.iter().enumerate() {
-            if i > 0 {
-                sha256.push(':');
-            }
-            let _ = write!(sha256, "{b:02X}");
-        }
+        let sha256 = format_fingerprint(&Sha256::digest(der));
         let parsed = parse_tbs(der);
         let unknown = || "(could not be read)".to_owned();
         match parsed {
@@ -276,6 +346,49 @@ fn time(el: &Tlv<'_>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fingerprints_read_in_every_usual_form_and_print_as_check_shows_them() {
+        let d: Vec<u8> = (0u8..32).collect();
+        let shown = format_fingerprint(&d);
+        assert!(shown.starts_with("sha256:00:01:02:"), "{shown}");
+        assert_eq!(parse_fingerprint(&shown).unwrap().as_slice(), d.as_slice());
+        let bare: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_fingerprint(&bare).unwrap().as_slice(), d.as_slice());
+        assert_eq!(
+            parse_fingerprint(&format!("SHA256:{bare}"))
+                .unwrap()
+                .as_slice(),
+            d.as_slice()
+        );
+        assert!(
+            parse_fingerprint("sha1:AB:CD")
+                .unwrap_err()
+                .contains("SHA-256")
+        );
+        assert!(parse_fingerprint("sha256:AB:CD").is_err());
+        assert!(parse_fingerprint(&format!("sha256:{}", "zz".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn a_pin_accepts_exactly_its_certificate() {
+        let der = b"certificate bytes";
+        let pin: [u8; 32] = Sha256::digest(der).into();
+        let options = TlsOptions {
+            pinned_sha256: Some(pin),
+            ..TlsOptions::default()
+        };
+        check_pin(&options, Some(der)).unwrap();
+        let e = check_pin(&options, Some(b"another certificate")).unwrap_err();
+        assert!(e.is_certificate() && e.is_fingerprint_mismatch());
+        let text = e.to_string();
+        assert!(text.contains(&format_fingerprint(&pin)), "{text}");
+        assert!(
+            text.contains(&format_fingerprint(&Sha256::digest(b"another certificate"))),
+            "{text}"
+        );
+        check_pin(&TlsOptions::default(), Some(b"x")).unwrap();
+    }
     use super::*;
 
     #[test]
