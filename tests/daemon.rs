@@ -1013,3 +1013,37 @@ fn an_untrusted_certificate_is_told_at_once_and_once() {
         context(&daemon, &notes)()
     );
 }
+
+#[test]
+fn a_changed_pinned_certificate_is_told_as_a_change_showing_both_fingerprints() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let md = home.maildir("home");
+    let wrong = format!("sha256:{}", ["5A"; 32].join(":"));
+    let toml = account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        &format!("interval = \"1h\"\ntls-fingerprint = {wrong:?}"),
+    );
+    home.write_config(&toml);
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
+    let daemon = Daemon::start(&home, bus.address());
+    let first = notes.wait_for(1, context(&daemon, &notes));
+    assert_eq!(
+        first[0].summary,
+        "popsync: the server's certificate has changed — home"
+    );
+    assert!(
+        first[0].body.contains("is not the pinned one") && first[0].body.contains("5A:5A"),
+        "{}",
+        first[0].body
+    );
+    assert!(
+        daemon.log().contains("is not the pinned one"),
+        "{}",
+        daemon.log()
+    );
+}
