@@ -166,6 +166,8 @@ struct Setup {
     retention: &'static str,
     timeout: &'static str,
     forget_after: &'static str,
+    /// An OAuth2 access token (printed by oauth2-token-command) instead of the password.
+    token: Option<String>,
 }
 
 impl Default for Setup {
@@ -178,6 +180,7 @@ impl Default for Setup {
             retention: "keep",
             timeout: "5s",
             forget_after: "7d",
+            token: None,
         }
     }
 }
@@ -200,6 +203,12 @@ impl Setup {
 
     fn security(mut self, security: &'static str) -> Self {
         self.security = security;
+        self
+    }
+
+    fn token(mut self, token: &str, auth: &'static str) -> Self {
+        self.token = Some(token.into());
+        self.auth = auth;
         self
     }
 
@@ -301,7 +310,7 @@ impl Fixture {
              security = {security}\n\
              auth = {auth}\n\
              username = {username}\n\
-             password = {password}\n\
+             {password}\n\
              maildir = {maildir}\n\
              retention = {retention}\n\
              timeout = {timeout}\n\
@@ -310,7 +319,13 @@ impl Fixture {
             security = toml_string(setup.security),
             auth = toml_string(setup.auth),
             username = toml_string(&setup.username),
-            password = toml_string(&setup.password),
+            password = match &setup.token {
+                None => format!("password = {}", toml_string(&setup.password)),
+                Some(t) => format!(
+                    "oauth2-token-command = [\"printf\", \"%s\\n\", {}]",
+                    toml_string(t)
+                ),
+            },
             maildir = toml_string(self.maildir().to_str().unwrap()),
             retention = toml_string(setup.retention),
             timeout = toml_string(setup.timeout),
@@ -331,7 +346,17 @@ impl Fixture {
     /// Serves `sessions` and runs `popsync fetch ARGS` against them. Panics with the
     /// server's report (and popsync's output) if popsync did not follow the scripts.
     fn fetch(&self, setup: &Setup, args: &[&str], sessions: Vec<Vec<Step>>) -> Run {
-        let server = ScriptServer::start(sessions);
+        self.fetch_with(setup, args, |_| sessions)
+    }
+
+    /// Like [`fetch`](Self::fetch), with scripts made knowing the server's port.
+    fn fetch_with(
+        &self,
+        setup: &Setup,
+        args: &[&str],
+        sessions: impl FnOnce(u16) -> Vec<Vec<Step>>,
+    ) -> Run {
+        let server = ScriptServer::start_with(sessions);
         self.write_config(server.port(), setup);
         let run = self.popsync(args);
         if let Err(report) = server.try_finish() {
@@ -1483,10 +1508,7 @@ fn the_client_sends_stat_noop_rset_and_quit_as_written() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let credentials = Credentials {
-            username: USER.into(),
-            password: Secret::new(PASSWORD),
-        };
+        let credentials = Credentials::password(USER, Secret::new(PASSWORD));
         let greeted = pop3::connect(&options).await.unwrap();
         let mut s = greeted
             .login(&credentials, Some(pop3::AuthMethod::User))
@@ -1500,4 +1522,145 @@ fn the_client_sends_stat_noop_rset_and_quit_as_written() {
         s.quit().await.unwrap();
     });
     server.finish();
+}
+
+// ----------------------------------------------------------------------------------------
+// OAuth2: SASL XOAUTH2 and OAUTHBEARER (RFC 7628)
+
+const TOKEN: &str = "ya29.a0AfH6SMBx-test-token_value";
+
+fn b64(raw: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+#[test]
+fn xoauth2_sends_user_and_token_in_the_initial_response_and_never_a_password() {
+    let fx = Fixture::new();
+    let caps = [CAPS, &["SASL PLAIN XOAUTH2"]].concat();
+    let response = b64(&format!("user={USER}\x01auth=Bearer {TOKEN}\x01\x01"));
+    let run = fx.fetch(
+        &Setup::default().token(TOKEN, "auto"),
+        &[],
+        vec![
+            [
+                greet(GREETING, &caps),
+                vec![
+                    expect(format!("AUTH XOAUTH2 {response}")),
+                    send("+OK logged in"),
+                    expect("CAPA"),
+                    listing(&caps),
+                ],
+                Mailbox::empty().uidl_only(),
+                quit(),
+            ]
+            .concat(),
+        ],
+    );
+    run.assert_exit(0);
+    run.assert_never_shows(TOKEN);
+}
+
+#[test]
+fn oauthbearer_is_preferred_and_a_long_token_waits_for_the_continuation() {
+    let fx = Fixture::new();
+    let caps = [CAPS, &["SASL PLAIN XOAUTH2 OAUTHBEARER"]].concat();
+    // A Microsoft 365 token is over a kilobyte.
+    let token = format!("eyJ0eXAiOiJKV1Qi.{}", "x".repeat(1200));
+    let run = fx.fetch_with(&Setup::default().token(&token, "auto"), &["-vvv"], |port| {
+        let response = b64(&format!(
+            "n,a={USER},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {token}\x01\x01"
+        ));
+        vec![
+            [
+                greet(GREETING, &caps),
+                vec![
+                    expect_alone("AUTH OAUTHBEARER"),
+                    send("+ "),
+                    expect(response),
+                    send("+OK logged in"),
+                    expect("CAPA"),
+                    listing(&caps),
+                ],
+                Mailbox::empty().uidl_only(),
+                quit(),
+            ]
+            .concat(),
+        ]
+    });
+    run.assert_exit(0);
+    run.assert_stderr_says("C: AUTH OAUTHBEARER");
+    run.assert_stderr_says("C: <redacted>");
+    run.assert_never_shows(&token[..40]);
+}
+
+#[test]
+fn a_refused_oauthbearer_token_is_acknowledged_as_the_rfc_says_and_the_reason_shown() {
+    let fx = Fixture::new();
+    let caps = [CAPS, &["SASL OAUTHBEARER"]].concat();
+    let challenge = b64(
+        r#"{"status":"invalid_token","scope":"https://mail.example.com/","openid-configuration":"https://example.com/.well-known/openid-configuration"}"#,
+    );
+    let run = fx.fetch_with(&Setup::default().token(TOKEN, "oauthbearer"), &[], |port| {
+        let response = b64(&format!(
+            "n,a={USER},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {TOKEN}\x01\x01"
+        ));
+        vec![
+            [
+                greet(GREETING, &caps),
+                vec![
+                    expect(format!("AUTH OAUTHBEARER {response}")),
+                    send(&format!("+ {challenge}")),
+                    expect("AQ=="),
+                    send("-ERR [AUTH] Authentication failed."),
+                ],
+            ]
+            .concat(),
+        ]
+    });
+    run.assert_exit(77);
+    run.assert_stderr_says("SASL OAUTHBEARER");
+    run.assert_stderr_says(r#""status":"invalid_token""#);
+    run.assert_never_shows(TOKEN);
+}
+
+#[test]
+fn a_refused_xoauth2_token_gets_the_empty_answer_google_expects() {
+    let fx = Fixture::new();
+    let caps = [CAPS, &["SASL XOAUTH2"]].concat();
+    let response = b64(&format!("user={USER}\x01auth=Bearer {TOKEN}\x01\x01"));
+    let challenge =
+        b64(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#);
+    let run = fx.fetch(
+        &Setup::default().token(TOKEN, "auto"),
+        &[],
+        vec![
+            [
+                greet(GREETING, &caps),
+                vec![
+                    expect(format!("AUTH XOAUTH2 {response}")),
+                    send(&format!("+ {challenge}")),
+                    expect(""),
+                    send("-ERR [AUTH] Invalid credentials"),
+                ],
+            ]
+            .concat(),
+        ],
+    );
+    run.assert_exit(77);
+    run.assert_stderr_says(r#""status":"401""#);
+    run.assert_stderr_says("Invalid credentials");
+}
+
+#[test]
+fn a_token_is_never_offered_to_a_server_without_an_oauth_mechanism() {
+    let fx = Fixture::new();
+    let caps = [CAPS, &["SASL PLAIN"]].concat();
+    let run = fx.fetch(
+        &Setup::default().token(TOKEN, "auto"),
+        &[],
+        vec![greet(GREETING, &caps)],
+    );
+    run.assert_exit(77);
+    run.assert_stderr_says("offers neither SASL OAUTHBEARER nor XOAUTH2");
+    run.assert_never_shows(TOKEN);
 }

@@ -119,7 +119,7 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         "  capabilities:   {}",
         caps_line(greeted.capabilities())
     );
-    let method = greeted.auth_method(account.auth)?;
+    let method = greeted.auth_method(account.auth, account.password.is_token())?;
     let _ = writeln!(
         out,
         "  login method:   {method}{}",
@@ -132,6 +132,7 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
     let credentials = Credentials {
         username: account.username.clone(),
         password: account.password.resolve().await?,
+        token: account.password.is_token(),
     };
     let mut session = greeted.login(&credentials, account.auth).await?;
     let _ = writeln!(out, "  login:          ok as {}", account.username);

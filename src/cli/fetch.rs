@@ -127,8 +127,20 @@ pub fn summary(r: &Report) -> String {
     } else if r.marked_seen == 0 {
         parts.push("no new messages".to_owned());
     }
+    if r.headers_only > 0 {
+        parts.push(format!(
+            "{} of them as headers only (over headers-only-over)",
+            r.headers_only
+        ));
+    }
     if r.deleted > 0 {
         parts.push(format!("{} deleted from the server", r.deleted));
+    }
+    if r.oversize_skipped > 0 {
+        parts.push(format!(
+            "{} over max-size left on the server",
+            r.oversize_skipped
+        ));
     }
     if r.recovered > 0 {
         parts.push(format!("{} recovered from an interrupted run", r.recovered));
@@ -161,6 +173,18 @@ mod tests {
         assert_eq!(
             summary(&r),
             "home: 3 new messages (4.1 MB), 3 deleted from the server"
+        );
+        let r = Report {
+            account: "home".into(),
+            new_messages: 2,
+            new_bytes: 9_000,
+            headers_only: 1,
+            oversize_skipped: 4,
+            ..Report::default()
+        };
+        assert_eq!(
+            summary(&r),
+            "home: 2 new messages (9.0 KB), 1 of them as headers only (over headers-only-over), 4 over max-size left on the server"
         );
         let r = Report {
             account: "w".into(),

@@ -45,6 +45,8 @@ struct AccountStatus {
     messages_known: u64,
     downloaded_last_day: u64,
     downloaded_total: u64,
+    oversize_on_server: u64,
+    headers_only: u64,
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
@@ -83,6 +85,8 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             known: 0,
             delivered_total: 0,
             delivered_last_day: 0,
+            oversize_on_server: 0,
+            headers_only: 0,
         });
         accounts.push(AccountStatus {
             name: account.name.clone(),
@@ -95,6 +99,8 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             messages_known: s.known,
             downloaded_last_day: s.delivered_last_day,
             downloaded_total: s.delivered_total,
+            oversize_on_server: s.oversize_on_server,
+            headers_only: s.headers_only,
         });
     }
     let daemon = DaemonLock::running(&config.state_dir).map(|d| DaemonStatus {
@@ -182,6 +188,12 @@ fn text(s: &Status, now: i64) -> String {
             "  messages:      {} known, {} downloaded in the last day, {} in all\n",
             a.messages_known, a.downloaded_last_day, a.downloaded_total
         ));
+        if a.oversize_on_server > 0 || a.headers_only > 0 {
+            out.push_str(&format!(
+                "  size rules:    {} over max-size left on the server, {} delivered as headers only\n",
+                a.oversize_on_server, a.headers_only
+            ));
+        }
     }
     out
 }

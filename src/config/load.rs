@@ -109,6 +109,8 @@ pub const ACCOUNT_KEYS: &[&str] = &[
     "username",
     "password",
     "password-command",
+    "password-keyring",
+    "oauth2-token-command",
     "auth",
     "maildir",
     "mbox",
@@ -748,85 +750,95 @@ fn account(
         );
     }
 
-    let password = match (layers.get("password"), layers.get("password-command")) {
-        (Some((p, p_def)), Some((pc, pc_def))) if p_def == pc_def => {
-            let at = p.span().start.max(pc.span().start);
-            c.problem(
-                Some(at),
-                acct,
-                Some("password"),
-                "set either `password` or `password-command`, not both",
-            );
-            None
-        }
-        // One in the account, one in [defaults]: the account's wins.
-        (Some((p, false)), _) | (Some((p, true)), None) => match string(c, p, acct, "password") {
-            Some(s) if s.chars().any(|ch| matches!(ch, '\r' | '\n' | '\0')) => {
+    let password = {
+        // Exactly one source; one set in the account replaces any set in [defaults].
+        const SOURCES: [&str; 4] = [
+            "password",
+            "password-command",
+            "password-keyring",
+            "oauth2-token-command",
+        ];
+        let is_set = |key: &str, from_defaults: Option<bool>| {
+            layers.get(key).is_some_and(|(v, d)| {
+                from_defaults.is_none_or(|want| d == want)
+                    && !(key == "password-keyring"
+                        && matches!(v.get_ref(), DeValue::Boolean(false)))
+            })
+        };
+        let own: Vec<&str> = SOURCES
+            .into_iter()
+            .filter(|k| is_set(k, Some(false)))
+            .collect();
+        let set: Vec<&str> = if own.is_empty() {
+            SOURCES.into_iter().filter(|k| is_set(k, None)).collect()
+        } else {
+            own
+        };
+        match set.as_slice() {
+            [] => {
                 c.problem(
-                    Some(p.span().start),
+                    Some(at),
                     acct,
                     Some("password"),
-                    "must not contain line breaks or NUL",
+                    "missing: set `password` or `password-command` (or `password-keyring` or \
+                     `oauth2-token-command`)",
                 );
                 None
             }
-            Some(s) => Some(PasswordSource::Inline(Secret::new(s))),
-            None => None,
-        },
-        (_, Some((pc, _))) => match pc.get_ref() {
-            DeValue::Array(items) => {
-                let mut argv = Vec::new();
-                for item in items.iter() {
-                    if let Some(s) = string(c, item, acct, "password-command") {
-                        argv.push(s.to_owned());
-                    }
-                }
-                if items.is_empty() || argv.first().is_some_and(|a| a.is_empty()) {
-                    c.problem(
-                        Some(pc.span().start),
-                        acct,
-                        Some("password-command"),
-                        "must name a program, e.g. [\"pass\", \"show\", \"mail/home\"]",
-                    );
-                    None
-                } else if argv.len() == items.len() {
-                    // A program named by a relative path is found from the config file's
-                    // directory, like every other path in it; a bare name is looked up in PATH.
-                    if argv[0].contains('/') && !Path::new(&argv[0]).is_absolute() {
-                        argv[0] = base.join(&argv[0]).to_string_lossy().into_owned();
-                    }
-                    Some(PasswordSource::Command(argv))
-                } else {
-                    None
-                }
-            }
-            DeValue::String(_) => {
+            [_, second, ..] => {
+                let at = layers.get(second).map(|(v, _)| v.span().start);
                 c.problem(
-                    Some(pc.span().start),
+                    at,
                     acct,
-                    Some("password-command"),
-                    "must be a list of program and arguments, e.g. [\"pass\", \"show\", \"mail/home\"] (it is not run by a shell)",
+                    Some(second),
+                    format!(
+                        "set only one of {}, not both `{}` and `{second}`",
+                        SOURCES.map(|k| format!("`{k}`")).join(", "),
+                        set[0]
+                    ),
                 );
                 None
             }
-            other => {
-                c.problem(
-                    Some(pc.span().start),
-                    acct,
-                    Some("password-command"),
-                    format!("must be a list of strings, not {}", other.type_str()),
-                );
-                None
+            ["password"] => {
+                let (p, _) = layers.get("password").expect("set");
+                match string(c, p, acct, "password") {
+                    Some(s) if s.chars().any(|ch| matches!(ch, '\r' | '\n' | '\0')) => {
+                        c.problem(
+                            Some(p.span().start),
+                            acct,
+                            Some("password"),
+                            "must not contain line breaks or NUL",
+                        );
+                        None
+                    }
+                    Some(s) => Some(PasswordSource::Inline(Secret::new(s))),
+                    None => None,
+                }
             }
-        },
-        (None, None) => {
-            c.problem(
-                Some(at),
+            ["password-command"] => argv_key(
+                c,
+                &layers,
                 acct,
-                Some("password"),
-                "missing: set `password` or `password-command`",
-            );
-            None
+                "password-command",
+                "[\"pass\", \"show\", \"mail/home\"]",
+                &base,
+            )
+            .map(PasswordSource::Command),
+            ["oauth2-token-command"] => argv_key(
+                c,
+                &layers,
+                acct,
+                "oauth2-token-command",
+                "[\"oama\", \"access\", \"me@gmail.com\"]",
+                &base,
+            )
+            .map(PasswordSource::TokenCommand),
+            [_keyring] => match bool_key(c, "password-keyring", false) {
+                (true, _) => Some(PasswordSource::Keyring {
+                    account: name.to_owned(),
+                }),
+                _ => None,
+            },
         }
     };
 
@@ -837,17 +849,43 @@ fn account(
             "user" => Some(AuthMethod::User),
             "apop" => Some(AuthMethod::Apop),
             "plain" => Some(AuthMethod::Plain),
+            "xoauth2" => Some(AuthMethod::XOAuth2),
+            "oauthbearer" => Some(AuthMethod::OAuthBearer),
             _ => {
                 c.problem(
                     Some(at),
                     acct,
                     Some("auth"),
-                    format!("{s:?} is not one of \"auto\", \"user\", \"apop\", \"plain\""),
+                    format!(
+                        "{s:?} is not one of \"auto\", \"user\", \"apop\", \"plain\", \
+                         \"xoauth2\", \"oauthbearer\""
+                    ),
                 );
                 None
             }
         },
     };
+    if let (Some(method), Some(source)) = (auth, &password)
+        && method.uses_token() != source.is_token()
+    {
+        let at = layers.get("auth").map(|(v, _)| v.span().start);
+        c.problem(
+            at,
+            acct,
+            Some("auth"),
+            if source.is_token() {
+                format!(
+                    "{method} logs in with a password, but the account has an \
+                     oauth2-token-command: use \"xoauth2\", \"oauthbearer\" or \"auto\""
+                )
+            } else {
+                format!(
+                    "{method} logs in with an OAuth2 token: set oauth2-token-command instead \
+                     of a password"
+                )
+            },
+        );
+    }
     if security == Security::DangerousPlaintext
         && matches!(auth, Some(AuthMethod::User | AuthMethod::Plain))
     {

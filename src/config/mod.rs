@@ -13,6 +13,7 @@
 //! (`~/.local/state/popsync` on Linux).
 
 mod duration;
+pub mod keyring;
 mod load;
 pub mod secret;
 

@@ -19,27 +19,55 @@ pub enum PasswordSource {
     Inline(Secret),
     /// Printed by this command (program and arguments).
     Command(Vec<String>),
+    /// An OAuth 2.0 access token printed by this command (`oauth2-token-command`), run
+    /// before every session so that it can refresh the token.
+    TokenCommand(Vec<String>),
+    /// In the system's credential store (`password-keyring = true`), under the account's
+    /// name (`popsync password set --account NAME` puts it there).
+    Keyring { account: String },
 }
 
 /// Why the password could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
-    #[error("password command {program:?} could not be started")]
+    #[error("{what} {program:?} could not be started")]
     Spawn {
+        what: &'static str,
         program: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("password command {program:?} did not finish within {}s", .after.as_secs())]
-    Timeout { program: String, after: Duration },
-    #[error("password command {program:?} failed ({status}){}", stderr_note(.stderr))]
+    #[error("{what} {program:?} did not finish within {}s", .after.as_secs())]
+    Timeout {
+        what: &'static str,
+        program: String,
+        after: Duration,
+    },
+    #[error("{what} {program:?} failed ({status}){}", stderr_note(.stderr))]
     Failed {
+        what: &'static str,
         program: String,
         status: String,
         stderr: String,
     },
-    #[error("password command {program:?} printed no password")]
-    Empty { program: String },
+    #[error("{what} {program:?} printed nothing")]
+    Empty { what: &'static str, program: String },
+    #[error("the system keyring: {0}")]
+    Keyring(#[from] super::keyring::KeyringError),
+}
+
+impl PasswordError {
+    /// Whether it was the OAuth2 token that could not be had.
+    pub fn is_token(&self) -> bool {
+        let what = match self {
+            Self::Spawn { what, .. }
+            | Self::Timeout { what, .. }
+            | Self::Failed { what, .. }
+            | Self::Empty { what, .. } => *what,
+            Self::Keyring(_) => "keyring",
+        };
+        what == "oauth2-token-command"
+    }
 }
 
 fn stderr_note(stderr: &str) -> String {
@@ -60,12 +88,27 @@ impl PasswordSource {
     pub async fn resolve(&self) -> Result<Secret, PasswordError> {
         match self {
             Self::Inline(s) => Ok(s.clone()),
-            Self::Command(argv) => run_password_command(argv, PASSWORD_COMMAND_TIMEOUT).await,
+            Self::Command(argv) => {
+                run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, "password command").await
+            }
+            Self::TokenCommand(argv) => {
+                run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, "oauth2-token-command").await
+            }
+            Self::Keyring { account } => super::keyring::get(account).await,
         }
+    }
+
+    /// Whether the secret is an OAuth 2.0 access token rather than a password.
+    pub fn is_token(&self) -> bool {
+        matches!(self, Self::TokenCommand(_))
     }
 }
 
-async fn run_password_command(argv: &[String], limit: Duration) -> Result<Secret, PasswordError> {
+async fn run_password_command(
+    argv: &[String],
+    limit: Duration,
+    what: &'static str,
+) -> Result<Secret, PasswordError> {
     let program = argv[0].clone();
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
@@ -75,6 +118,7 @@ async fn run_password_command(argv: &[String], limit: Duration) -> Result<Secret
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| PasswordError::Spawn {
+            what,
             program: program.clone(),
             source,
         })?;
@@ -98,15 +142,18 @@ async fn run_password_command(argv: &[String], limit: Duration) -> Result<Secret
         tokio::time::timeout(limit, work)
             .await
             .map_err(|_| PasswordError::Timeout {
+                what,
                 program: program.clone(),
                 after: limit,
             })?;
     let status = status.map_err(|source| PasswordError::Spawn {
+        what,
         program: program.clone(),
         source,
     })?;
     if !status.success() {
         return Err(PasswordError::Failed {
+            what,
             program,
             status: status.to_string(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
@@ -115,7 +162,7 @@ async fn run_password_command(argv: &[String], limit: Duration) -> Result<Secret
     let text = String::from_utf8_lossy(&out);
     let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if first.is_empty() {
-        return Err(PasswordError::Empty { program });
+        return Err(PasswordError::Empty { what, program });
     }
     Ok(Secret::new(first))
 }
@@ -133,6 +180,7 @@ mod tests {
         let s = run_password_command(
             &argv(&["printf", "hunter2\\nignored\\n"]),
             Duration::from_secs(5),
+            "password command",
         )
         .await
         .unwrap();
@@ -148,6 +196,7 @@ mod tests {
                 "echo leaked-secret; echo 'store is locked' >&2; exit 3",
             ]),
             Duration::from_secs(5),
+            "password command",
         )
         .await
         .unwrap_err();
@@ -161,15 +210,23 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_and_timeout() {
-        let e = run_password_command(&argv(&["/nonexistent/pw"]), Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let e = run_password_command(
+            &argv(&["/nonexistent/pw"]),
+            Duration::from_secs(5),
+            "password command",
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, PasswordError::Spawn { .. }), "{e}");
-        let e = run_password_command(&argv(&["sleep", "10"]), Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let e = run_password_command(
+            &argv(&["sleep", "10"]),
+            Duration::from_millis(200),
+            "password command",
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, PasswordError::Timeout { .. }), "{e}");
-        let e = run_password_command(&argv(&["true"]), Duration::from_secs(5))
+        let e = run_password_command(&argv(&["true"]), Duration::from_secs(5), "password command")
             .await
             .unwrap_err();
         assert!(matches!(e, PasswordError::Empty { .. }), "{e}");

@@ -410,7 +410,9 @@ fn deliver_mda(
             }
             other => {
                 let _ = sc.store.drop_pending(sc.id, &[uid.as_slice()]);
-                result = Err(FetchError::Mda(MdaFailure::from_outcome(&argv[0], other)));
+                result = Err(FetchError::Mda(MdaFailure::from_outcome(
+                    &argv[0], other, timeout,
+                )));
             }
         }
     }

@@ -136,7 +136,7 @@ pub const SUMMARIES_KEPT: usize = 5;
 pub enum FetchError {
     #[error(transparent)]
     Pop3(#[from] pop3::Error),
-    #[error("could not get the password")]
+    #[error("could not get the {}", if .0.is_token() { "OAuth2 token" } else { "password" })]
     Password(#[from] crate::config::secret::PasswordError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -178,8 +178,14 @@ pub enum MdaFailure {
         status: String,
         stderr: String,
     },
-    #[error("the MDA {program:?} did not finish in time and was stopped")]
-    TimedOut { program: String },
+    #[error(
+        "the MDA {program:?} did not finish within mda-timeout ({}) and was stopped",
+        crate::config::format_duration(*.limit)
+    )]
+    TimedOut {
+        program: String,
+        limit: std::time::Duration,
+    },
     #[error("the MDA could not be run: {0}")]
     NotStarted(String),
 }
@@ -193,7 +199,7 @@ fn note(stderr: &str) -> String {
 }
 
 impl MdaFailure {
-    fn from_outcome(program: &str, outcome: MdaOutcome) -> Self {
+    fn from_outcome(program: &str, outcome: MdaOutcome, limit: std::time::Duration) -> Self {
         let program = program.to_owned();
         match outcome {
             MdaOutcome::TryLater { stderr } => Self::TryLater { program, stderr },
@@ -202,7 +208,7 @@ impl MdaFailure {
                 status,
                 stderr,
             },
-            MdaOutcome::TimedOut => Self::TimedOut { program },
+            MdaOutcome::TimedOut => Self::TimedOut { program, limit },
             MdaOutcome::NotStarted(e) => Self::NotStarted(e),
             MdaOutcome::Delivered => Self::NotStarted("delivered".into()),
         }
@@ -248,6 +254,14 @@ impl FetchError {
                 // ... one that fails or prints nothing leaves popsync without credentials.
                 crate::config::secret::PasswordError::Failed { .. }
                 | crate::config::secret::PasswordError::Empty { .. } => ErrorClass::Auth,
+                // Nothing stored: the user must store it; a keyring not (yet) running or
+                // not answering may be there next time.
+                crate::config::secret::PasswordError::Keyring(k) => match k {
+                    crate::config::keyring::KeyringError::NotFound { .. } => ErrorClass::Auth,
+                    crate::config::keyring::KeyringError::Unavailable { .. }
+                    | crate::config::keyring::KeyringError::Timeout(_) => ErrorClass::Temporary,
+                    crate::config::keyring::KeyringError::Other(_) => ErrorClass::Local,
+                },
             },
             Self::Store(_) | Self::Mailbox { .. } => ErrorClass::Local,
             Self::Lock(LockError::Busy { .. }) => ErrorClass::Temporary,
@@ -401,6 +415,7 @@ async fn run(
     let credentials = Credentials {
         username: account.username.clone(),
         password: account.password.resolve().await?,
+        token: account.password.is_token(),
     };
     let policy = Policy {
         retention: account.retention,
@@ -684,6 +699,7 @@ async fn session(
         sc.ctx.progress.downloading(name, count, total);
     }
     let mut delivered_now: Vec<Listed<'_>> = Vec::new();
+    let mut headers_only_now = 0u64;
     let mut refused: Vec<Status> = Vec::new();
     for (list, headers_only) in [(&split.fetch, false), (&split.headers_only, true)] {
         let mut remaining = &list[..];
@@ -701,6 +717,7 @@ async fn session(
             remaining = rest;
             let outcome = fetch_batch(sc, &mut s, batch, headers_only, &sizes).await;
             if headers_only {
+                headers_only_now += outcome.delivered.len() as u64;
                 sc.report.headers_only += outcome.delivered.len() as u64;
             } else {
                 delivered_now.extend(outcome.delivered);
@@ -709,7 +726,7 @@ async fn session(
             outcome.result?;
         }
     }
-    let fetched = delivered_now.len() as u64 + sc.report.headers_only;
+    let fetched = delivered_now.len() as u64 + headers_only_now;
     if fetched > 0 {
         info!(
             "{name}: stored {fetched} message(s) in {}",

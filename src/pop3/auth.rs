@@ -1,10 +1,13 @@
-//! Logging in: USER/PASS, APOP (RFC 1939) and SASL PLAIN (RFC 4616 over RFC 5034).
+//! Logging in: USER/PASS, APOP (RFC 1939), SASL PLAIN (RFC 4616 over RFC 5034), and with an
+//! OAuth 2.0 access token SASL OAUTHBEARER (RFC 7628) or XOAUTH2 (Google's and Microsoft's).
 //!
-//! The choice of method is a pure function of the configured preference, the server's
-//! capabilities and whether the connection is encrypted, so it is easy to test and to show
-//! in `popsync check`. Over an encrypted connection the order is SASL PLAIN, APOP, USER;
-//! over a plaintext connection (only ever with the dangerous switch) APOP comes first because
-//! it does not put the password on the wire.
+//! The choice of method is a pure function of the configured preference, the kind of secret
+//! (password or token), the server's capabilities and whether the connection is encrypted,
+//! so it is easy to test and to show in `popsync check`. With a password, over an encrypted
+//! connection the order is SASL PLAIN, APOP, USER; over a plaintext connection (only ever
+//! with the dangerous switch) APOP comes first because it does not put the password on the
+//! wire. With a token it is OAUTHBEARER (the standard), then XOAUTH2; a token is never sent
+//! as a password, and a password never through an OAuth mechanism.
 
 use std::fmt;
 
@@ -35,11 +38,32 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// User name and password.
+/// User name and password (or OAuth 2.0 access token).
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
+    /// The password, or the access token when `token` is set.
     pub password: Secret,
+    /// `password` is an OAuth 2.0 access token.
+    pub token: bool,
+}
+
+impl Credentials {
+    pub fn password(username: impl Into<String>, password: Secret) -> Self {
+        Self {
+            username: username.into(),
+            password,
+            token: false,
+        }
+    }
+
+    pub fn token(username: impl Into<String>, token: Secret) -> Self {
+        Self {
+            username: username.into(),
+            password: token,
+            token: true,
+        }
+    }
 }
 
 /// A login method.
@@ -51,6 +75,17 @@ pub enum AuthMethod {
     Apop,
     /// SASL PLAIN: user name and password, base64-encoded (protected only by TLS).
     Plain,
+    /// SASL XOAUTH2: user name and OAuth 2.0 access token (Google, Microsoft).
+    XOAuth2,
+    /// SASL OAUTHBEARER (RFC 7628): user name and OAuth 2.0 access token.
+    OAuthBearer,
+}
+
+impl AuthMethod {
+    /// Whether the method takes an OAuth 2.0 token rather than a password.
+    pub fn uses_token(self) -> bool {
+        matches!(self, Self::XOAuth2 | Self::OAuthBearer)
+    }
 }
 
 impl fmt::Display for AuthMethod {
@@ -59,17 +94,48 @@ impl fmt::Display for AuthMethod {
             Self::User => "USER/PASS",
             Self::Apop => "APOP",
             Self::Plain => "SASL PLAIN",
+            Self::XOAuth2 => "SASL XOAUTH2",
+            Self::OAuthBearer => "SASL OAUTHBEARER",
         })
     }
 }
 
-/// Picks the login method. `forced` is the configured method, `None` for automatic.
+/// Picks the login method. `forced` is the configured method, `None` for automatic;
+/// `token` says the secret is an OAuth 2.0 access token.
 pub fn choose_method(
     forced: Option<AuthMethod>,
     caps: &Capabilities,
     apop_timestamp: Option<&str>,
     encrypted: bool,
+    token: bool,
 ) -> Result<AuthMethod, Error> {
+    if let Some(method) = forced
+        && method.uses_token() != token
+    {
+        return Err(ErrorKind::NoAuthMethod(if token {
+            format!("{method} needs a password, but the account has an OAuth2 token")
+        } else {
+            format!("{method} needs an OAuth2 token (oauth2-token-command)")
+        })
+        .into());
+    }
+    if token {
+        if let Some(method) = forced {
+            return Ok(method);
+        }
+        return if caps.has_sasl("OAUTHBEARER") {
+            Ok(AuthMethod::OAuthBearer)
+        } else if caps.has_sasl("XOAUTH2") {
+            Ok(AuthMethod::XOAuth2)
+        } else {
+            Err(ErrorKind::NoAuthMethod(
+                "the server offers neither SASL OAUTHBEARER nor XOAUTH2 for the OAuth2 token \
+                 (set auth = \"xoauth2\" or \"oauthbearer\" to try one anyway)"
+                    .into(),
+            )
+            .into())
+        };
+    }
     if let Some(method) = forced {
         if method == AuthMethod::Apop && apop_timestamp.is_none() {
             return Err(ErrorKind::NoAuthMethod(
@@ -129,6 +195,50 @@ pub fn plain_response(credentials: &Credentials) -> Secret {
     Secret(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+/// The SASL XOAUTH2 initial response: base64 of
+/// `user=USER ^A auth=Bearer TOKEN ^A ^A`.
+pub fn xoauth2_response(credentials: &Credentials) -> Secret {
+    let raw = format!(
+        "user={}\x01auth=Bearer {}\x01\x01",
+        credentials.username,
+        credentials.password.expose()
+    );
+    Secret(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// The SASL OAUTHBEARER initial response (RFC 7628 section 3.1): base64 of the GS2 header
+/// `n,a=USER,` then `^A host=HOST ^A port=PORT ^A auth=Bearer TOKEN ^A ^A`. In the
+/// authorization identity `,` and `=` are written `=2C` and `=3D` (RFC 5801).
+pub fn oauthbearer_response(credentials: &Credentials, host: &str, port: u16) -> Secret {
+    let user = credentials.username.replace('=', "=3D").replace(',', "=2C");
+    let raw = format!(
+        "n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {}\x01\x01",
+        credentials.password.expose()
+    );
+    Secret(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// What the client answers to an OAuth error challenge: OAUTHBEARER wants a single `^A`
+/// (RFC 7628 section 3.2.3), XOAUTH2 an empty response. The server then fails the exchange.
+pub fn oauth_error_ack(method: AuthMethod) -> Secret {
+    match method {
+        AuthMethod::OAuthBearer => Secret("AQ==".into()),
+        _ => Secret(String::new()),
+    }
+}
+
+/// The server's OAuth error challenge (base64 of a JSON object such as
+/// `{"status":"invalid_token","scope":"..."}`), decoded for the user; `None` if it is not one.
+pub fn oauth_error_text(challenge: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(challenge.trim())
+        .ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let printable: String = text.chars().filter(|c| !c.is_control()).take(500).collect();
+    (printable.starts_with('{')).then_some(printable)
+}
+
 /// RFC 5034: an AUTH command with its initial response must fit in 255 octets (CRLF
 /// included); otherwise the response goes on its own line after the `+` continuation.
 pub const MAX_AUTH_LINE: usize = 255;
@@ -155,10 +265,7 @@ mod tests {
 
     #[test]
     fn plain_response_encodes_nul_separated_fields() {
-        let c = Credentials {
-            username: "tim".into(),
-            password: Secret::new("tanstaaftanstaaf"),
-        };
+        let c = Credentials::password("tim", Secret::new("tanstaaftanstaaf"));
         // RFC 5034 section 6 example.
         assert_eq!(plain_response(&c).expose(), "AHRpbQB0YW5zdGFhZnRhbnN0YWFm");
     }
@@ -171,20 +278,20 @@ mod tests {
     fn automatic_choice_prefers_sasl_plain_over_tls() {
         let c = caps(&[b"USER", b"SASL PLAIN"]);
         assert_eq!(
-            choose_method(None, &c, None, true).unwrap(),
+            choose_method(None, &c, None, true, false).unwrap(),
             AuthMethod::Plain
         );
         assert_eq!(
-            choose_method(None, &c, Some("<1@x>"), true).unwrap(),
+            choose_method(None, &c, Some("<1@x>"), true, false).unwrap(),
             AuthMethod::Plain
         );
         let c = caps(&[b"USER"]);
         assert_eq!(
-            choose_method(None, &c, None, true).unwrap(),
+            choose_method(None, &c, None, true, false).unwrap(),
             AuthMethod::User
         );
         assert_eq!(
-            choose_method(None, &Capabilities::default(), None, true).unwrap(),
+            choose_method(None, &Capabilities::default(), None, true, false).unwrap(),
             AuthMethod::User
         );
     }
@@ -193,7 +300,7 @@ mod tests {
     fn automatic_choice_prefers_apop_without_encryption() {
         let c = caps(&[b"USER", b"SASL PLAIN"]);
         assert_eq!(
-            choose_method(None, &c, Some("<1@x>"), false).unwrap(),
+            choose_method(None, &c, Some("<1@x>"), false, false).unwrap(),
             AuthMethod::Apop
         );
     }
@@ -201,20 +308,84 @@ mod tests {
     #[test]
     fn forced_apop_needs_a_timestamp() {
         let c = caps(&[b"USER"]);
-        let err = choose_method(Some(AuthMethod::Apop), &c, None, true).unwrap_err();
+        let err = choose_method(Some(AuthMethod::Apop), &c, None, true, false).unwrap_err();
         assert!(err.is_auth());
         assert_eq!(
-            choose_method(Some(AuthMethod::User), &c, Some("<1@x>"), true).unwrap(),
+            choose_method(Some(AuthMethod::User), &c, Some("<1@x>"), true, false).unwrap(),
             AuthMethod::User
         );
     }
 
     #[test]
     fn secret_debug_is_redacted() {
-        let c = Credentials {
-            username: "me".into(),
-            password: Secret::new("hunter2"),
-        };
+        let c = Credentials::password("me", Secret::new("hunter2"));
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn oauth_responses_have_the_documented_layout() {
+        let c = Credentials::token(
+            "someuser@example.com",
+            Secret::new("ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"),
+        );
+        // Google's documented XOAUTH2 example.
+        assert_eq!(
+            xoauth2_response(&c).expose(),
+            "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+        );
+        // RFC 7628 section 4.1, with the user of the example.
+        let c = Credentials::token(
+            "user@example.com",
+            Secret::new("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="),
+        );
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(oauthbearer_response(&c, "server.example.com", 143).expose())
+            .unwrap();
+        assert_eq!(
+            raw,
+            b"n,a=user@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+        );
+        let odd = Credentials::token("a,b=c", Secret::new("t"));
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(oauthbearer_response(&odd, "h", 1).expose())
+            .unwrap();
+        assert!(raw.starts_with(b"n,a=a=2Cb=3Dc,\x01"));
+        assert_eq!(oauth_error_ack(AuthMethod::OAuthBearer).expose(), "AQ==");
+        assert_eq!(oauth_error_ack(AuthMethod::XOAuth2).expose(), "");
+        assert_eq!(
+            oauth_error_text("eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=").as_deref(),
+            Some("{\"status\":\"invalid_token\"}")
+        );
+        assert_eq!(oauth_error_text("not base64!"), None);
+    }
+
+    #[test]
+    fn a_token_goes_only_to_an_oauth_mechanism_and_a_password_never_does() {
+        let c = caps(&[b"USER", b"SASL PLAIN XOAUTH2 OAUTHBEARER"]);
+        assert_eq!(
+            choose_method(None, &c, None, true, true).unwrap(),
+            AuthMethod::OAuthBearer
+        );
+        let c = caps(&[b"USER", b"SASL PLAIN XOAUTH2"]);
+        assert_eq!(
+            choose_method(None, &c, None, true, true).unwrap(),
+            AuthMethod::XOAuth2
+        );
+        assert_eq!(
+            choose_method(None, &c, None, true, false).unwrap(),
+            AuthMethod::Plain
+        );
+        let c = caps(&[b"USER", b"SASL PLAIN"]);
+        assert!(
+            choose_method(None, &c, None, true, true)
+                .unwrap_err()
+                .is_auth()
+        );
+        assert_eq!(
+            choose_method(Some(AuthMethod::XOAuth2), &c, None, true, true).unwrap(),
+            AuthMethod::XOAuth2
+        );
+        assert!(choose_method(Some(AuthMethod::Plain), &c, None, true, true).is_err());
+        assert!(choose_method(Some(AuthMethod::XOAuth2), &c, None, true, false).is_err());
     }
 }

@@ -104,6 +104,9 @@ pub struct Greeted {
     caps_before_tls: Option<Capabilities>,
     certificate: Option<CertificateInfo>,
     encrypted: bool,
+    /// Where it is connected, for OAUTHBEARER's host and port.
+    host: String,
+    port: u16,
 }
 
 /// Connects, greets and asks for capabilities, upgrading with STLS when configured.
@@ -135,6 +138,8 @@ pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
         caps_before_tls: None,
         certificate,
         encrypted,
+        host: options.host.clone(),
+        port: options.port,
     };
     if options.security == Security::StartTls {
         session = session.starttls(options).await?;
@@ -269,6 +274,8 @@ impl Greeted {
             caps,
             certificate,
             encrypted: true,
+            host: self.host,
+            port: self.port,
         })
     }
 
@@ -297,12 +304,17 @@ impl Greeted {
     }
 
     /// The login method [`login`](Self::login) would use.
-    pub fn auth_method(&self, forced: Option<AuthMethod>) -> Result<AuthMethod, Error> {
+    pub fn auth_method(
+        &self,
+        forced: Option<AuthMethod>,
+        token: bool,
+    ) -> Result<AuthMethod, Error> {
         auth::choose_method(
             forced,
             &self.caps,
             auth::apop_timestamp(&self.greeting),
             self.encrypted,
+            token,
         )
     }
 
@@ -312,9 +324,9 @@ impl Greeted {
         credentials: &Credentials,
         forced: Option<AuthMethod>,
     ) -> Result<Authenticated, Error> {
-        let method = self.auth_method(forced)?;
+        let method = self.auth_method(forced, credentials.token)?;
         debug!("logging in with {method}");
-        let label = method.to_string();
+        let mut label = method.to_string();
         let conn = &mut self.conn;
         let status = match method {
             AuthMethod::User => match conn.command(&Command::User(&credentials.username)).await? {
@@ -340,6 +352,53 @@ impl Greeted {
                     conn.command(&with_initial).await?
                 } else {
                     sasl_two_step(conn, "PLAIN", response).await?
+                }
+            }
+            AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => {
+                let (mechanism, response) = if method == AuthMethod::XOAuth2 {
+                    ("XOAUTH2", auth::xoauth2_response(credentials))
+                } else {
+                    (
+                        "OAUTHBEARER",
+                        auth::oauthbearer_response(credentials, &self.host, self.port),
+                    )
+                };
+                let with_initial = Command::Auth {
+                    mechanism,
+                    initial: Some(response.clone()),
+                };
+                // A token makes the line long: over 255 octets the response waits for the
+                // server's "+" (RFC 5034; Microsoft 365 insists).
+                let status = if with_initial.encoded_len() <= auth::MAX_AUTH_LINE {
+                    conn.command(&with_initial).await?
+                } else {
+                    sasl_two_step(conn, mechanism, response).await?
+                };
+                match status {
+                    // An error challenge (RFC 7628 section 3.2.2): acknowledge it, and the
+                    // server ends the exchange with -ERR; keep its reason for the user.
+                    Status::Continue { data } => {
+                        let reason = auth::oauth_error_text(&data);
+                        let answer = conn
+                            .command(&Command::SaslResponse(auth::oauth_error_ack(method)))
+                            .await?;
+                        if let Some(reason) = reason {
+                            label = format!("{label}; the server's reason: {reason}");
+                        }
+                        match answer {
+                            Status::Continue { .. } => {
+                                let _ =
+                                    conn.command(&Command::SaslResponse(Secret::new("*"))).await;
+                                return Err(ErrorKind::Protocol(
+                                    "the server sent another SASL challenge after the OAuth error"
+                                        .into(),
+                                )
+                                .into());
+                            }
+                            other => other,
+                        }
+                    }
+                    other => other,
                 }
             }
         };

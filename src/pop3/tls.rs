@@ -75,7 +75,7 @@ pub(crate) fn check_pin(options: &TlsOptions, der: Option<&[u8]>) -> Result<(), 
     let Some(pin) = options.pinned_sha256 else {
         return Ok(());
     };
-    let presented = der.map(|d| Sha256::digest(d));
+    let presented = der.map(Sha256::digest);
     match presented {
         Some(digest) if digest.as_slice() == pin => Ok(()),
         Some(digest) => Err(ErrorKind::FingerprintMismatch {

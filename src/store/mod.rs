@@ -201,6 +201,10 @@ pub struct AccountStatus {
     /// server).
     pub delivered_total: u64,
     pub delivered_last_day: u64,
+    /// Messages over max-size left on the server, not downloaded.
+    pub oversize_on_server: u64,
+    /// Messages delivered as headers only, the whole message left on the server.
+    pub headers_only: u64,
 }
 
 /// Account row id.
@@ -719,15 +723,22 @@ impl Store {
                 [id.0],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let (known, delivered_total, delivered_last_day): (i64, i64, i64) =
-                self.conn.query_row(
-                    "SELECT COUNT(*),
+            let (known, delivered_total, delivered_last_day, oversize, headers_only): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = self.conn.query_row(
+                "SELECT COUNT(*),
                         COUNT(delivered_at),
-                        COUNT(CASE WHEN delivered_at >= ?2 THEN 1 END)
+                        COUNT(CASE WHEN delivered_at >= ?2 THEN 1 END),
+                        COUNT(CASE WHEN state = 'oversize' THEN 1 END),
+                        COUNT(CASE WHEN state = 'headers-only' THEN 1 END)
                  FROM message WHERE account_id = ?1",
-                    params![id.0, now - 86_400],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?;
+                params![id.0, now - 86_400],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
             Ok(AccountStatus {
                 last_poll: None,
                 last_success_at,
@@ -735,6 +746,8 @@ impl Store {
                 known: known as u64,
                 delivered_total: delivered_total as u64,
                 delivered_last_day: delivered_last_day as u64,
+                oversize_on_server: oversize as u64,
+                headers_only: headers_only as u64,
             })
         })();
         let mut status = r.map_err(|e| self.err(e))?;

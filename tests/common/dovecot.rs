@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub const PASSWORD: &str = "secret";
+pub const PASSWORD: &str = "Dovecot-Pa55word-for-tests";
 pub const USERS: &[&str] = &["user1", "user2", "user3", "user4"];
 const MAIL_UID: u32 = 5000;
 

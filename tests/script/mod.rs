@@ -194,8 +194,15 @@ pub type ClientLines = Vec<Vec<String>>;
 impl ScriptServer {
     /// Starts serving `sessions`: the first script to the first connection, and so on.
     pub fn start(sessions: Vec<Vec<Step>>) -> Self {
+        Self::start_with(|_| sessions)
+    }
+
+    /// Like [`start`](Self::start), for scripts that need the server's port (OAUTHBEARER
+    /// names it in its response).
+    pub fn start_with(script: impl FnOnce(u16) -> Vec<Vec<Step>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local address").port();
+        let sessions = script(port);
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
