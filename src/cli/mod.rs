@@ -5,6 +5,7 @@
 mod check;
 mod daemon;
 mod fetch;
+mod password;
 mod poll;
 mod progress;
 mod status;
@@ -27,8 +28,9 @@ pub const EX_CONFIG: u8 = 78;
 #[command(
     name = "popsync",
     version,
-    about = "Fetch mail from POP3 servers into local Maildirs, exactly once",
-    long_about = "popsync downloads new messages from POP3 accounts into local Maildirs. \
+    about = "Fetch mail from POP3 servers into a Maildir, an mbox or an MDA, exactly once",
+    long_about = "popsync downloads new messages from POP3 accounts into local Maildirs or mbox \
+files, or hands them to an MDA such as procmail. \
 It remembers what it has downloaded (by the server's unique-ids, in a state database), so each \
 message arrives exactly once, even if popsync is killed part-way; it deletes messages from the \
 server only after they are safely on disk, and only if the account's retention says so.",
@@ -67,6 +69,7 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     Poll(poll::PollArgs),
     Status(status::StatusArgs),
+    Password(password::PasswordArgs),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit status.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => daemon::run(&cli, args),
         Command::Poll(args) => poll::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Password(args) => password::run(&cli, args),
     };
     ExitCode::from(code)
 }
