@@ -241,6 +241,7 @@ fn implicit_tls_against_a_plaintext_port_fails_instead_of_falling_back() {
 fn without_pipelining_on_the_server_the_client_waits_for_every_answer() {
     let server = Dovecot::start_with(dovecot::Options {
         plaintext_auth: true,
+        ..dovecot::Options::default()
     });
     let messages = corpus::varied(9, 40, None);
     server.add_messages("user1", &messages);

@@ -19,6 +19,9 @@ const MAIL_UID: u32 = 5000;
 pub struct Options {
     /// Allow USER/PASS and AUTH PLAIN without TLS (for dangerous-plaintext tests).
     pub plaintext_auth: bool,
+    /// Also accept SASL XOAUTH2 and OAUTHBEARER, the tokens checked by Dovecot's oauth2
+    /// passdb against this token introspection endpoint (`http://127.0.0.1:PORT/introspect`).
+    pub oauth2_introspection_port: Option<u16>,
 }
 
 pub struct Dovecot {
@@ -365,11 +368,13 @@ ssl_cert = <{d}/tls/server.pem
 ssl_key = <{d}/tls/server.key
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = {plain}
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 auth_failure_delay = 0
-
+auth_verbose = yes
+{oauth_passdb}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {users}
 }}
 userdb {{
@@ -405,5 +410,29 @@ service anvil {{
 "#,
         users = users.display(),
         plain = if options.plaintext_auth { "no" } else { "yes" },
+        oauth_mechanisms = if options.oauth2_introspection_port.is_some() {
+            " xoauth2 oauthbearer"
+        } else {
+            ""
+        },
+        oauth_passdb = match options.oauth2_introspection_port {
+            None => String::new(),
+            Some(port) => {
+                // Read when the auth process starts. "mechanisms" keeps passwords away from
+                // the endpoint and tokens away from the passwd-file.
+                let ext = dir.join("dovecot-oauth2.conf.ext");
+                std::fs::write(
+                    &ext,
+                    format!(
+                        "introspection_mode = post\nintrospection_url = http://127.0.0.1:{port}/introspect\nusername_attribute = username\nactive_attribute = active\nactive_value = true\ntimeout_msecs = 5000\n"
+                    ),
+                )
+                .unwrap();
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                    ext.display()
+                )
+            }
+        },
     )
 }

@@ -11,6 +11,7 @@ pub mod dovecot;
 pub mod keyring;
 pub mod mbox;
 pub mod mount;
+pub mod oauth;
 pub mod proxy;
 
 use std::collections::BTreeMap;
