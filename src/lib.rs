@@ -28,4 +28,5 @@ pub mod daemon;
 pub mod hook;
 pub mod notify;
 pub mod scheduler;
+pub mod service;
 pub mod summary;

@@ -5,9 +5,11 @@
 mod check;
 mod daemon;
 mod fetch;
+mod generate;
 mod password;
 mod poll;
 mod progress;
+mod service;
 mod status;
 
 use std::path::PathBuf;
@@ -70,6 +72,8 @@ enum Command {
     Poll(poll::PollArgs),
     Status(status::StatusArgs),
     Password(password::PasswordArgs),
+    Service(service::ServiceArgs),
+    Generate(generate::GenerateArgs),
 }
 
 /// Parses the command line, runs the subcommand and returns its exit status.
@@ -99,6 +103,8 @@ pub fn main() -> ExitCode {
         Command::Poll(args) => poll::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
         Command::Password(args) => password::run(&cli, args),
+        Command::Service(args) => service::run(&cli, args),
+        Command::Generate(args) => generate::run(&cli, args),
     };
     ExitCode::from(code)
 }

@@ -12,7 +12,11 @@
 //!   files, or all;
 //! - a wall clock running ahead of the monotonic one means the machine slept: everything is
 //!   polled at once;
-//! - under systemd it reports READY/STATUS/STOPPING and pings the watchdog.
+//! - under systemd it reports READY/STATUS/STOPPING and pings the watchdog, and keeps its
+//!   state in `$STATE_DIRECTORY` (set by `StateDirectory=`) when neither `$POPSYNC_STATE_DIR`
+//!   nor `state-dir` chooses a directory; `$LOGS_DIRECTORY` is not used: the log goes to
+//!   stderr, which systemd hands to the journal;
+//! - on Windows, Ctrl-C, Ctrl-Break and closing its console window stop it the same way.
 //!
 //! Fetches run on threads of their own (they block on disk and SQLite); the agent's own
 //! loop only waits.
@@ -96,6 +100,7 @@ pub async fn run(
     config_path: PathBuf,
     state_override: Option<PathBuf>,
 ) -> Result<(), DaemonError> {
+    let config = with_systemd_state_dir(config, state_override.as_deref());
     let _lock = DaemonLock::acquire(&config.state_dir, &config.file)?;
     // Open (and migrate) the state database once up front, so a problem shows at start.
     drop(Store::open(&config.state_dir)?);
@@ -373,6 +378,7 @@ impl Agent {
         match Config::load(path, self.state_override.clone()) {
             Err(e) => error!("the new configuration is not used ({e}); the old one stays in force"),
             Ok(new) => {
+                let new = with_systemd_state_dir(new, self.state_override.as_deref());
                 if new.state_dir != self.config.state_dir {
                     warn!(
                         "the state directory changed to {}; that takes a restart (the old one, {}, stays in use)",
@@ -465,6 +471,49 @@ impl Agent {
     }
 }
 
+/// Under systemd, `$STATE_DIRECTORY` (the first of its directories) takes the place of the
+/// platform's default state directory: it is used when neither `$POPSYNC_STATE_DIR`
+/// (`state_override`) nor the file's `state-dir` chose one.
+fn with_systemd_state_dir(config: Config, state_override: Option<&std::path::Path>) -> Config {
+    let default = crate::config::default_state_dir();
+    match systemd_state_dir(
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+        state_override.is_some(),
+        &config.state_dir,
+        default.as_deref(),
+    ) {
+        Some(dir) => {
+            info!(
+                "state directory {} (systemd's $STATE_DIRECTORY); popsync commands run outside the service look in {} unless state-dir says otherwise",
+                dir.display(),
+                config.state_dir.display()
+            );
+            Config {
+                state_dir: dir,
+                ..config
+            }
+        }
+        None => config,
+    }
+}
+
+/// The directory `$STATE_DIRECTORY` (`var`) names, if it is to be used instead of
+/// `state_dir`: only when nothing but the platform's default (`default`) chose that.
+fn systemd_state_dir(
+    var: Option<&std::ffi::OsStr>,
+    overridden: bool,
+    state_dir: &std::path::Path,
+    default: Option<&std::path::Path>,
+) -> Option<PathBuf> {
+    if overridden || default != Some(state_dir) {
+        return None;
+    }
+    // Several directories are separated by colons; popsync uses the first.
+    let text = var?.to_str()?;
+    let first = PathBuf::from(text.split(':').next()?);
+    first.is_absolute().then_some(first)
+}
+
 fn problem_title(e: &FetchError) -> &'static str {
     match e {
         FetchError::Pop3(p) if p.is_fingerprint_mismatch() => {
@@ -542,10 +591,41 @@ impl Signals {
     }
 }
 
-#[cfg(not(unix))]
+/// Ctrl-C, Ctrl-Break and the console window being closed. (Windows sends the logoff and
+/// shutdown events only to services; an interactive program is simply ended then, which is
+/// safe.) After a close event Windows ends the process a few seconds later whatever it does:
+/// a fetch cut short there is as safe as a kill.
+#[cfg(windows)]
+struct Signals {
+    c: tokio::signal::windows::CtrlC,
+    brk: tokio::signal::windows::CtrlBreak,
+    close: tokio::signal::windows::CtrlClose,
+}
+
+#[cfg(windows)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+        Ok(Self {
+            c: ctrl_c()?,
+            brk: ctrl_break()?,
+            close: ctrl_close()?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.c.recv() => Signal::Stop("Ctrl-C"),
+            _ = self.brk.recv() => Signal::Stop("Ctrl-Break"),
+            _ = self.close.recv() => Signal::Stop("the console window closing"),
+        }
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
 struct Signals;
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 impl Signals {
     fn new() -> std::io::Result<Self> {
         Ok(Self)
@@ -554,5 +634,36 @@ impl Signals {
     async fn next(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop("Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    #[test]
+    fn state_directory_replaces_only_the_default_state_dir() {
+        let default = Path::new("/home/me/.local/state/popsync");
+        let var = Some(OsStr::new(
+            "/home/me/.config/popsync:/home/me/.config/other",
+        ));
+        assert_eq!(
+            systemd_state_dir(var, false, default, Some(default)),
+            Some(PathBuf::from("/home/me/.config/popsync"))
+        );
+        // state-dir in the file, or $POPSYNC_STATE_DIR, win.
+        assert_eq!(
+            systemd_state_dir(var, false, Path::new("/srv/popsync"), Some(default)),
+            None
+        );
+        assert_eq!(systemd_state_dir(var, true, default, Some(default)), None);
+        // Not under systemd, or nonsense.
+        assert_eq!(systemd_state_dir(None, false, default, Some(default)), None);
+        assert_eq!(
+            systemd_state_dir(Some(OsStr::new("relative")), false, default, Some(default)),
+            None
+        );
     }
 }

@@ -205,13 +205,13 @@ mod platform {
     pub async fn show(note: Note) -> Result<(), String> {
         // The platform's own notification centre; no actions.
         tokio::task::spawn_blocking(move || {
-            notify_rust::Notification::new()
-                .appname("popsync")
-                .summary(&note.summary)
-                .body(&note.body)
-                .show()
-                .map(drop)
-                .map_err(|e| e.to_string())
+            let mut n = notify_rust::Notification::new();
+            n.appname("popsync").summary(&note.summary).body(&note.body);
+            // Toasts carry popsync's AppUserModelID (`popsync service install` registers
+            // it with its display name), so Windows attributes them to popsync.
+            #[cfg(windows)]
+            n.app_id(crate::service::windows::APP_ID);
+            n.show().map(drop).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
