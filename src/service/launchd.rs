@@ -42,7 +42,7 @@ pub fn plist(exe: &Path, config: &Path, home: &Path) -> Result<String, ServiceEr
     Ok(format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<!-- popsync's agent for launchd, written by `popsync service install` (popsync {version});
+<!-- popsync's agent for launchd, as `popsync service install` writes it;
      `popsync service uninstall` unloads it and removes this file. -->
 <plist version="1.0">
 <dict>
@@ -70,8 +70,7 @@ pub fn plist(exe: &Path, config: &Path, home: &Path) -> Result<String, ServiceEr
 	<string>{log}</string>
 </dict>
 </plist>
-"#,
-        version = env!("CARGO_PKG_VERSION"),
+"#
     ))
 }
 
