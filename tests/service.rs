@@ -32,6 +32,8 @@ enum Manager {
     Works,
     /// Records the call and fails the way systemctl does without a user bus.
     NoUserBus,
+    /// Records the call; starting the service fails (as when the agent exits at once).
+    StartFails,
     /// There is no systemctl at all.
     Missing,
 }
@@ -68,6 +70,16 @@ exit 0
 { printf '%s' systemctl; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$FAKE_SYSTEMCTL_CALLS"
 echo "Failed to connect to bus: No medium found" >&2
 exit 1
+"#
+            }
+            Manager::StartFails => {
+                r#"#!/bin/sh
+{ printf '%s' systemctl; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$FAKE_SYSTEMCTL_CALLS"
+if [ "$2" = enable ]; then
+    echo "Job for popsync.service failed because the control process exited with error code." >&2
+    exit 1
+fi
+exit 0
 "#
             }
             Manager::Missing => "",
@@ -607,6 +619,27 @@ fn without_a_user_bus_install_says_so_and_prints_the_steps_left_to_do() {
 
     let status = user.run(&["service", "status"]);
     assert_eq!(status.status.code(), Some(69), "{}", describe(&status));
+}
+
+#[test]
+fn when_the_agent_does_not_start_install_says_what_systemctl_said_and_what_is_left() {
+    let user = User::new(Manager::StartFails);
+    let out = user.run(&["service", "install"]);
+    assert_eq!(out.status.code(), Some(69), "{}", describe(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`systemctl --user enable --now popsync.service` failed (exit status: 1): Job for popsync.service failed"), "{err}");
+    assert!(!err.contains("not reachable"), "{err}");
+    assert!(
+        err.contains("To finish by hand, once the cause above is mended:\n  systemctl --user enable --now popsync.service\nUntil then"),
+        "{err}"
+    );
+    assert_eq!(
+        user.take_calls(),
+        [
+            "--user daemon-reload",
+            "--user enable --now popsync.service"
+        ]
+    );
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn install(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
         print!("{}", service::render(&plan));
         return 0;
     }
-    if let Err(failed) = service::execute(&plan, &mut std::io::stdout()) {
+    if let Err(failed) = service::execute(&plan, &mut progress(cli)) {
         return report_failure(platform, &plan, &failed, &target);
     }
     if !cli.quiet {
@@ -101,6 +101,15 @@ fn install(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
         print!("{}", installed_text(platform, &target));
     }
     0
+}
+
+/// Where the steps are told as they are done: standard output, unless --quiet.
+fn progress(cli: &Cli) -> Box<dyn std::io::Write> {
+    if cli.quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    }
 }
 
 fn uninstall(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
@@ -139,7 +148,7 @@ fn uninstall(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
         print!("{}", service::render(&plan));
         return 0;
     }
-    if let Err(failed) = service::execute(&plan, &mut std::io::stdout()) {
+    if let Err(failed) = service::execute(&plan, &mut progress(cli)) {
         return report_failure(platform, &plan, &failed, &target);
     }
     if !cli.quiet {
@@ -242,7 +251,8 @@ fn installed_text(platform: Platform, target: &Target) -> String {
 
 /// Says what failed and why, and prints the steps left to do by hand.
 fn report_failure(platform: Platform, plan: &[Action], failed: &Failed, target: &Target) -> u8 {
-    let code = match &failed.what {
+    // Whether the service manager could not be talked to at all (rather than refusing).
+    let unreachable = match &failed.what {
         FailedHow::File { path, source } => {
             eprintln!("popsync: cannot write {}: {source}", path.display());
             return EX_CANTCREAT;
@@ -258,7 +268,7 @@ fn report_failure(platform: Platform, plan: &[Action], failed: &Failed, target: 
             } else {
                 eprintln!("popsync: cannot run {}: {source}", cmd.program);
             }
-            EX_UNAVAILABLE
+            true
         }
         FailedHow::Status {
             cmd,
@@ -266,29 +276,33 @@ fn report_failure(platform: Platform, plan: &[Action], failed: &Failed, target: 
             stderr,
         } => {
             eprintln!("popsync: `{}` failed ({status}): {stderr}", cmd.display());
-            if platform == Platform::Systemd && no_user_bus(stderr) {
+            let no_bus = platform == Platform::Systemd && no_user_bus(stderr);
+            if no_bus {
                 eprintln!(
                     "popsync: the systemd user manager is not reachable: this session has no user bus \
                      (logged in over ssh or su without a systemd user session, in a container, or on a \
                      system without systemd)"
                 );
             }
-            EX_UNAVAILABLE
+            no_bus
         }
     };
-    let left = &plan[failed.step..];
-    eprintln!(
-        "To finish by hand, once {} can be reached:",
-        manager_name(platform)
-    );
-    for action in left {
+    if unreachable {
+        eprintln!(
+            "To finish by hand, once {} can be reached:",
+            manager_name(platform)
+        );
+    } else {
+        eprintln!("To finish by hand, once the cause above is mended:");
+    }
+    for action in &plan[failed.step..] {
         eprintln!("  {}", service::step_line(action));
     }
     eprintln!(
         "Until then, the agent runs in a terminal with: {}",
         service::agent_command(target).display()
     );
-    code
+    EX_UNAVAILABLE
 }
 
 fn manager_name(platform: Platform) -> &'static str {
@@ -358,10 +372,7 @@ fn status(cli: &Cli, platform: Platform) -> u8 {
                 Ok((enabled, active)) => {
                     println!("enabled:  {enabled}");
                     println!("running:  {active}");
-                    (
-                        installed,
-                        active.starts_with("active") || active == "running",
-                    )
+                    (installed, active == "active" || active == "running")
                 }
                 Err(e) => {
                     println!("running:  unknown ({e})");
@@ -377,14 +388,16 @@ fn status(cli: &Cli, platform: Platform) -> u8 {
                 file.display(),
                 if installed { "there" } else { "not installed" }
             );
-            let running = agent_pid(&config_file).is_some();
-            (installed, running)
+            (installed, false)
         }
     };
-    match agent_pid(&config_file) {
+    let agent = agent_pid(&config_file);
+    match agent {
         Some(pid) => println!("agent:    process {pid}"),
         None => println!("agent:    not running for {}", config_file.display()),
     }
+    // Windows has no service manager to ask: the agent's own lock tells.
+    let running = running || (platform == Platform::Windows && agent.is_some());
     if installed && running { 0 } else { NOT_RUNNING }
 }
 

@@ -1,9 +1,9 @@
 //! The Windows startup entry: a value under the user's
 //! `HKCU\Software\Microsoft\Windows\CurrentVersion\Run` key, which Windows runs at logon in
 //! the user's session, where toasts can show. (A Task Scheduler logon task could also
-//! restart the agent after a failure, but creating one with a logon trigger needs an
-//! administrator; the Run value needs nothing, shows in Task Manager's "Startup apps" where
-//! it can be switched off, and is removed by deleting one value.)
+//! restart the agent after a failure, but `schtasks /sc onlogon` makes a task for any user's
+//! logon, which takes an administrator; the Run value needs nothing, shows in Task Manager's
+//! "Startup apps" where it can be switched off, and is removed by deleting one value.)
 //!
 //! Its data is one command line, which the program started splits into arguments by the
 //! Microsoft C runtime's rules (those of `CommandLineToArgvW`): the program in double
