@@ -58,9 +58,17 @@ impl User {
             Manager::Works => {
                 r#"#!/bin/sh
 { printf '%s' systemctl; for a in "$@"; do printf '\t%s' "$a"; done; printf '\n'; } >> "$FAKE_SYSTEMCTL_CALLS"
+# As systemctl answers for a unit it knows, and (with FAKE_UNKNOWN_UNIT) for one it does not.
 case "$2" in
-is-enabled) echo "${FAKE_IS_ENABLED:-enabled}" ;;
-is-active) echo "${FAKE_IS_ACTIVE:-active}" ;;
+is-enabled)
+    if [ -n "$FAKE_UNKNOWN_UNIT" ]; then
+        echo "Failed to get unit file state for popsync.service: No such file or directory" >&2
+        exit 1
+    fi
+    echo enabled ;;
+is-active)
+    if [ -n "$FAKE_UNKNOWN_UNIT" ]; then echo inactive; exit 3; fi
+    echo active ;;
 esac
 exit 0
 "#
@@ -567,12 +575,28 @@ fn uninstall_stops_the_service_and_removes_the_unit_and_a_second_one_does_nothin
     );
     assert_eq!(user.take_calls(), Vec::<String>::new());
 
-    let status = user.run(&["service", "status"]);
+    user.take_calls();
+    let status = Command::new(env!("CARGO_BIN_EXE_popsync"))
+        .args([
+            "--config",
+            user.config.to_str().unwrap(),
+            "service",
+            "status",
+        ])
+        .env("HOME", user.home.path())
+        .env("XDG_CONFIG_HOME", user.xdg_config_home())
+        .env("PATH", &user.fake_bin)
+        .env("FAKE_SYSTEMCTL_CALLS", &user.calls)
+        .env("FAKE_UNKNOWN_UNIT", "1")
+        .output()
+        .unwrap();
     assert_eq!(status.status.code(), Some(3), "{}", describe(&status));
+    let text = stdout(&status);
+    assert!(text.contains("(not installed)"), "{text}");
     assert!(
-        stdout(&status).contains("(not installed)"),
-        "{}",
-        describe(&status)
+        text.contains("enabled:  no (Failed to get unit file state")
+            && text.contains("running:  inactive"),
+        "{text}"
     );
 }
 

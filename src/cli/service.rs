@@ -416,11 +416,16 @@ fn systemd_state() -> Result<(String, String), String> {
             .run()
             .map_err(|e| format!("cannot run systemctl: {e}"))?;
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if answer.is_empty() {
-            let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if no_user_bus(&err) {
             return Err(format!("`{}`: {err}", cmd.display()));
         }
-        Ok(answer)
+        // A unit systemd does not know: `is-enabled` says so on stderr only.
+        Ok(if answer.is_empty() {
+            format!("no ({err})")
+        } else {
+            answer
+        })
     };
     Ok((ask("is-enabled")?, ask("is-active")?))
 }
