@@ -94,7 +94,7 @@ fn install(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
         return 0;
     }
     if let Err(failed) = service::execute(&plan, &mut progress(cli)) {
-        return report_failure(platform, &plan, &failed, &target);
+        return report_failure(platform, &plan, &failed, Some(&target));
     }
     if !cli.quiet {
         println!();
@@ -149,7 +149,7 @@ fn uninstall(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
         return 0;
     }
     if let Err(failed) = service::execute(&plan, &mut progress(cli)) {
-        return report_failure(platform, &plan, &failed, &target);
+        return report_failure(platform, &plan, &failed, None);
     }
     if !cli.quiet {
         println!("popsync's agent is no longer {}", platform.describe());
@@ -250,7 +250,12 @@ fn installed_text(platform: Platform, target: &Target) -> String {
 }
 
 /// Says what failed and why, and prints the steps left to do by hand.
-fn report_failure(platform: Platform, plan: &[Action], failed: &Failed, target: &Target) -> u8 {
+fn report_failure(
+    platform: Platform,
+    plan: &[Action],
+    failed: &Failed,
+    installing: Option<&Target>,
+) -> u8 {
     // Whether the service manager could not be talked to at all (rather than refusing).
     let unreachable = match &failed.what {
         FailedHow::File { path, source } => {
@@ -298,10 +303,12 @@ fn report_failure(platform: Platform, plan: &[Action], failed: &Failed, target: 
     for action in &plan[failed.step..] {
         eprintln!("  {}", service::step_line(action));
     }
-    eprintln!(
-        "Until then, the agent runs in a terminal with: {}",
-        service::agent_command(target).display()
-    );
+    if let Some(target) = installing {
+        eprintln!(
+            "Until then, the agent runs in a terminal with: {}",
+            service::agent_command(target).display()
+        );
+    }
     EX_UNAVAILABLE
 }
 
