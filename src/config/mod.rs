@@ -16,6 +16,8 @@ mod duration;
 pub mod keyring;
 mod load;
 pub mod secret;
+#[cfg(all(unix, not(target_os = "macos")))]
+mod secret_service;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -299,6 +299,9 @@ impl Store {
         }
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A small page cache (512 KiB, not SQLite's 2 MiB): popsync reads each table once per
+        // poll, and the operating system caches the file anyway; the agent stays small.
+        self.conn.pragma_update(None, "cache_size", -512)?;
         Ok(())
     }
 
