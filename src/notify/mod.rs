@@ -115,9 +115,39 @@ impl Notifier {
     }
 }
 
+/// What starts the "Open" command. Under a systemd service manager (`INVOCATION_ID` is set
+/// for every unit it runs) the mail client gets a transient unit of its own through
+/// `systemd-run --user`: it then neither inherits the agent's hardening nor stops when the
+/// agent's service is stopped or restarted. Otherwise the command runs as it is.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn open_command_line(argv: &[String], under_systemd: bool, systemd_run: bool) -> Vec<String> {
+    if under_systemd && systemd_run {
+        let mut out: Vec<String> = ["systemd-run", "--user", "--collect", "--quiet", "--"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        out.extend(argv.iter().cloned());
+        out
+    } else {
+        argv.to_vec()
+    }
+}
+
+/// Whether a program is found in `PATH`.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
 /// Runs the "Open" command, detached, logging how it went.
 #[cfg(all(unix, not(target_os = "macos")))]
 fn run_open_command(argv: &[String]) {
+    let argv = open_command_line(
+        argv,
+        std::env::var_os("INVOCATION_ID").is_some(),
+        in_path("systemd-run"),
+    );
     match std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
@@ -215,5 +245,29 @@ mod platform {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+}
+
+#[cfg(all(test, unix, not(target_os = "macos")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_systemd_the_mail_client_gets_a_unit_of_its_own() {
+        let argv: Vec<String> = vec!["thunderbird".into(), "-mail".into()];
+        assert_eq!(
+            open_command_line(&argv, true, true),
+            [
+                "systemd-run",
+                "--user",
+                "--collect",
+                "--quiet",
+                "--",
+                "thunderbird",
+                "-mail"
+            ]
+        );
+        assert_eq!(open_command_line(&argv, false, true), argv);
+        assert_eq!(open_command_line(&argv, true, false), argv);
     }
 }
