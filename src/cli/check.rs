@@ -29,15 +29,9 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("popsync: cannot start the async runtime: {e}");
-            return ErrorClass::Local.exit_code();
-        }
+        Err(code) => return code,
     };
     let mut worst: Option<ErrorClass> = None;
     for (i, account) in accounts.iter().enumerate() {

@@ -138,6 +138,18 @@ fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c crate::con
     })
 }
 
+/// A single-threaded async runtime for one command, or the exit status after saying why
+/// there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("popsync: cannot start the async runtime: {e}");
+            crate::poll::ErrorClass::Local.exit_code()
+        })
+}
+
 /// `$POPSYNC_STATE_DIR`, if set.
 fn state_override() -> Option<PathBuf> {
     std::env::var_os(config::STATE_DIR_ENV)

@@ -43,15 +43,9 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
         Ok(a) => a[0],
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("popsync: cannot start: {e}");
-            return crate::poll::ErrorClass::Local.exit_code();
-        }
+        Err(code) => return code,
     };
     let uses_keyring = matches!(
         account.password,
