@@ -1,7 +1,6 @@
 //! `popsync daemon`: the background agent.
 
 use super::Cli;
-use crate::config;
 
 /// Run in the background: poll every account on its schedule, notify about new mail and
 /// problems, answer to signals (SIGHUP reloads the configuration, SIGUSR1 polls now,
@@ -20,13 +19,6 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
         config.log_level.as_deref().unwrap_or("info"),
         true,
     );
-    let path = match config::config_path(cli.config.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("popsync: {e}");
-            return super::EX_CONFIG;
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(64)
@@ -38,7 +30,7 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
             return crate::poll::ErrorClass::Local.exit_code();
         }
     };
-    let result = runtime.block_on(crate::daemon::run(config, path, super::state_override()));
+    let result = runtime.block_on(crate::daemon::run(config, super::state_override()));
     // A fetch still running after the stop's grace period is left behind (killing it is
     // safe); dropping the runtime would wait for its thread, for ever if it is stuck.
     runtime.shutdown_background();

@@ -110,15 +110,18 @@ pub fn main() -> ExitCode {
 }
 
 impl Cli {
+    /// The configuration file in use (`--config`, `$POPSYNC_CONFIG` or the platform's), or
+    /// the exit status after saying why there is none.
+    fn config_file(&self) -> Result<PathBuf, u8> {
+        config::config_path(self.config.as_deref()).map_err(|e| {
+            eprintln!("popsync: {e}");
+            EX_CONFIG
+        })
+    }
+
     /// Loads the configuration, printing every problem if it cannot be used.
     fn load_config(&self) -> Result<Config, u8> {
-        let path = match config::config_path(self.config.as_deref()) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("popsync: {e}");
-                return Err(EX_CONFIG);
-            }
-        };
+        let path = self.config_file()?;
         match Config::load(&path, state_override()) {
             Ok(c) => Ok(c),
             Err(e @ ConfigError::Read { .. }) | Err(e @ ConfigError::Invalid(_)) => {

@@ -113,12 +113,9 @@ fn progress(cli: &Cli) -> Box<dyn std::io::Write> {
 }
 
 fn uninstall(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
-    let config_file = match config::config_path(cli.config.as_deref()) {
+    let config_file = match cli.config_file() {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("popsync: {e}");
-            return EX_CONFIG;
-        }
+        Err(code) => return code,
     };
     let target = match target(&config_file) {
         Ok(t) => t,
@@ -333,12 +330,9 @@ fn no_user_bus(stderr: &str) -> bool {
 }
 
 fn status(cli: &Cli, platform: Platform) -> u8 {
-    let config_file = match config::config_path(cli.config.as_deref()) {
+    let config_file = match cli.config_file() {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("popsync: {e}");
-            return EX_CONFIG;
-        }
+        Err(code) => return code,
     };
     let target = match target(&config_file) {
         Ok(t) => t,

@@ -543,26 +543,6 @@ fn account(
         let (v, _) = layers.get(key)?;
         string(c, v, acct, key).map(|s| (s, v.span().start))
     };
-    let bool_key = |c: &mut Checker<'_>, key: &str, default: bool| -> (bool, Option<usize>) {
-        match layers.get(key) {
-            None => (default, None),
-            Some((v, _)) => match v.get_ref() {
-                DeValue::Boolean(b) => (*b, Some(v.span().start)),
-                other => {
-                    c.problem(
-                        Some(v.span().start),
-                        acct,
-                        Some(key),
-                        format!(
-                            "must be true or false (no quotes), not {}",
-                            other.type_str()
-                        ),
-                    );
-                    (default, Some(v.span().start))
-                }
-            },
-        }
-    };
     let required = |c: &mut Checker<'_>, key: &str, what: &str| -> Option<(String, usize)> {
         match str_key(c, key) {
             Some((s, at)) if !s.trim().is_empty() => Some((s.to_owned(), at)),
@@ -700,7 +680,7 @@ fn account(
         },
     };
     let (dangerous_accept_invalid_certs, accept_at) =
-        bool_key(c, "dangerous-accept-invalid-certs", false);
+        bool_key(c, &layers, acct, "dangerous-accept-invalid-certs", false);
     if let (Some((_, at)), true) = (&tls_fingerprint, dangerous_accept_invalid_certs) {
         c.problem(
             Some((*at).max(accept_at.unwrap_or(0))),
@@ -833,7 +813,7 @@ fn account(
                 &base,
             )
             .map(PasswordSource::TokenCommand),
-            [_keyring] => match bool_key(c, "password-keyring", false) {
+            [_keyring] => match bool_key(c, &layers, acct, "password-keyring", false) {
                 (true, _) => Some(PasswordSource::Keyring {
                     account: name.to_owned(),
                 }),
@@ -979,24 +959,7 @@ fn account(
         DEFAULT_HOOK_TIMEOUT,
         Duration::from_secs(1),
     );
-    let notify = match layers.get("notify") {
-        None => true,
-        Some((v, _)) => match v.get_ref() {
-            DeValue::Boolean(b) => *b,
-            other => {
-                c.problem(
-                    Some(v.span().start),
-                    acct,
-                    Some("notify"),
-                    format!(
-                        "must be true or false (no quotes), not {}",
-                        other.type_str()
-                    ),
-                );
-                true
-            }
-        },
-    };
+    let (notify, _) = bool_key(c, &layers, acct, "notify", true);
     let open_command = argv_key(
         c,
         &layers,
@@ -1182,24 +1145,7 @@ fn delivery(
                 "[\"procmail\"] or [\"/usr/lib/dovecot/deliver\"]",
                 base,
             )?;
-            let from_line = match layers.get("mda-from-line") {
-                None => false,
-                Some((v, _)) => match v.get_ref() {
-                    DeValue::Boolean(b) => *b,
-                    other => {
-                        c.problem(
-                            Some(v.span().start),
-                            acct,
-                            Some("mda-from-line"),
-                            format!(
-                                "must be true or false (no quotes), not {}",
-                                other.type_str()
-                            ),
-                        );
-                        false
-                    }
-                },
-            };
+            let (from_line, _) = bool_key(c, layers, acct, "mda-from-line", false);
             let timeout = timeout(c, "mda-timeout", Duration::from_secs(300));
             Some(Delivery::Mda {
                 argv,
@@ -1224,6 +1170,35 @@ fn delivery(
 
 /// A key holding a program and its arguments, never a shell string. A program named by a
 /// relative path is found from the config file's directory; a bare name is looked up in PATH.
+/// A true-or-false key: its value (or `default`, also when it is not a boolean, which is
+/// reported) and where it stands, if it is set.
+fn bool_key(
+    c: &mut Checker<'_>,
+    layers: &Layered<'_, '_>,
+    account: Option<&str>,
+    key: &str,
+    default: bool,
+) -> (bool, Option<usize>) {
+    let Some((v, _)) = layers.get(key) else {
+        return (default, None);
+    };
+    match v.get_ref() {
+        DeValue::Boolean(b) => (*b, Some(v.span().start)),
+        other => {
+            c.problem(
+                Some(v.span().start),
+                account,
+                Some(key),
+                format!(
+                    "must be true or false (no quotes), not {}",
+                    other.type_str()
+                ),
+            );
+            (default, Some(v.span().start))
+        }
+    }
+}
+
 fn argv_key(
     c: &mut Checker<'_>,
     layers: &Layered<'_, '_>,

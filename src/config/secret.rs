@@ -56,17 +56,20 @@ pub enum PasswordError {
     Keyring(#[from] super::keyring::KeyringError),
 }
 
+/// What the errors call each kind of command.
+const PASSWORD_COMMAND: &str = "password command";
+const TOKEN_COMMAND: &str = "oauth2-token-command";
+
 impl PasswordError {
     /// Whether it was the OAuth2 token that could not be had.
     pub fn is_token(&self) -> bool {
-        let what = match self {
+        match self {
             Self::Spawn { what, .. }
             | Self::Timeout { what, .. }
             | Self::Failed { what, .. }
-            | Self::Empty { what, .. } => *what,
-            Self::Keyring(_) => "keyring",
-        };
-        what == "oauth2-token-command"
+            | Self::Empty { what, .. } => *what == TOKEN_COMMAND,
+            Self::Keyring(_) => false,
+        }
     }
 }
 
@@ -89,10 +92,10 @@ impl PasswordSource {
         match self {
             Self::Inline(s) => Ok(s.clone()),
             Self::Command(argv) => {
-                run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, "password command").await
+                run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, PASSWORD_COMMAND).await
             }
             Self::TokenCommand(argv) => {
-                run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, "oauth2-token-command").await
+                run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, TOKEN_COMMAND).await
             }
             Self::Keyring { account } => super::keyring::get(account).await,
         }

@@ -83,7 +83,6 @@ struct Held {
 
 struct Agent {
     config: Config,
-    config_path: PathBuf,
     state_override: Option<PathBuf>,
     schedule: Schedule,
     health: HashMap<String, Health>,
@@ -94,12 +93,9 @@ struct Agent {
     polls: JoinSet<(String, Outcome)>,
 }
 
-/// Runs the agent until it is told to stop. `config` is already loaded from `config_path`.
-pub async fn run(
-    config: Config,
-    config_path: PathBuf,
-    state_override: Option<PathBuf>,
-) -> Result<(), DaemonError> {
+/// Runs the agent until it is told to stop. `config` is already loaded (from `config.file`,
+/// which SIGHUP reads again).
+pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), DaemonError> {
     let config = with_systemd_state_dir(config, state_override.as_deref());
     let _lock = DaemonLock::acquire(&config.state_dir, &config.file)?;
     // Open (and migrate) the state database once up front, so a problem shows at start.
@@ -113,7 +109,6 @@ pub async fn run(
         sd: SdNotify::from_env(),
         polls: JoinSet::new(),
         config,
-        config_path,
         state_override,
     };
     agent
@@ -374,8 +369,7 @@ impl Agent {
     /// SIGHUP: read the configuration again; keep the old one if the new one is broken.
     fn reload(&mut self) {
         self.sd.reloading();
-        let path = &self.config_path;
-        match Config::load(path, self.state_override.clone()) {
+        match Config::load(&self.config.file, self.state_override.clone()) {
             Err(e) => error!("the new configuration is not used ({e}); the old one stays in force"),
             Ok(new) => {
                 let new = with_systemd_state_dir(new, self.state_override.as_deref());

@@ -296,12 +296,29 @@ fn take_kernel_lock(
     file: &File,
     path: &Path,
     kind: KernelLock,
-    _deadline: Instant,
+    deadline: Instant,
 ) -> io::Result<()> {
     if kind == KernelLock::None {
         return Ok(());
     }
-    file.lock().map_err(|e| with_path(e, "cannot lock", path))
+    // The same time limit as elsewhere (mbox-lock-timeout), not a wait without end.
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is locked by another program", path.display()),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(with_path(e, "cannot lock", path));
+            }
+        }
+    }
 }
 
 impl MboxGuard {

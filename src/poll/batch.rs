@@ -232,6 +232,17 @@ impl Done {
     }
 }
 
+/// The spooled messages of a batch (mbox and MDA targets spool every message).
+fn spooled(finished: Vec<Done>) -> Vec<(String, Spooled)> {
+    finished
+        .into_iter()
+        .filter_map(|d| match d {
+            Done::Spool(n, s) => Some((n, s)),
+            Done::Maildir(_) => None,
+        })
+        .collect()
+}
+
 /// Maildir: publish (fsync, link, fsync new/), record, release. Returns the names
 /// delivered.
 fn deliver_maildir(
@@ -288,13 +299,7 @@ fn deliver_mbox(
         unreachable!("mbox target")
     };
     let (path, locking) = (path.clone(), *locking);
-    let spools: Vec<(String, Spooled)> = finished
-        .into_iter()
-        .filter_map(|d| match d {
-            Done::Spool(n, s) => Some((n, s)),
-            Done::Maildir(_) => None,
-        })
-        .collect();
+    let spools = spooled(finished);
     if spools.is_empty() {
         return (Vec::new(), Ok(()));
     }
@@ -308,14 +313,9 @@ fn deliver_mbox(
     };
     let result = (|| -> Result<Vec<String>, FetchError> {
         let mut offset = guard.len().map_err(|e| mbox_error(&path, e))?;
-        let uids: HashMap<&str, &[u8]> = sc
-            .batch_uids
-            .iter()
-            .map(|(n, u)| (n.as_str(), u.as_slice()))
-            .collect();
         let mut rows = Vec::new();
         for (name, s) in &spools {
-            let Some(uid) = uids.get(name.as_str()) else {
+            let Some(uid) = sc.batch_uids.get(name) else {
                 continue;
             };
             rows.push(MboxPending {
@@ -373,27 +373,19 @@ fn deliver_mda(
         unreachable!("mda target")
     };
     let (argv, timeout) = (argv.clone(), *timeout);
-    let uids: HashMap<String, Vec<u8>> = sc.batch_uids.iter().cloned().collect();
     let mut delivered = Vec::new();
-    let mut spools: Vec<(String, Spooled)> = finished
-        .into_iter()
-        .filter_map(|d| match d {
-            Done::Spool(n, s) => Some((n, s)),
-            Done::Maildir(_) => None,
-        })
-        .collect();
     let mut result = Ok(());
-    for (name, s) in spools.drain(..) {
+    for (name, s) in spooled(finished) {
         if result.is_err() {
             s.remove();
             continue;
         }
-        let Some(uid) = uids.get(&name) else {
+        let Some(uid) = sc.batch_uids.get(&name).cloned() else {
             s.remove();
             continue;
         };
         let now = sc.ctx.clock.now();
-        if let Err(e) = sc.store.insert_pending_mda(sc.id, uid, now, headers_only) {
+        if let Err(e) = sc.store.insert_pending_mda(sc.id, &uid, now, headers_only) {
             result = Err(e.into());
             s.remove();
             continue;
@@ -426,15 +418,10 @@ fn record_delivered(
     sizes: &[u64],
     headers_only: bool,
 ) -> Result<(), FetchError> {
-    let uids: HashMap<&str, &[u8]> = sc
-        .batch_uids
-        .iter()
-        .map(|(n, u)| (n.as_str(), u.as_slice()))
-        .collect();
     let rows: Vec<(&[u8], u64)> = names
         .iter()
         .zip(sizes)
-        .filter_map(|(n, size)| uids.get(n.as_str()).map(|u| (*u, *size)))
+        .filter_map(|(n, size)| sc.batch_uids.get(n).map(|u| (u.as_slice(), *size)))
         .collect();
     let now = sc.ctx.clock.now();
     sc.store.mark_delivered(sc.id, &rows, now, headers_only)?;

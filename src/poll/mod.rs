@@ -433,7 +433,7 @@ async fn run(
         target,
         policy,
         report,
-        batch_uids: Vec::new(),
+        batch_uids: HashMap::new(),
     };
     loop {
         if ctx.cancelled() {
@@ -482,8 +482,8 @@ struct SessionCtx<'a, 'c> {
     target: Target,
     policy: Policy,
     report: &'a mut Report,
-    /// The current batch's messages: the name each is delivered under, and its uid.
-    batch_uids: Vec<(String, Vec<u8>)>,
+    /// The current batch's messages: the uid of each, by the name it is delivered under.
+    batch_uids: HashMap<String, Vec<u8>>,
 }
 
 /// Prepares the account's mailbox: a Maildir is created if missing (and links a crash left
