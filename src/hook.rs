@@ -36,14 +36,8 @@ pub async fn run_new_mail_hook(
 ) -> HookOutcome {
     let program = &argv[0];
     let mut command = tokio::process::Command::new(program);
-    match delivery {
-        crate::config::Delivery::Maildir(p) => {
-            command.env("POPSYNC_MAILDIR", p);
-        }
-        crate::config::Delivery::Mbox { path, .. } => {
-            command.env("POPSYNC_MBOX", path);
-        }
-        crate::config::Delivery::Mda { .. } => {}
+    if let Some((name, value)) = delivery.hook_env() {
+        command.env(name, value);
     }
     let mut child = match command
         .args(&argv[1..])
@@ -57,7 +51,7 @@ pub async fn run_new_mail_hook(
     {
         Ok(c) => c,
         Err(e) => {
-            warn!("{account}: on-new-mail {program:?} could not be started: {e}");
+            warn!("on-new-mail {program:?} could not be started: {e}");
             return HookOutcome::NotStarted(e.to_string());
         }
     };
@@ -73,7 +67,7 @@ pub async fn run_new_mail_hook(
     match tokio::time::timeout(limit, work).await {
         Err(_) => {
             warn!(
-                "{account}: on-new-mail {program:?} did not finish within {}s and was stopped",
+                "on-new-mail {program:?} did not finish within {}s and was stopped",
                 limit.as_secs()
             );
             // Dropping the child kills it (kill_on_drop).
@@ -85,23 +79,23 @@ pub async fn run_new_mail_hook(
             let status = match status {
                 Ok(s) => s,
                 Err(e) => {
-                    warn!("{account}: on-new-mail {program:?}: {e}");
+                    warn!("on-new-mail {program:?}: {e}");
                     return HookOutcome::NotStarted(e.to_string());
                 }
             };
             if status.success() {
-                info!("{account}: on-new-mail {program:?} finished ({status})");
+                info!("on-new-mail {program:?} finished ({status})");
             } else {
-                warn!("{account}: on-new-mail {program:?} failed ({status})");
+                warn!("on-new-mail {program:?} failed ({status})");
             }
             if !out.is_empty() {
-                info!("{account}: on-new-mail output: {out}");
+                info!("on-new-mail output: {out}");
             }
             if !err.is_empty() {
                 if status.success() {
-                    info!("{account}: on-new-mail error output: {err}");
+                    info!("on-new-mail error output: {err}");
                 } else {
-                    warn!("{account}: on-new-mail error output: {err}");
+                    warn!("on-new-mail error output: {err}");
                 }
             }
             HookOutcome::Exited {
@@ -120,6 +114,10 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    fn maildir(path: &str) -> crate::config::Delivery {
+        crate::config::Delivery::new(crate::delivery::maildir::Settings { path: path.into() })
+    }
+
     #[tokio::test]
     async fn the_hook_learns_what_happened_from_its_environment() {
         let dir = tempfile::tempdir().unwrap();
@@ -132,7 +130,7 @@ mod tests {
             &argv(&["sh", "-c", &script]),
             "home",
             3,
-            &crate::config::Delivery::Maildir("/m/home".into()),
+            &maildir("/m/home"),
             Duration::from_secs(10),
         )
         .await;
@@ -148,7 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hook_that_fails_hangs_or_is_missing_is_reported() {
-        let m = &crate::config::Delivery::Maildir("/m".into());
+        let m = &maildir("/m");
         let r = run_new_mail_hook(
             &argv(&["sh", "-c", "exit 4"]),
             "a",

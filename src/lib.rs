@@ -2,6 +2,7 @@
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod exit;
 pub mod failpoint;
 pub mod lock;
 pub mod plan;

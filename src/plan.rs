@@ -14,7 +14,10 @@
 //!   message is deleted in that session (and each duplicate is downloaded once);
 //! - a known unique-id missing from the listing is remembered as missing from that moment,
 //!   and forgotten only once it has been missing for the grace period — a server that lists
-//!   nothing for a while does not cause everything to be downloaded again.
+//!   nothing for a while does not cause everything to be downloaded again;
+//! - what a session deletes is decided here too ([`Plan::oversize_deletions`] before the
+//!   download, [`Plan::deletions`] after it), from the plan, what the session delivered
+//!   and the policy.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -36,6 +39,20 @@ pub struct Policy {
     pub oversize: Oversize,
     /// Larger messages are delivered as their headers only.
     pub headers_only_over: Option<u64>,
+}
+
+impl Policy {
+    /// The account's policy; `mark_seen` for `fetch --mark-seen`.
+    pub fn of(account: &crate::config::Account, mark_seen: bool) -> Self {
+        Self {
+            retention: account.retention,
+            forget_after: account.forget_after,
+            mark_seen,
+            max_size: account.max_size,
+            oversize: account.oversize,
+            headers_only_over: account.headers_only_over,
+        }
+    }
 }
 
 /// A listed message.
@@ -76,7 +93,7 @@ pub struct Plan<'a> {
     pub still_listed_after_delete: usize,
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
     /// Deletion is off for this session because unique-ids are not unique.
     pub fn deletion_refused(&self) -> bool {
         self.duplicates > 0
@@ -89,6 +106,39 @@ impl Plan<'_> {
     /// handed out lists known messages alongside new ones, and one session is enough.
     pub fn may_be_partial(&self) -> bool {
         !self.fetch.is_empty() && self.known_listed == 0
+    }
+
+    /// Of the messages too big to download, those to delete without downloading them
+    /// (`oversize = "delete"`): none when deletion is off for this session.
+    pub fn oversize_deletions(&self, split: &SizeSplit<'a>) -> Vec<Listed<'a>> {
+        if self.deletion_refused() {
+            return Vec::new();
+        }
+        split.delete.iter().map(|(l, _)| *l).collect()
+    }
+
+    /// Everything the session deletes, once its downloads are done: what the plan found
+    /// due, the messages it delivered when the policy deletes them at once, and the ones too
+    /// big to download that the account asks to delete (`oversize`, from
+    /// [`oversize_deletions`](Self::oversize_deletions)). Nothing downloaded is deleted when
+    /// unique-ids are not unique, and nothing at all with `retention = "keep"` but the
+    /// oversize ones the account asked for explicitly.
+    pub fn deletions(
+        &self,
+        delivered_now: &[Listed<'a>],
+        oversize: &[Listed<'a>],
+        policy: &Policy,
+        now: i64,
+    ) -> Vec<Listed<'a>> {
+        let mut out = Vec::new();
+        if !self.deletion_refused() && policy.retention != Retention::Keep {
+            out.extend_from_slice(&self.delete);
+            if due_for_deletion(policy.retention, Some(now), now) {
+                out.extend_from_slice(delivered_now);
+            }
+        }
+        out.extend_from_slice(oversize);
+        out
     }
 }
 
@@ -488,5 +538,72 @@ mod tests {
                 ..Plan::default()
             }
         );
+    }
+
+    fn listed(l: &[UidlEntry]) -> Vec<Listed<'_>> {
+        l.iter()
+            .map(|e| Listed {
+                msg: e.msg,
+                uid: &e.uid,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delete_at_once_removes_what_was_due_and_what_this_session_delivered() {
+        let l = listing(&["old", "new"]);
+        let k = known(&[("old", Delivered, Some(NOW - DAY), None)]);
+        let p = plan(&l, &k, &policy(Retention::Delete), NOW);
+        let delivered = listed(&l)[1..].to_vec();
+        let d = p.deletions(&delivered, &[], &policy(Retention::Delete), NOW);
+        assert_eq!(uids(&d), vec![b"old".as_slice(), b"new"]);
+    }
+
+    #[test]
+    fn delete_after_days_keeps_what_this_session_delivered() {
+        let l = listing(&["new"]);
+        let none = HashMap::new();
+        let fourteen = policy(Retention::After(Duration::from_secs(14 * DAY as u64)));
+        let p = plan(&l, &none, &fourteen, NOW);
+        assert!(p.deletions(&listed(&l), &[], &fourteen, NOW).is_empty());
+        let zero = policy(Retention::After(Duration::ZERO));
+        let p = plan(&l, &none, &zero, NOW);
+        assert_eq!(
+            uids(&p.deletions(&listed(&l), &[], &zero, NOW)),
+            vec![b"new".as_slice()],
+            "a zero age is due at once"
+        );
+    }
+
+    #[test]
+    fn keep_deletes_only_oversize_messages_the_account_asked_to_delete() {
+        let l = listing(&["new", "huge"]);
+        let none = HashMap::new();
+        let mut keep = policy(Retention::Keep);
+        keep.max_size = Some(1_000);
+        keep.oversize = crate::config::Oversize::Delete;
+        let p = plan(&l, &none, &keep, NOW);
+        let sizes: HashMap<MsgNum, u64> = [(MsgNum(1), 10), (MsgNum(2), 5_000)].into();
+        let split = split_by_size(p.fetch.clone(), &sizes, &keep);
+        let oversize = p.oversize_deletions(&split);
+        assert_eq!(uids(&oversize), vec![b"huge".as_slice()]);
+        let d = p.deletions(&split.fetch, &oversize, &keep, NOW);
+        assert_eq!(uids(&d), vec![b"huge".as_slice()]);
+    }
+
+    #[test]
+    fn duplicate_uids_delete_nothing_not_even_oversize_messages() {
+        let l = listing(&["dup", "dup", "huge"]);
+        let none = HashMap::new();
+        let mut del = policy(Retention::Delete);
+        del.max_size = Some(1_000);
+        del.oversize = crate::config::Oversize::Delete;
+        let p = plan(&l, &none, &del, NOW);
+        let sizes: HashMap<MsgNum, u64> = [(MsgNum(1), 10), (MsgNum(3), 5_000)].into();
+        let split = split_by_size(p.fetch.clone(), &sizes, &del);
+        assert_eq!(split.delete.len(), 1);
+        let oversize = p.oversize_deletions(&split);
+        assert!(oversize.is_empty());
+        assert!(p.deletions(&split.fetch, &oversize, &del, NOW).is_empty());
     }
 }

@@ -1,6 +1,11 @@
-//! Who a new message is from and what it is about, for notifications and the new-mail
-//! hook: read from the header block captured while the message streamed to disk (no file
-//! is read back), decoded with a real MIME parser (RFC 2047 words, any charset).
+//! What a message's headers say, for notifications, the new-mail hook and an mbox `From `
+//! line: who it is from and what it is about (decoded with a real MIME parser: RFC 2047
+//! words, any charset), and its envelope sender.
+//!
+//! The header block is captured once, while the message streams to disk (no file is read
+//! back), and parsed at most once, when something first asks ([`Head`]).
+
+use std::cell::OnceCell;
 
 /// The header block is captured up to this size; longer headers are cut (and parsed as far
 /// as they go).
@@ -18,9 +23,52 @@ pub struct MessageSummary {
 impl MessageSummary {
     /// Reads sender and subject from a message's header block (CRLF or LF line endings).
     pub fn from_headers(head: &[u8]) -> Self {
+        Parsed::from_headers(head).summary
+    }
+}
+
+/// A message's header block as it streamed by, and what it says, parsed on first use.
+#[derive(Debug, Default)]
+pub struct Head {
+    capture: HeaderCapture,
+    parsed: OnceCell<Parsed>,
+}
+
+impl Head {
+    /// Feeds message data (as received).
+    pub fn feed(&mut self, data: &[u8]) {
+        self.capture.feed(data);
+    }
+
+    /// Sender and subject.
+    pub fn summary(&self) -> MessageSummary {
+        self.parsed().summary.clone()
+    }
+
+    /// The envelope sender for an mbox `From ` line: Return-Path, else From, else
+    /// MAILER-DAEMON; only characters that cannot break the line.
+    pub fn sender(&self) -> &str {
+        &self.parsed().sender
+    }
+
+    fn parsed(&self) -> &Parsed {
+        self.parsed
+            .get_or_init(|| Parsed::from_headers(&self.capture.head))
+    }
+}
+
+/// What one parse of a header block gives.
+#[derive(Debug)]
+struct Parsed {
+    summary: MessageSummary,
+    sender: String,
+}
+
+impl Parsed {
+    fn from_headers(head: &[u8]) -> Self {
         let parsed = mail_parser::MessageParser::default().parse_headers(head);
-        let from = parsed
-            .as_ref()
+        let m = parsed.as_ref();
+        let from = m
             .and_then(|m| m.from())
             .and_then(|a| a.first())
             .and_then(|a| {
@@ -29,14 +77,38 @@ impl MessageSummary {
                     .or(a.address())
                     .map(str::to_owned)
             });
-        let subject = parsed
-            .as_ref()
+        let subject = m
             .and_then(|m| m.subject())
             .map(str::to_owned)
             .filter(|s| !s.trim().is_empty());
+        let sender = m.and_then(|m| {
+            let rp = m
+                .return_address()
+                .map(str::to_owned)
+                .filter(|a| !a.is_empty() && a != "<>");
+            rp.or_else(|| {
+                m.from()
+                    .and_then(|a| a.first())
+                    .and_then(|a| a.address())
+                    .map(str::to_owned)
+            })
+        });
         Self {
-            from: clean(from.as_deref().unwrap_or("(unknown sender)")),
-            subject: clean(subject.as_deref().unwrap_or("(no subject)")),
+            summary: MessageSummary {
+                from: clean(from.as_deref().unwrap_or("(unknown sender)")),
+                subject: clean(subject.as_deref().unwrap_or("(no subject)")),
+            },
+            sender: match sender {
+                Some(a)
+                    if !a.is_empty()
+                        && a.len() <= 256
+                        && a.chars()
+                            .all(|c| c.is_ascii_graphic() && c != '<' && c != '>') =>
+                {
+                    a
+                }
+                _ => "MAILER-DAEMON".to_owned(),
+            },
         }
     }
 }
@@ -62,7 +134,7 @@ fn clean(s: &str) -> String {
 
 /// Collects a message's header block as it streams by.
 #[derive(Debug, Default)]
-pub struct HeaderCapture {
+struct HeaderCapture {
     head: Vec<u8>,
     done: bool,
 }
@@ -70,7 +142,7 @@ pub struct HeaderCapture {
 impl HeaderCapture {
     /// Feeds message data (as received). Stops collecting at the blank line that ends the
     /// headers, or at [`MAX_HEADER_CAPTURE`].
-    pub fn feed(&mut self, data: &[u8]) {
+    fn feed(&mut self, data: &[u8]) {
         if self.done {
             return;
         }
@@ -84,16 +156,6 @@ impl HeaderCapture {
         } else if self.head.len() >= MAX_HEADER_CAPTURE {
             self.done = true;
         }
-    }
-
-    /// The summary of what was captured.
-    pub fn summary(&self) -> MessageSummary {
-        MessageSummary::from_headers(&self.head)
-    }
-
-    /// The captured header block.
-    pub fn into_head(self) -> Vec<u8> {
-        self.head
     }
 }
 
@@ -150,12 +212,16 @@ mod tests {
     fn the_capture_stops_at_the_blank_line_in_any_chunking() {
         let msg = b"From: a@b\r\nSubject: hi\r\n\r\nFrom: not@this\r\n";
         for chunk in 1..msg.len() {
-            let mut c = HeaderCapture::default();
+            let mut h = Head::default();
             for piece in msg.chunks(chunk) {
-                c.feed(piece);
+                h.feed(piece);
             }
-            assert_eq!(c.head, b"From: a@b\r\nSubject: hi\r\n\r\n", "chunk {chunk}");
-            assert_eq!(c.summary().from, "a@b");
+            assert_eq!(
+                h.capture.head, b"From: a@b\r\nSubject: hi\r\n\r\n",
+                "chunk {chunk}"
+            );
+            assert_eq!(h.summary().from, "a@b");
+            assert_eq!(h.sender(), "a@b");
         }
     }
 
@@ -167,5 +233,24 @@ mod tests {
         c.feed(&long);
         c.feed(&long);
         assert_eq!(c.head.len(), MAX_HEADER_CAPTURE);
+    }
+
+    #[test]
+    fn the_envelope_sender_falls_back_to_from_then_mailer_daemon() {
+        let sender = |head: &[u8]| Parsed::from_headers(head).sender;
+        assert_eq!(
+            sender(b"Return-Path: <rp@example.org>\nFrom: Bob <bob@example.net>\n\n"),
+            "rp@example.org"
+        );
+        assert_eq!(
+            sender(b"From: Bob <bob@example.net>\n\n"),
+            "bob@example.net"
+        );
+        assert_eq!(
+            sender(b"Return-Path: <>\nFrom: bob@example.net\n\n"),
+            "bob@example.net"
+        );
+        assert_eq!(sender(b"Subject: none\n\n"), "MAILER-DAEMON");
+        assert_eq!(sender(b"From: \"x\" <evil sender@x>\n\n"), "MAILER-DAEMON");
     }
 }

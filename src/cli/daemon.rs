@@ -13,7 +13,7 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    super::init_logging(
+    super::log::init(
         cli.verbose,
         cli.quiet,
         config.log_level.as_deref().unwrap_or("info"),

@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 mod fetch;
 mod generate;
+mod log;
 mod password;
 mod poll;
 mod progress;
@@ -94,7 +95,7 @@ pub fn main() -> ExitCode {
     };
     // The daemon sets up logging itself, once it knows the configured level.
     if !matches!(cli.command, Command::Daemon(_)) {
-        init_logging(cli.verbose, cli.quiet, "warn", false);
+        log::init(cli.verbose, cli.quiet, "warn", false);
     }
     let code = match &cli.command {
         Command::Fetch(args) => fetch::run(&cli, args),
@@ -158,90 +159,4 @@ fn state_override() -> Option<PathBuf> {
     std::env::var_os(config::STATE_DIR_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-}
-
-/// Logs to stderr. `default` is the level without -v, -q or `RUST_LOG`. Under systemd
-/// (`$JOURNAL_STREAM` set) lines carry the journal's priority prefix and no time stamp
-/// (the journal adds its own); otherwise colour on a terminal, and local time stamps if
-/// `timestamps` (the agent's log; a one-off command's few lines do without).
-fn init_logging(verbose: u8, quiet: bool, default: &str, timestamps: bool) {
-    use tracing_subscriber::EnvFilter;
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => default,
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("popsync={level}")));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .event_format(journal::JournalFormat)
-            .try_init();
-    } else if timestamps {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(progress::LogWriter)
-            .with_target(verbose >= 3)
-            .with_ansi(progress::stderr_is_terminal())
-            .with_timer(LocalTime)
-            .try_init();
-    } else {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(progress::LogWriter)
-            .with_target(verbose >= 3)
-            .with_ansi(progress::stderr_is_terminal())
-            .without_time()
-            .try_init();
-    }
-}
-
-/// Local time, to the second, for the agent's log on a terminal.
-struct LocalTime;
-
-impl tracing_subscriber::fmt::time::FormatTime for LocalTime {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        write!(w, "{}", chrono::Local::now().format("%Y-%m-%d %H:%M:%S"))
-    }
-}
-
-mod journal {
-    //! Log lines for the systemd journal: `<N>message`, N the syslog priority.
-
-    use tracing::{Event, Level, Subscriber};
-    use tracing_subscriber::fmt::format::Writer;
-    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-    use tracing_subscriber::registry::LookupSpan;
-
-    pub struct JournalFormat;
-
-    impl<S, N> FormatEvent<S, N> for JournalFormat
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
-    {
-        fn format_event(
-            &self,
-            ctx: &FmtContext<'_, S, N>,
-            mut writer: Writer<'_>,
-            event: &Event<'_>,
-        ) -> std::fmt::Result {
-            let priority = match *event.metadata().level() {
-                Level::ERROR => 3,
-                Level::WARN => 4,
-                Level::INFO => 6,
-                Level::DEBUG | Level::TRACE => 7,
-            };
-            write!(writer, "<{priority}>")?;
-            ctx.field_format().format_fields(writer.by_ref(), event)?;
-            writeln!(writer)
-        }
-    }
 }

@@ -36,6 +36,19 @@ pub enum KeyringError {
     Other(String),
 }
 
+impl KeyringError {
+    /// Nothing stored: the user must store it; a keyring not (yet) running or not answering
+    /// may be there next time.
+    pub fn class(&self) -> crate::exit::ErrorClass {
+        use crate::exit::ErrorClass;
+        match self {
+            Self::NotFound { .. } => ErrorClass::Auth,
+            Self::Unavailable { .. } | Self::Timeout(_) => ErrorClass::Temporary,
+            Self::Other(_) => ErrorClass::Local,
+        }
+    }
+}
+
 /// The Secret Service, over the session bus (no blocking, no extra D-Bus library).
 #[cfg(all(unix, not(target_os = "macos")))]
 mod platform {

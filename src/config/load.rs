@@ -10,9 +10,10 @@ use toml::de::{DeTable, DeValue};
 use super::secret::PasswordSource;
 use super::{
     Account, Config, DEFAULT_FORGET_AFTER, DEFAULT_HOOK_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT,
-    Delivery, KernelLock, MboxLocking, Oversize, QuietHours, Retention, default_state_dir,
-    expand_path, parse_duration,
+    Delivery, Oversize, QuietHours, Retention, default_state_dir, expand_path, parse_duration,
 };
+use crate::delivery::mbox::{KernelLock, Locking as MboxLocking};
+use crate::delivery::{maildir, mbox, mda};
 use crate::pop3::{AuthMethod, Secret, Security, TlsOptions};
 
 /// One problem in a configuration file.
@@ -1102,7 +1103,7 @@ fn delivery(
             );
             None
         }
-        ["maildir"] => path_of(c, "maildir").map(Delivery::Maildir),
+        ["maildir"] => path_of(c, "maildir").map(|path| Delivery::new(maildir::Settings { path })),
         ["mbox"] => {
             let path = path_of(c, "mbox")?;
             let (dotlock, kernel) = match layers.get("mbox-locking") {
@@ -1127,14 +1128,14 @@ fn delivery(
                 },
             };
             let timeout = timeout(c, "mbox-lock-timeout", Duration::from_secs(120));
-            Some(Delivery::Mbox {
+            Some(Delivery::new(mbox::Settings {
                 path,
                 locking: MboxLocking {
                     dotlock,
                     kernel,
                     timeout,
                 },
-            })
+            }))
         }
         ["mda"] => {
             let argv = argv_key(
@@ -1147,11 +1148,11 @@ fn delivery(
             )?;
             let (from_line, _) = bool_key(c, layers, acct, "mda-from-line", false);
             let timeout = timeout(c, "mda-timeout", Duration::from_secs(300));
-            Some(Delivery::Mda {
+            Some(Delivery::new(mda::Settings {
                 argv,
                 from_line,
                 timeout,
-            })
+            }))
         }
         many => {
             c.problem(
@@ -1372,16 +1373,16 @@ auth = "plain"
             Retention::After(Duration::from_secs(14 * 86_400))
         );
         assert_eq!(home.timeout, Duration::from_secs(30));
-        let Delivery::Maildir(md) = &home.delivery else {
-            panic!()
-        };
+        let md = &home.delivery.settings::<maildir::Settings>().unwrap().path;
         assert!(md.is_absolute() && md.ends_with("Mail/home"));
         assert_eq!(work.port, 110);
         assert_eq!(work.retention, Retention::Keep);
         assert_eq!(work.auth, Some(AuthMethod::Plain));
         assert_eq!(
-            work.delivery,
-            Delivery::Maildir(PathBuf::from("/home/u/.config/popsync/Mail/work"))
+            work.delivery.settings::<maildir::Settings>(),
+            Some(&maildir::Settings {
+                path: PathBuf::from("/home/u/.config/popsync/Mail/work")
+            })
         );
         assert!(
             matches!(&work.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"])

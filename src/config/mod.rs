@@ -26,6 +26,8 @@ pub use duration::{format_duration, parse_duration};
 pub use load::{ACCOUNT_KEYS, ConfigError, Problem};
 pub use secret::PasswordSource;
 
+pub use crate::delivery::Delivery;
+
 use crate::pop3::{AuthMethod, Security};
 
 /// The environment variable naming the config file.
@@ -105,62 +107,6 @@ pub struct Account {
     pub on_new_mail: Option<Vec<String>>,
     /// How long `on-new-mail` may run.
     pub hook_timeout: Duration,
-}
-
-/// Where an account's new mail goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// A Maildir (`maildir = "..."`).
-    Maildir(PathBuf),
-    /// An mbox file (`mbox = "..."`), mboxrd format, locked as configured.
-    Mbox { path: PathBuf, locking: MboxLocking },
-    /// A program that takes each message on its standard input (`mda = [...]`).
-    Mda {
-        argv: Vec<String>,
-        /// Put an mbox `From ` line before the message.
-        from_line: bool,
-        timeout: Duration,
-    },
-}
-
-impl Delivery {
-    /// The mailbox's path, for messages and the hook (`None` for an MDA).
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            Self::Maildir(p) | Self::Mbox { path: p, .. } => Some(p),
-            Self::Mda { .. } => None,
-        }
-    }
-
-    /// A few words for logs: "the Maildir ~/Mail", "the mbox ...", "procmail".
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Maildir(p) => format!("the Maildir {}", p.display()),
-            Self::Mbox { path, .. } => format!("the mbox {}", path.display()),
-            Self::Mda { argv, .. } => format!("the MDA {:?}", argv[0]),
-        }
-    }
-}
-
-/// How an mbox is locked while popsync appends to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MboxLocking {
-    /// `FILE.lock`, created atomically (what procmail, mutt and most MDAs honour).
-    pub dotlock: bool,
-    /// The kernel lock taken on the file itself.
-    pub kernel: KernelLock,
-    /// How long to wait for other programs' locks.
-    pub timeout: Duration,
-}
-
-/// A kernel file lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelLock {
-    None,
-    /// POSIX record locks (`fcntl(F_SETLKW)`), as procmail, mutt and Dovecot use.
-    Fcntl,
-    /// `flock(2)`.
-    Flock,
 }
 
 /// What happens to a message over `max-size`.

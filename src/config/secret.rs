@@ -61,6 +61,19 @@ const PASSWORD_COMMAND: &str = "password command";
 const TOKEN_COMMAND: &str = "oauth2-token-command";
 
 impl PasswordError {
+    pub fn class(&self) -> crate::exit::ErrorClass {
+        use crate::exit::ErrorClass;
+        match self {
+            // A command that cannot even be started is a configuration mistake ...
+            Self::Spawn { .. } => ErrorClass::Config,
+            // ... one that hangs may work next time ...
+            Self::Timeout { .. } => ErrorClass::Temporary,
+            // ... one that fails or prints nothing leaves popsync without credentials.
+            Self::Failed { .. } | Self::Empty { .. } => ErrorClass::Auth,
+            Self::Keyring(k) => k.class(),
+        }
+    }
+
     /// Whether it was the OAuth2 token that could not be had.
     pub fn is_token(&self) -> bool {
         match self {

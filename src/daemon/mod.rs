@@ -37,8 +37,9 @@ use tracing::{error, info, warn};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Account, Config};
 use crate::notify::{Note, Notifier};
-use crate::poll::{self, Context, ErrorClass, FetchError, FetchOptions, NoProgress, Outcome};
-use crate::pop3::ResponseCode;
+use crate::poll::{
+    self, Context, ErrorClass, FetchError, FetchOptions, NoProgress, Outcome, Problem,
+};
 use crate::scheduler::{PollResult, ResumeDetector, Schedule};
 use crate::store::Store;
 
@@ -51,8 +52,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(8);
 const RESUME_CHECK: Duration = Duration::from_secs(30);
 /// How far the wall clock must run ahead to count as a sleep.
 const RESUME_THRESHOLD: Duration = Duration::from_secs(60);
-/// What a server asking for a delay (`[LOGIN-DELAY]`) gets when it does not say how long.
-const LOGIN_DELAY_DEFAULT: Duration = Duration::from_secs(15 * 60);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -209,10 +208,7 @@ impl Agent {
             let state_dir = self.config.state_dir.clone();
             let cancel = self.cancel.clone();
             self.polls.spawn_blocking(move || {
-                let outcome = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let outcome = match poll::runtime() {
                     Ok(runtime) => runtime.block_on(async {
                         let clock = SystemClock;
                         let ctx = Context {
@@ -228,10 +224,7 @@ impl Agent {
                             account: account.name.clone(),
                             ..Default::default()
                         },
-                        error: Some(FetchError::Mailbox {
-                            path: state_dir.clone(),
-                            source: e,
-                        }),
+                        error: Some(e),
                     },
                 };
                 (account.name.clone(), outcome)
@@ -248,7 +241,7 @@ impl Agent {
             Some(e) => match e.class() {
                 ErrorClass::Auth | ErrorClass::Config => PollResult::NeedsUser,
                 ErrorClass::Temporary | ErrorClass::Local => PollResult::Temporary {
-                    at_least: login_delay(e),
+                    at_least: e.server_asks_to_wait(),
                 },
             },
         };
@@ -509,34 +502,18 @@ fn systemd_state_dir(
 }
 
 fn problem_title(e: &FetchError) -> &'static str {
-    match e {
-        FetchError::Pop3(p) if p.is_fingerprint_mismatch() => {
-            "popsync: the server's certificate has changed"
-        }
-        FetchError::Pop3(p) if p.is_certificate() => {
-            "popsync: the server's certificate is not trusted"
-        }
-        FetchError::Pop3(p) if p.is_auth() => "popsync: login refused",
-        FetchError::Password(_) => "popsync: no password",
-        _ if e.class() == ErrorClass::Config => "popsync: the account cannot work as configured",
-        _ => PLAIN_FAILURE,
+    match e.problem() {
+        Problem::CertificateChanged => "popsync: the server's certificate has changed",
+        Problem::CertificateUntrusted => "popsync: the server's certificate is not trusted",
+        Problem::LoginRefused => "popsync: login refused",
+        Problem::NoPassword => "popsync: no password",
+        Problem::Misconfigured => "popsync: the account cannot work as configured",
+        Problem::Other => PLAIN_FAILURE,
     }
 }
 
 /// The title of a problem that is told only once it has lasted `notify-failure-after`.
 const PLAIN_FAILURE: &str = "popsync: cannot fetch mail";
-
-fn login_delay(e: &FetchError) -> Option<Duration> {
-    match e {
-        FetchError::Pop3(p) if p.response_code() == Some(&ResponseCode::LoginDelay) => {
-            Some(LOGIN_DELAY_DEFAULT)
-        }
-        FetchError::Pop3(p) if p.response_code() == Some(&ResponseCode::InUse) => {
-            Some(Duration::from_secs(60))
-        }
-        _ => None,
-    }
-}
 
 fn quiet_now(account: &Account) -> bool {
     use chrono::Timelike;

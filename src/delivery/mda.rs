@@ -13,11 +13,223 @@
 //! an MDA is therefore at least once, not exactly once; procmail users can drop duplicates
 //! with `formail -D` (see the README).
 
+use std::any::Any;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::spool::Spooled;
+use tracing::warn;
+
+use super::spool::{SpoolFormat, SpoolWriter, Spooled};
+use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
+use crate::store::{PendingRow, Place};
+use crate::summary::Head;
+
+/// The MDA kind of target.
+pub const KIND: Kind = Kind {
+    name: "mda",
+    recover,
+};
+
+/// The program an account's mail is handed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Put an mbox `From ` line before the message (`mda-from-line`).
+    pub from_line: bool,
+    /// How long it may take for one message (`mda-timeout`).
+    pub timeout: Duration,
+}
+
+impl Destination for Settings {
+    fn describe(&self) -> String {
+        format!("the MDA {:?}", self.argv[0])
+    }
+
+    fn hook_env(&self) -> Option<(&'static str, &Path)> {
+        None
+    }
+
+    fn open(&self, setup: &Setup<'_>) -> Result<Box<dyn Target>, DeliveryError> {
+        Ok(Box::new(MdaTarget {
+            settings: self.clone(),
+            account: setup.account.to_owned(),
+            spool: setup.spool_dir()?,
+            names: Vec::new(),
+            current: None,
+            arrived: Vec::new(),
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An MDA receiving a batch, one message at a time.
+#[derive(Debug)]
+struct MdaTarget {
+    settings: Settings,
+    account: String,
+    spool: PathBuf,
+    names: Vec<String>,
+    current: Option<(usize, SpoolWriter)>,
+    arrived: Vec<(usize, Spooled)>,
+}
+
+impl Target for MdaTarget {
+    fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+        let now = journal.now();
+        self.names = (0..journal.len())
+            .map(|i| format!("{}-{now}-{i}", std::process::id()))
+            .collect();
+        self.arrived.clear();
+        Ok(())
+    }
+
+    fn start(&mut self, index: usize) -> std::io::Result<()> {
+        let path = self.spool.join(&self.names[index]);
+        let format = SpoolFormat::Plain {
+            from_line: self.settings.from_line,
+        };
+        self.current = Some((index, SpoolWriter::create(&path, format)?));
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()> {
+        match &mut self.current {
+            Some((_, w)) => w.write(data, head),
+            None => Err(std::io::Error::other("data outside a message")),
+        }
+    }
+
+    fn finish(&mut self, head: &Head) -> std::io::Result<()> {
+        let (index, writer) = self
+            .current
+            .take()
+            .ok_or_else(|| std::io::Error::other("no message to finish"))?;
+        self.arrived.push((index, writer.finish(head)?));
+        Ok(())
+    }
+
+    fn abandon(&mut self) {
+        if let Some((_, writer)) = self.current.take() {
+            writer.discard();
+        }
+    }
+
+    /// One message at a time: pending, handed over, delivered. Anything but success stops
+    /// the batch there.
+    fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+        let Settings { argv, timeout, .. } = &self.settings;
+        let mut result = Ok(());
+        for (index, s) in std::mem::take(&mut self.arrived) {
+            if result.is_err() {
+                s.remove();
+                continue;
+            }
+            let place = Place {
+                kind: KIND.name.to_owned(),
+                ..Place::default()
+            };
+            if let Err(e) = journal.record_pending(&[(index, place)]) {
+                result = Err(e.into());
+                s.remove();
+                continue;
+            }
+            let outcome = deliver(argv, &s, &self.account, *timeout);
+            s.remove();
+            match outcome {
+                MdaOutcome::Delivered => {
+                    crate::failpoint::hit("published");
+                    if let Err(e) = journal.mark_delivered(&[(index, s.len)]) {
+                        result = Err(e.into());
+                    }
+                }
+                other => {
+                    let _ = journal.drop_pending(&[index]);
+                    result = Err(MdaFailure::from_outcome(&argv[0], other, *timeout).into());
+                }
+            }
+        }
+        result
+    }
+
+    fn discard(&mut self, _index: usize) {
+        // Spool files are removed as each message is handed over or given up.
+    }
+}
+
+/// popsync cannot know whether the MDA took a message it was handing over when it stopped:
+/// it is handed over again (at least once).
+fn recover(
+    r: &mut Recovery<'_>,
+    rows: &[&PendingRow],
+    _current: &Delivery,
+) -> Result<(), DeliveryError> {
+    r.not_delivered(rows)?;
+    warn!(
+        "{} message(s) were being handed to the MDA when popsync stopped; they will be handed over again (an MDA gets each message at least once)",
+        rows.len()
+    );
+    Ok(())
+}
+
+/// Why an MDA did not take a message (the session stopped there, before any DELE).
+#[derive(Debug, thiserror::Error)]
+pub enum MdaFailure {
+    #[error("the MDA {program:?} asks to try again later (exit status 75){}", note(.stderr))]
+    TryLater { program: String, stderr: String },
+    #[error("the MDA {program:?} failed ({status}){}", note(.stderr))]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error(
+        "the MDA {program:?} did not finish within mda-timeout ({}) and was stopped",
+        crate::config::format_duration(*.limit)
+    )]
+    TimedOut { program: String, limit: Duration },
+    #[error("the MDA could not be run: {0}")]
+    NotStarted(String),
+}
+
+fn note(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
+impl MdaFailure {
+    pub fn class(&self) -> crate::exit::ErrorClass {
+        use crate::exit::ErrorClass;
+        match self {
+            Self::TryLater { .. } | Self::TimedOut { .. } => ErrorClass::Temporary,
+            Self::NotStarted(_) => ErrorClass::Config,
+            Self::Failed { .. } => ErrorClass::Local,
+        }
+    }
+
+    fn from_outcome(program: &str, outcome: MdaOutcome, limit: Duration) -> Self {
+        let program = program.to_owned();
+        match outcome {
+            MdaOutcome::TryLater { stderr } => Self::TryLater { program, stderr },
+            MdaOutcome::Failed { status, stderr } => Self::Failed {
+                program,
+                status,
+                stderr,
+            },
+            MdaOutcome::TimedOut => Self::TimedOut { program, limit },
+            MdaOutcome::NotStarted(e) => Self::NotStarted(e),
+            MdaOutcome::Delivered => Self::NotStarted("delivered".into()),
+        }
+    }
+}
 
 /// How an MDA run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +302,7 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
         None => MdaOutcome::TimedOut,
         Some(s) if s.success() => {
             if !stderr.is_empty() {
-                tracing::info!("{account}: the MDA said: {stderr}");
+                tracing::info!("the MDA said: {stderr}");
             }
             MdaOutcome::Delivered
         }
@@ -114,14 +326,15 @@ fn kill_group(child: &mut std::process::Child) {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::delivery::spool::{SpoolFormat, SpoolWriter};
 
     fn spool(dir: &std::path::Path) -> Spooled {
         let mut w =
             SpoolWriter::create(&dir.join("m"), SpoolFormat::Plain { from_line: false }).unwrap();
-        w.write(b"Return-Path: <s@example.org>\r\nSubject: hi\r\n\r\nbody\r\n")
-            .unwrap();
-        w.finish().unwrap()
+        let message = b"Return-Path: <s@example.org>\r\nSubject: hi\r\n\r\nbody\r\n";
+        let mut head = Head::default();
+        head.feed(message);
+        w.write(message, &head).unwrap();
+        w.finish(&head).unwrap()
     }
 
     fn argv(a: &[&str]) -> Vec<String> {

@@ -1,105 +1,305 @@
-//! Putting messages into the user's mailbox.
+//! Putting messages into the user's mailbox, exactly once: the delivery targets behind one
+//! small interface.
 //!
-//! Only Maildir for now ([`maildir`]). Message data arrives as the server sent it (CRLF line
-//! endings) and is written with LF line endings, byte for byte otherwise.
+//! Each kind of target — [`maildir`], [`mbox`], [`mda`] — is a module of its own that owns
+//! everything about it: its settings, how it prepares the mailbox, how a message streams in,
+//! how a batch is made durable, what the state database must record before the first byte
+//! reaches the mailbox, and how it finishes what an interrupted run left pending. It is
+//! registered with one line in [`KINDS`]. The code above (`poll`) knows no target by name:
+//! it streams each batch into a [`Target`] and asks it to deliver.
+//!
+//! The contract every target keeps (the invariants users' mail depends on):
+//!
+//! - before any byte of a message can be seen in the mailbox, its place is recorded as
+//!   *pending* through the [`Journal`] (a durable commit), so that after a crash recovery
+//!   can look there;
+//! - a message is marked *delivered* through the journal only once it is durably in the
+//!   mailbox (or, for an MDA, once the MDA said so);
+//! - what arrived completely before a failure is still delivered and recorded; a message
+//!   that did not arrive whole leaves nothing in the mailbox;
+//! - after a crash, [`Kind::recover`] decides from the mailbox, never by guessing, whether
+//!   each pending message got there.
+//!
+//! Message data arrives as the server sent it (CRLF line endings) and is stored with LF line
+//! endings, byte for byte otherwise.
 
+mod crlf;
 pub mod maildir;
 pub mod mbox;
 pub mod mda;
 pub mod spool;
 
-pub use maildir::{Maildir, MessageWriter, PendingLocation};
+use std::any::Any;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Converts CRLF to LF in a stream of chunks, keeping every other byte (a lone CR stays).
-/// A CR at the end of one chunk is held back until the next chunk shows what follows it.
-#[derive(Debug, Default)]
-pub struct CrlfToLf {
-    pending_cr: bool,
+pub use crlf::CrlfToLf;
+
+use crate::store::{AccountId, PendingRow, Place, Store, StoreError};
+use crate::summary::Head;
+
+/// Every kind of delivery target. A new kind is a module of its own and one line here.
+pub const KINDS: &[&Kind] = &[&maildir::KIND, &mbox::KIND, &mda::KIND];
+
+/// A kind of delivery target.
+#[derive(Debug)]
+pub struct Kind {
+    /// Its name in the state database (a pending message's [`Place::kind`]).
+    pub name: &'static str,
+    /// Finishes deliveries an interrupted run left pending: `rows` are this kind's pending
+    /// messages of the account; `current` is where the account delivers now.
+    pub recover:
+        fn(&mut Recovery<'_>, &[&PendingRow], current: &Delivery) -> Result<(), DeliveryError>,
 }
 
-impl CrlfToLf {
-    /// Converts `data`, handing the output to `out` in as few pieces as possible.
-    pub fn convert(
-        &mut self,
-        mut data: &[u8],
-        out: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
+/// Where an account's mail goes, as configured.
+pub trait Destination: fmt::Debug + Send + Sync + 'static {
+    /// A few words for logs: "the Maildir ~/Mail", "the MDA \"procmail\"".
+    fn describe(&self) -> String;
+    /// What the new-mail hook is told of the mailbox: a variable and its value (`None` when
+    /// the mail goes to a program).
+    fn hook_env(&self) -> Option<(&'static str, &Path)>;
+    /// Gets the mailbox ready for a fetch: created if missing, and what a crash left
+    /// behind tidied away.
+    fn open(&self, setup: &Setup<'_>) -> Result<Box<dyn Target>, DeliveryError>;
+    /// For a kind's recovery to read its own settings.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// An account's destination (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Delivery(Arc<dyn Destination>);
+
+impl Delivery {
+    pub fn new(destination: impl Destination) -> Self {
+        Self(Arc::new(destination))
+    }
+
+    /// The destination's settings, if it is of kind `T`.
+    pub fn settings<T: Destination>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl std::ops::Deref for Delivery {
+    type Target = dyn Destination;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// What opening a destination may use.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub account: &'a str,
+    pub state_dir: &'a Path,
+    pub store: &'a Store,
+}
+
+impl Setup<'_> {
+    /// A spool directory of the account's own in the state directory, emptied of anything
+    /// an interrupted run left there (for targets that need a message whole before it goes
+    /// on).
+    pub fn spool_dir(&self) -> Result<PathBuf, DeliveryError> {
+        let dir = self.state_dir.join("spool").join(self.account);
+        crate::store::create_private_dir(&dir).map_err(|source| DeliveryError::Mailbox {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(entry.path());
         }
-        if std::mem::take(&mut self.pending_cr) && data[0] != b'\n' {
-            out(b"\r")?;
-        }
-        loop {
-            match memchr::memchr(b'\r', data) {
-                None => return if data.is_empty() { Ok(()) } else { out(data) },
-                Some(i) => {
-                    if i > 0 {
-                        out(&data[..i])?;
-                    }
-                    match data.get(i + 1) {
-                        None => {
-                            self.pending_cr = true;
-                            return Ok(());
-                        }
-                        Some(b'\n') => data = &data[i + 1..],
-                        Some(_) => {
-                            out(b"\r")?;
-                            data = &data[i + 1..];
-                        }
-                    }
-                }
-            }
+        Ok(dir)
+    }
+}
+
+/// A mailbox receiving batches of messages.
+///
+/// For each batch: [`begin_batch`](Self::begin_batch); then for each message that arrives
+/// [`start`](Self::start), [`write`](Self::write)…, and [`finish`](Self::finish) (or
+/// [`abandon`](Self::abandon) when it did not arrive whole); then
+/// [`deliver`](Self::deliver); then [`discard`](Self::discard) for each message of the
+/// batch that was not delivered. Messages are named by their index in the batch.
+pub trait Target {
+    /// Starts a batch of `journal.len()` messages. What must be recorded before any of them
+    /// exists (a Maildir's file names) is recorded now.
+    fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError>;
+    /// Message `index` of the batch starts arriving.
+    fn start(&mut self, index: usize) -> std::io::Result<()>;
+    /// Message bytes as received (dot-unstuffed, CRLF line endings). `head` has seen them.
+    fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()>;
+    /// The current message arrived whole.
+    fn finish(&mut self, head: &Head) -> std::io::Result<()>;
+    /// The current message did not arrive whole: what was written of it goes.
+    fn abandon(&mut self);
+    /// Makes the messages that arrived durable in the mailbox, recording each as pending
+    /// and then as delivered through `journal` as its protocol says. On an error, what was
+    /// recorded delivered before it stays delivered; what is left pending is for recovery.
+    fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError>;
+    /// Message `index` was not delivered: anything left of it goes.
+    fn discard(&mut self, index: usize);
+}
+
+/// The state database, as a target sees it while delivering one batch: the delivery steps
+/// of the message state machine, for the batch's messages by index.
+#[derive(Debug)]
+pub struct Journal<'a> {
+    store: &'a mut Store,
+    account: AccountId,
+    uids: &'a [&'a [u8]],
+    now: i64,
+    headers_only: bool,
+    delivered: Vec<(usize, u64)>,
+}
+
+impl<'a> Journal<'a> {
+    /// A journal for a batch of messages with these unique-ids, delivered at `now`;
+    /// `headers_only` when only their headers are delivered.
+    pub fn new(
+        store: &'a mut Store,
+        account: AccountId,
+        uids: &'a [&'a [u8]],
+        now: i64,
+        headers_only: bool,
+    ) -> Self {
+        Self {
+            store,
+            account,
+            uids,
+            now,
+            headers_only,
+            delivered: Vec::new(),
         }
     }
 
-    /// Ends the stream: a CR held back is written.
-    pub fn finish(
-        &mut self,
-        out: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        if std::mem::take(&mut self.pending_cr) {
-            out(b"\r")?;
-        }
+    /// How many messages the batch has.
+    pub fn len(&self) -> usize {
+        self.uids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty()
+    }
+
+    /// The batch's time (unix seconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Records where these messages are about to be put. Durable when this returns.
+    pub fn record_pending(&mut self, places: &[(usize, Place)]) -> Result<(), StoreError> {
+        let rows: Vec<(&[u8], &Place)> = places.iter().map(|(i, p)| (self.uids[*i], p)).collect();
+        self.store
+            .record_pending(self.account, &rows, self.now, self.headers_only)?;
+        crate::failpoint::hit("pending-committed");
         Ok(())
     }
+
+    /// Records these messages as durably delivered, with the number of bytes written.
+    pub fn mark_delivered(&mut self, sizes: &[(usize, u64)]) -> Result<(), StoreError> {
+        let rows: Vec<(&[u8], u64)> = sizes.iter().map(|(i, n)| (self.uids[*i], *n)).collect();
+        self.store
+            .mark_delivered(self.account, &rows, self.now, self.headers_only)?;
+        crate::failpoint::hit("delivered-committed");
+        self.delivered.extend_from_slice(sizes);
+        Ok(())
+    }
+
+    /// Forgets pending records of messages that will not be delivered after all.
+    pub fn drop_pending(&mut self, indexes: &[usize]) -> Result<(), StoreError> {
+        let uids: Vec<&[u8]> = indexes.iter().map(|i| self.uids[*i]).collect();
+        self.store.drop_pending(self.account, &uids)
+    }
+
+    /// The messages recorded delivered so far, with their sizes, in the order recorded.
+    pub fn delivered(&self) -> &[(usize, u64)] {
+        &self.delivered
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The state database, as a kind's recovery sees it.
+#[derive(Debug)]
+pub struct Recovery<'a> {
+    store: &'a mut Store,
+    account: AccountId,
+    /// The account's name, for what is logged.
+    pub account_name: &'a str,
+    now: i64,
+    /// Pending messages found complete and confirmed.
+    pub recovered: u64,
+}
 
-    fn convert_chunked(input: &[u8], chunk: usize) -> Vec<u8> {
-        let mut c = CrlfToLf::default();
-        let mut out = Vec::new();
-        let mut sink = |d: &[u8]| {
-            out.extend_from_slice(d);
-            Ok(())
+impl<'a> Recovery<'a> {
+    pub fn new(store: &'a mut Store, account: AccountId, account_name: &'a str, now: i64) -> Self {
+        Self {
+            store,
+            account,
+            account_name,
+            now,
+            recovered: 0,
+        }
+    }
+
+    /// These pending messages were found in the mailbox whole, with these sizes: they are
+    /// delivered (or headers-only, where only the headers were being delivered).
+    pub fn delivered(&mut self, found: &[(&PendingRow, u64)]) -> Result<(), StoreError> {
+        let rows = |headers_only: bool| -> Vec<(&[u8], u64)> {
+            found
+                .iter()
+                .filter(|(row, _)| row.headers_only == headers_only)
+                .map(|(row, size)| (row.uid.as_slice(), *size))
+                .collect()
         };
-        for piece in input.chunks(chunk) {
-            c.convert(piece, &mut sink).unwrap();
-        }
-        c.finish(&mut sink).unwrap();
-        out
+        let (whole, headers) = (rows(false), rows(true));
+        self.store
+            .mark_delivered(self.account, &whole, self.now, false)?;
+        self.store
+            .mark_delivered(self.account, &headers, self.now, true)?;
+        self.recovered += found.len() as u64;
+        Ok(())
     }
 
-    #[test]
-    fn crlf_becomes_lf_in_every_chunk_size_and_lone_crs_stay() {
-        let input = b"a\r\nb\rc\r\r\n\r\n\n\rend\r";
-        for chunk in 1..=input.len() {
-            assert_eq!(
-                convert_chunked(input, chunk),
-                b"a\nb\rc\r\n\n\n\rend\r",
-                "chunk {chunk}"
-            );
-        }
+    /// These pending messages did not get into the mailbox: they are downloaded again.
+    pub fn not_delivered(&mut self, rows: &[&PendingRow]) -> Result<(), StoreError> {
+        let uids: Vec<&[u8]> = rows.iter().map(|r| r.uid.as_slice()).collect();
+        self.store.drop_pending(self.account, &uids)
     }
+}
 
-    proptest::proptest! {
-        #[test]
-        fn chunking_never_changes_the_result(input in proptest::collection::vec(proptest::prop_oneof![proptest::prelude::Just(b'\r'), proptest::prelude::Just(b'\n'), proptest::prelude::any::<u8>()], 0..200), chunk in 1usize..20) {
-            let whole = convert_chunked(&input, input.len().max(1));
-            proptest::prop_assert_eq!(convert_chunked(&input, chunk), whole);
+/// Why a delivery did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The mailbox could not be read or written.
+    #[error("mailbox {}", .path.display())]
+    Mailbox {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another program holds the mailbox's lock (try again later).
+    #[error("{0}")]
+    Busy(String),
+    /// The MDA did not take a message.
+    #[error(transparent)]
+    Mda(#[from] mda::MdaFailure),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A pending message recorded by a kind of target this popsync does not know.
+    #[error(
+        "the state database records an unfinished delivery of an unknown kind {0:?} (written by a newer popsync?)"
+    )]
+    UnknownKind(String),
+}
+
+impl DeliveryError {
+    pub fn class(&self) -> crate::exit::ErrorClass {
+        use crate::exit::ErrorClass;
+        match self {
+            Self::Busy(_) => ErrorClass::Temporary,
+            Self::Mda(m) => m.class(),
+            Self::Mailbox { .. } | Self::Store(_) | Self::UnknownKind(_) => ErrorClass::Local,
         }
     }
 }

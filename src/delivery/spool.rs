@@ -6,7 +6,8 @@
 //! the way: CRLF to LF, a `From ` line put in front (built from the envelope sender found in
 //! the headers, which are held back until they are complete), and for an mbox every line
 //! matching `^>*From ` quoted with one more `>` (mboxrd). The spool's SHA-256 is computed as
-//! it is written.
+//! it is written. The envelope sender comes from the message's [`Head`], which the batch
+//! captures as the message streams by (the headers are not parsed a second time here).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::CrlfToLf;
-use crate::summary::MAX_HEADER_CAPTURE;
+use crate::summary::{Head, MAX_HEADER_CAPTURE};
 
 /// How a spooled message is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,18 +89,18 @@ impl SpoolWriter {
         })
     }
 
-    /// Message data as received (CRLF line endings).
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Message data as received (CRLF line endings). `head` has been fed this data already.
+    pub fn write(&mut self, data: &[u8], head: &Head) -> io::Result<()> {
         let mut converted = Vec::new();
         self.crlf.convert(data, &mut |d| {
             converted.extend_from_slice(d);
             Ok(())
         })?;
-        self.accept(&converted)
+        self.accept(&converted, head)
     }
 
     /// LF data: held while the headers are incomplete, then passed on.
-    fn accept(&mut self, data: &[u8]) -> io::Result<()> {
+    fn accept(&mut self, data: &[u8], parsed: &Head) -> io::Result<()> {
         if let Some(head) = &mut self.head {
             head.extend_from_slice(data);
             let end = find_header_end(head);
@@ -107,15 +108,15 @@ impl SpoolWriter {
                 return Ok(());
             }
             let head = self.head.take().expect("held");
-            self.begin(&head)?;
+            self.begin(&head, parsed)?;
             return Ok(());
         }
         self.body(data)
     }
 
     /// The headers are known: write the `From ` line, then what was held back.
-    fn begin(&mut self, head: &[u8]) -> io::Result<()> {
-        let sender = envelope_sender(head);
+    fn begin(&mut self, head: &[u8], parsed: &Head) -> io::Result<()> {
+        let sender = parsed.sender();
         self.from_line = format!("From {sender} {}", self.now.format("%a %b %e %H:%M:%S %Y"));
         let wants_from = match self.format {
             SpoolFormat::Mboxrd => true,
@@ -194,15 +195,15 @@ impl SpoolWriter {
 
     /// Ends the message: headers never completed are written out, a missing final newline
     /// added, and for mboxrd the blank line that separates messages.
-    pub fn finish(mut self) -> io::Result<Spooled> {
+    pub fn finish(mut self, parsed: &Head) -> io::Result<Spooled> {
         let mut tail = Vec::new();
         self.crlf.finish(&mut |d| {
             tail.extend_from_slice(d);
             Ok(())
         })?;
-        self.accept(&tail)?;
+        self.accept(&tail, parsed)?;
         if let Some(head) = self.head.take() {
-            self.begin(&head)?;
+            self.begin(&head, parsed)?;
         }
         if let Some(start) = self.line_start.take()
             && !start.is_empty()
@@ -261,35 +262,6 @@ fn find_header_end(head: &[u8]) -> Option<usize> {
     memchr::memmem::find(head, b"\n\n").map(|p| p + 2)
 }
 
-/// The envelope sender for the `From ` line: Return-Path, else From, else MAILER-DAEMON;
-/// only characters that cannot break the line.
-pub fn envelope_sender(head: &[u8]) -> String {
-    let parsed = mail_parser::MessageParser::default().parse_headers(head);
-    let pick = parsed.as_ref().and_then(|m| {
-        let rp = m
-            .return_address()
-            .map(str::to_owned)
-            .filter(|a| !a.is_empty() && a != "<>");
-        rp.or_else(|| {
-            m.from()
-                .and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .map(str::to_owned)
-        })
-    });
-    match pick {
-        Some(a)
-            if !a.is_empty()
-                && a.len() <= 256
-                && a.chars()
-                    .all(|c| c.is_ascii_graphic() && c != '<' && c != '>') =>
-        {
-            a
-        }
-        _ => "MAILER-DAEMON".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,10 +270,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         let mut w = SpoolWriter::create(&path, format).unwrap();
+        let mut head = Head::default();
         for piece in message.chunks(chunk.max(1)) {
-            w.write(piece).unwrap();
+            head.feed(piece);
+            w.write(piece, &head).unwrap();
         }
-        let s = w.finish().unwrap();
+        let s = w.finish(&head).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, s.len);
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
@@ -341,23 +315,6 @@ mod tests {
         );
         let (bytes, _) = spool(SpoolFormat::Plain { from_line: true }, MSG, 7);
         assert!(bytes.starts_with(b"From bounce@example.org "));
-    }
-
-    #[test]
-    fn the_envelope_sender_falls_back_to_from_then_mailer_daemon() {
-        assert_eq!(
-            envelope_sender(b"From: Bob <bob@example.net>\n\n"),
-            "bob@example.net"
-        );
-        assert_eq!(
-            envelope_sender(b"Return-Path: <>\nFrom: bob@example.net\n\n"),
-            "bob@example.net"
-        );
-        assert_eq!(envelope_sender(b"Subject: none\n\n"), "MAILER-DAEMON");
-        assert_eq!(
-            envelope_sender(b"From: \"x\" <evil sender@x>\n\n"),
-            "MAILER-DAEMON"
-        );
     }
 
     #[test]

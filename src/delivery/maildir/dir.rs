@@ -1,26 +1,6 @@
-//! Maildir delivery, exactly once.
-//!
-//! The protocol, in the order it is enforced by `poll` and this module:
-//!
-//! 1. a unique file name is chosen and recorded in the state database as *pending* (the
-//!    commit is durable) before any file exists;
-//! 2. the message is streamed into `tmp/NAME`, created with `O_EXCL` and mode 0600;
-//! 3. the file is fsynced (many files at once, in parallel, so that a batch costs about one
-//!    disk flush rather than one per message);
-//! 4. it is hard-linked to `new/NAME` — a link never overwrites — (where hard links are not
-//!    supported, renamed there after checking the name is free);
-//! 5. `new/` is fsynced, making the link durable;
-//! 6. only then is the row marked *delivered* (and only delivered messages are deleted from
-//!    the server);
-//! 7. last, the `tmp/NAME` link is removed ([`Maildir::release`]).
-//!
-//! After a crash between any two steps, [`Maildir::locate`] tells from the disk where a
-//! pending message got to. In `new/`, or in `cur/` (moved there by the user's mail reader),
-//! or anywhere else on the same file system — the `tmp/` link still counts two names for the
-//! file — means delivered. Only in `tmp/` with one name, or nowhere, means not delivered;
-//! the partial file is removed and the message downloaded again. Nothing is lost and nothing
-//! appears twice. (The one case no file system can tell apart: a message the user deleted
-//! in the instant between its link and its commit, which then comes back.)
+//! A Maildir on disk: unique names, writing into `tmp/`, making a batch durable and visible in
+//! `new/`, and finding after a crash where a message got to. The order these steps are taken
+//! in, and why it gives exactly-once delivery, is in the [kind's docs](super).
 //!
 //! Names follow the Maildir convention `TIME.MUSECPPIDQSEQRRAND.HOST` (with `/` and `:` in
 //! the host name escaped as `\057` and `\072`); server data never becomes part of a name.
@@ -31,7 +11,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::CrlfToLf;
+use crate::delivery::CrlfToLf;
 
 /// A Maildir: `cur/`, `new/` and `tmp/` under one root.
 #[derive(Debug)]

@@ -1,23 +1,10 @@
-//! mbox delivery (mboxrd), locked the way other mail programs expect, exactly once.
-//!
-//! The mbox family (RFC 4155 and its history): messages one after another in one file, each
-//! starting with a `From sender date` line. The variants differ in how a body line that
-//! starts with `From ` is kept from looking like the start of a message: popsync writes
-//! *mboxrd*, where every line matching `^>*From ` gets one more `>`, so readers can undo the
-//! quoting exactly. Lines end with LF and each message is followed by a blank line.
+//! An mbox file, locked the way other mail programs expect: appending to it, cutting it back,
+//! and finding a recorded append again after a crash.
 //!
 //! Locking interoperates with mutt, procmail, Dovecot and the like: a dotlock (`FILE.lock`,
 //! created atomically; a stale one — older than five minutes, or naming a dead process — is
 //! broken) plus a kernel lock on the file (POSIX `fcntl` by default, or `flock`), each with a
 //! time limit, and an error naming the holder when it cannot be had.
-//!
-//! Exactly once: a batch of messages is spooled first (see [`super::spool`]); then, with the
-//! mbox locked, each message's place (offset, length, SHA-256 and `From ` line) is recorded
-//! as *pending* and committed before anything is appended; the messages are appended and the
-//! file fsynced; only then are they marked *delivered*. A failed append is truncated back to
-//! the old length. After a crash, [`MboxGuard::locate`] decides from the recorded place and
-//! hash whether a message is complete; a torn one at the end of the file is cut off — never
-//! a half message in the file, never one twice.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -26,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
-use super::spool::Spooled;
-use crate::config::{KernelLock, MboxLocking};
+use super::{KernelLock, Locking};
+use crate::delivery::spool::Spooled;
 
 /// A dotlock older than this is stale (procmail and liblockfile use the same age).
 pub const STALE_DOTLOCK: Duration = Duration::from_secs(300);
@@ -54,7 +41,7 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 /// Locks `path` (creating the mbox, mode 0600, if it does not exist).
-pub fn lock(path: &Path, locking: &MboxLocking) -> io::Result<MboxGuard> {
+pub fn lock(path: &Path, locking: &Locking) -> io::Result<MboxGuard> {
     let deadline = Instant::now() + locking.timeout;
     let dotlock = if locking.dotlock {
         Some(take_dotlock(path, deadline)?)
@@ -476,8 +463,8 @@ mod tests {
         assert_eq!(parse_lock_holder(locks, "08:01:12", 1), None);
     }
 
-    fn locking(dotlock: bool, kernel: KernelLock, secs: u64) -> MboxLocking {
-        MboxLocking {
+    fn locking(dotlock: bool, kernel: KernelLock, secs: u64) -> Locking {
+        Locking {
             dotlock,
             kernel,
             timeout: Duration::from_secs(secs),
@@ -486,9 +473,11 @@ mod tests {
 
     fn spooled(dir: &Path, n: usize, body: &str) -> Spooled {
         let mut w = SpoolWriter::create(&dir.join(format!("s{n}")), SpoolFormat::Mboxrd).unwrap();
-        w.write(format!("From: a@b\r\nSubject: {n}\r\n\r\n{body}\r\n").as_bytes())
-            .unwrap();
-        w.finish().unwrap()
+        let message = format!("From: a@b\r\nSubject: {n}\r\n\r\n{body}\r\n");
+        let mut head = crate::summary::Head::default();
+        head.feed(message.as_bytes());
+        w.write(message.as_bytes(), &head).unwrap();
+        w.finish(&head).unwrap()
     }
 
     #[test]

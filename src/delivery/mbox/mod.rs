@@ -1,0 +1,310 @@
+//! mbox delivery (`mbox = "~/Mail/inbox"`), mboxrd, locked, exactly once.
+//!
+//! The mbox family (RFC 4155 and its history): messages one after another in one file, each
+//! starting with a `From sender date` line. The variants differ in how a body line that
+//! starts with `From ` is kept from looking like the start of a message: popsync writes
+//! *mboxrd*, where every line matching `^>*From ` gets one more `>`, so readers can undo the
+//! quoting exactly. Lines end with LF and each message is followed by a blank line.
+//!
+//! Exactly once: a batch of messages is spooled first (see [`super::spool`]), so that each
+//! is complete, and its length and hash known, before it goes near the mbox. Then, with the
+//! mbox locked ([`file`]), each message's place (offset, length, SHA-256 and `From ` line)
+//! is recorded as *pending* and committed before anything is appended; the messages are
+//! appended and the file fsynced; only then are they marked *delivered*. A failed append is
+//! cut back to the old length. After a crash, recovery decides from the recorded place and
+//! hash whether a message is complete; a torn one at the end of the file is cut off — never
+//! a half message in the file, never one twice.
+
+pub mod file;
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use self::file::Found;
+use super::spool::{SpoolFormat, SpoolWriter, Spooled};
+use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
+use crate::store::{PendingRow, Place};
+use crate::summary::Head;
+
+/// The mbox kind of target.
+pub const KIND: Kind = Kind {
+    name: "mbox",
+    recover,
+};
+
+/// An account's mbox and how it is locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub locking: Locking,
+}
+
+/// How an mbox is locked while popsync appends to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locking {
+    /// `FILE.lock`, created atomically (what procmail, mutt and most MDAs honour).
+    pub dotlock: bool,
+    /// The kernel lock taken on the file itself.
+    pub kernel: KernelLock,
+    /// How long to wait for other programs' locks.
+    pub timeout: Duration,
+}
+
+impl Default for Locking {
+    /// A dotlock and an fcntl lock, waiting two minutes: what other mail programs expect.
+    fn default() -> Self {
+        Self {
+            dotlock: true,
+            kernel: KernelLock::Fcntl,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A kernel file lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelLock {
+    None,
+    /// POSIX record locks (`fcntl(F_SETLKW)`), as procmail, mutt and Dovecot use.
+    Fcntl,
+    /// `flock(2)`.
+    Flock,
+}
+
+impl Destination for Settings {
+    fn describe(&self) -> String {
+        format!("the mbox {}", self.path.display())
+    }
+
+    fn hook_env(&self) -> Option<(&'static str, &Path)> {
+        Some(("POPSYNC_MBOX", &self.path))
+    }
+
+    /// Creates the mbox's directory if it is missing, and a spool.
+    fn open(&self, setup: &Setup<'_>) -> Result<Box<dyn Target>, DeliveryError> {
+        if let Some(parent) = self.path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            crate::store::create_private_dir(parent).map_err(|source| DeliveryError::Mailbox {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(Box::new(MboxTarget {
+            settings: self.clone(),
+            spool: setup.spool_dir()?,
+            names: Vec::new(),
+            current: None,
+            arrived: Vec::new(),
+        }))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An mbox receiving a batch.
+#[derive(Debug)]
+struct MboxTarget {
+    settings: Settings,
+    spool: PathBuf,
+    /// The batch's spool file names, by index.
+    names: Vec<String>,
+    current: Option<(usize, SpoolWriter)>,
+    arrived: Vec<(usize, Spooled)>,
+}
+
+impl MboxTarget {
+    fn error(&self, e: std::io::Error) -> DeliveryError {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            DeliveryError::Busy(e.to_string())
+        } else {
+            DeliveryError::Mailbox {
+                path: self.settings.path.clone(),
+                source: e,
+            }
+        }
+    }
+
+    /// Lock, record places, append, fsync, record delivered; unlocked when it returns.
+    fn append(
+        &self,
+        arrived: &[(usize, Spooled)],
+        journal: &mut Journal<'_>,
+    ) -> Result<(), DeliveryError> {
+        let mut guard =
+            file::lock(&self.settings.path, &self.settings.locking).map_err(|e| self.error(e))?;
+        let mut offset = guard.len().map_err(|e| self.error(e))?;
+        let mut places = Vec::with_capacity(arrived.len());
+        for (i, s) in arrived {
+            let place = Place {
+                kind: KIND.name.to_owned(),
+                mailbox: Some(self.settings.path.clone()),
+                offset: Some(offset),
+                len: Some(s.len),
+                sha256: Some(s.sha256.to_vec()),
+                first_line: Some(s.from_line.clone()),
+                ..Place::default()
+            };
+            places.push((*i, place));
+            offset += s.len;
+        }
+        journal.record_pending(&places)?;
+        let list: Vec<&Spooled> = arrived.iter().map(|(_, s)| s).collect();
+        if let Err(e) = guard.append(&list) {
+            // Cut back: nothing of the batch is in the file. Forget the pending rows.
+            let indexes: Vec<usize> = arrived.iter().map(|(i, _)| *i).collect();
+            let _ = journal.drop_pending(&indexes);
+            return Err(self.error(e));
+        }
+        crate::failpoint::hit("published");
+        let sizes: Vec<(usize, u64)> = arrived.iter().map(|(i, s)| (*i, s.len)).collect();
+        journal.mark_delivered(&sizes)?;
+        Ok(())
+    }
+}
+
+impl Target for MboxTarget {
+    fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+        let now = journal.now();
+        self.names = (0..journal.len())
+            .map(|i| format!("{}-{now}-{i}", std::process::id()))
+            .collect();
+        self.arrived.clear();
+        Ok(())
+    }
+
+    fn start(&mut self, index: usize) -> std::io::Result<()> {
+        let path = self.spool.join(&self.names[index]);
+        self.current = Some((index, SpoolWriter::create(&path, SpoolFormat::Mboxrd)?));
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()> {
+        match &mut self.current {
+            Some((_, w)) => w.write(data, head),
+            None => Err(std::io::Error::other("data outside a message")),
+        }
+    }
+
+    fn finish(&mut self, head: &Head) -> std::io::Result<()> {
+        let (index, writer) = self
+            .current
+            .take()
+            .ok_or_else(|| std::io::Error::other("no message to finish"))?;
+        self.arrived.push((index, writer.finish(head)?));
+        Ok(())
+    }
+
+    fn abandon(&mut self) {
+        if let Some((_, writer)) = self.current.take() {
+            writer.discard();
+        }
+    }
+
+    fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+        let arrived = std::mem::take(&mut self.arrived);
+        if arrived.is_empty() {
+            return Ok(());
+        }
+        let result = self.append(&arrived, journal);
+        for (_, s) in &arrived {
+            s.remove();
+        }
+        result
+    }
+
+    fn discard(&mut self, _index: usize) {
+        // Spool files are removed as soon as the batch is appended or given up.
+    }
+}
+
+/// Finds where each pending append got to, mbox by mbox.
+fn recover(
+    r: &mut Recovery<'_>,
+    rows: &[&PendingRow],
+    current: &Delivery,
+) -> Result<(), DeliveryError> {
+    let mut by_path: BTreeMap<PathBuf, Vec<&PendingRow>> = BTreeMap::new();
+    for row in rows {
+        by_path
+            .entry(row.place.mailbox.clone().unwrap_or_default())
+            .or_default()
+            .push(row);
+    }
+    for (path, rows) in by_path {
+        // The account's own locking if it still delivers there, else the usual kind.
+        let locking = current
+            .settings::<Settings>()
+            .filter(|s| s.path == path)
+            .map(|s| s.locking)
+            .unwrap_or_default();
+        recover_file(r, &path, &locking, &rows)?;
+    }
+    Ok(())
+}
+
+fn recover_file(
+    r: &mut Recovery<'_>,
+    path: &Path,
+    locking: &Locking,
+    rows: &[&PendingRow],
+) -> Result<(), DeliveryError> {
+    let io = |source| DeliveryError::Mailbox {
+        path: path.to_owned(),
+        source,
+    };
+    if !path.exists() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "the mbox {} is gone, but an interrupted run was appending to it; put it back so popsync can see which messages arrived",
+                path.display()
+            ),
+        )));
+    }
+    let mut guard = file::lock(path, locking).map_err(io)?;
+    let mut delivered = Vec::new();
+    let mut absent = Vec::new();
+    let mut torn_at = None;
+    for row in rows {
+        let p = &row.place;
+        let (offset, len) = (p.offset.unwrap_or(0), p.len.unwrap_or(0));
+        let (sha256, from_line) = (
+            p.sha256.as_deref().unwrap_or_default(),
+            p.first_line.as_deref().unwrap_or_default(),
+        );
+        match guard.locate(offset, len, sha256, from_line).map_err(io)? {
+            Found::At(_) => delivered.push((*row, len)),
+            Found::Absent => {
+                if torn_at.is_none() && guard.torn_tail(offset, len, from_line).map_err(io)? {
+                    torn_at = Some(offset);
+                }
+                absent.push(*row);
+            }
+        }
+    }
+    crate::failpoint::hit("recovery-located");
+    if let Some(at) = torn_at {
+        warn!(
+            "cutting a message left half-written by an interrupted run off the end of {} (at byte {at})",
+            path.display()
+        );
+        guard.truncate(at).map_err(io)?;
+    }
+    r.delivered(&delivered)?;
+    r.not_delivered(&absent)?;
+    drop(guard);
+    info!(
+        "an interrupted run left appends to {} unfinished: {} message(s) were complete, {} will be downloaded again",
+        path.display(),
+        delivered.len(),
+        absent.len()
+    );
+    Ok(())
+}

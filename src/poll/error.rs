@@ -1,0 +1,106 @@
+//! Why a fetch failed, and the questions the callers ask of it: how to exit, what kind of
+//! problem to tell the user about, and how long to wait before trying again. Each error
+//! answers for itself; this is the one place that puts the answers together.
+
+use std::time::Duration;
+
+use crate::delivery::DeliveryError;
+use crate::exit::ErrorClass;
+use crate::lock::LockError;
+use crate::pop3::{self, ResponseCode, Status};
+use crate::store::StoreError;
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Pop3(#[from] pop3::Error),
+    #[error("could not get the {}", if .0.is_token() { "OAuth2 token" } else { "password" })]
+    Password(#[from] crate::config::secret::PasswordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot read ca-file {}", .path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the server refused to hand out {count} message{} (they stay on the server and are tried again next time); the first answer was: {first}",
+        if *.count == 1 { "" } else { "s" }
+    )]
+    Refused { count: u64, first: Status },
+    #[error("stopped: popsync is shutting down (what arrived so far is stored)")]
+    Stopped,
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What kind of problem a failure is, as the user would put it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// The server's certificate is not the one pinned with `tls-fingerprint`.
+    CertificateChanged,
+    /// The server's certificate is not trusted.
+    CertificateUntrusted,
+    /// The server refused the login.
+    LoginRefused,
+    /// The password or token could not be had.
+    NoPassword,
+    /// The account cannot work as configured with this server.
+    Misconfigured,
+    /// Anything else: usually passing trouble.
+    Other,
+}
+
+/// How long a server that asks for a delay between logins (`[LOGIN-DELAY]`) is left alone
+/// when it does not say how long.
+pub const LOGIN_DELAY_DEFAULT: Duration = Duration::from_secs(15 * 60);
+/// How long a mailbox another client has open (`[IN-USE]`) is left alone.
+pub const IN_USE_DELAY: Duration = Duration::from_secs(60);
+
+impl FetchError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Pop3(e) if e.is_auth() || e.is_certificate() => ErrorClass::Auth,
+            Self::Pop3(e) if e.is_local() => ErrorClass::Local,
+            Self::Pop3(e) if e.is_permanent() => ErrorClass::Config,
+            Self::Pop3(_) => ErrorClass::Temporary,
+            Self::Password(e) => e.class(),
+            Self::Delivery(e) => e.class(),
+            Self::Store(_) | Self::Runtime(_) => ErrorClass::Local,
+            Self::Lock(LockError::Busy { .. }) => ErrorClass::Temporary,
+            Self::Lock(_) => ErrorClass::Local,
+            Self::CaFile { .. } => ErrorClass::Config,
+            Self::Refused { .. } | Self::Stopped => ErrorClass::Temporary,
+        }
+    }
+
+    /// What kind of problem this is for the user.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::Pop3(p) if p.is_fingerprint_mismatch() => Problem::CertificateChanged,
+            Self::Pop3(p) if p.is_certificate() => Problem::CertificateUntrusted,
+            Self::Pop3(p) if p.is_auth() => Problem::LoginRefused,
+            Self::Password(_) => Problem::NoPassword,
+            _ if self.class() == ErrorClass::Config => Problem::Misconfigured,
+            _ => Problem::Other,
+        }
+    }
+
+    /// How long the server asked to be left alone, if it did.
+    pub fn server_asks_to_wait(&self) -> Option<Duration> {
+        match self {
+            Self::Pop3(p) => match p.response_code()? {
+                ResponseCode::LoginDelay => Some(LOGIN_DELAY_DEFAULT),
+                ResponseCode::InUse => Some(IN_USE_DELAY),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
