@@ -6,14 +6,14 @@
 //! `POPSYNC_ACCOUNT`, `POPSYNC_NEW_MESSAGES`, and `POPSYNC_MAILDIR` or `POPSYNC_MBOX` (the
 //! mailbox, if the mail went to one rather than an MDA). Its standard input is empty;
 //! its output is collected (up to 64 KiB of each stream) and logged with its exit status. It
-//! has a time limit, after which it is killed. A failing hook is reported, never fatal: the
+//! has a time limit, after which it is killed with everything it started (see `child`). A failing hook is reported, never fatal: the
 //! mail is already stored.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
+
+use crate::child::{self, Ended};
 
 /// What became of a hook run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum HookOutcome {
     NotStarted(String),
 }
 
-/// Runs `argv` for `account` after `new_messages` were stored in `maildir`.
+/// Runs `argv` for `account` after `new_messages` were stored by `delivery`.
 pub async fn run_new_mail_hook(
     argv: &[String],
     account: &str,
@@ -35,54 +35,31 @@ pub async fn run_new_mail_hook(
     limit: Duration,
 ) -> HookOutcome {
     let program = &argv[0];
-    let mut command = tokio::process::Command::new(program);
+    let mut spec = child::Spec::new(argv, Some(limit));
     if let Some((name, value)) = delivery.hook_env() {
-        command.env(name, value);
+        spec.env.push((name, value.into()));
     }
-    let mut child = match command
-        .args(&argv[1..])
-        .env("POPSYNC_ACCOUNT", account)
-        .env("POPSYNC_NEW_MESSAGES", new_messages.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
+    spec.env.push(("POPSYNC_ACCOUNT", account.into()));
+    spec.env
+        .push(("POPSYNC_NEW_MESSAGES", new_messages.to_string().into()));
+    match child::run_async(spec).await {
+        Ended::NotStarted(e) => {
             warn!("on-new-mail {program:?} could not be started: {e}");
-            return HookOutcome::NotStarted(e.to_string());
+            HookOutcome::NotStarted(e.to_string())
         }
-    };
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let work = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut o = (&mut stdout).take(64 * 1024);
-        let mut e = (&mut stderr).take(64 * 1024);
-        let _ = tokio::join!(o.read_to_end(&mut out), e.read_to_end(&mut err));
-        (child.wait().await, out, err)
-    };
-    match tokio::time::timeout(limit, work).await {
-        Err(_) => {
+        Ended::TimedOut { .. } => {
             warn!(
                 "on-new-mail {program:?} did not finish within {}s and was stopped",
                 limit.as_secs()
             );
-            // Dropping the child kills it (kill_on_drop).
             HookOutcome::TimedOut
         }
-        Ok((status, out, err)) => {
-            let show = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
-            let (out, err) = (show(&out), show(&err));
-            let status = match status {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("on-new-mail {program:?}: {e}");
-                    return HookOutcome::NotStarted(e.to_string());
-                }
-            };
+        Ended::Exited {
+            status,
+            stdout,
+            stderr,
+        } => {
+            let (out, err) = (child::text(&stdout), child::text(&stderr));
             if status.success() {
                 info!("on-new-mail {program:?} finished ({status})");
             } else {

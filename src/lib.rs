@@ -1,4 +1,5 @@
 //! popsync: downloads new mail from POP3 servers into local mailboxes exactly once.
+pub mod child;
 pub mod clock;
 pub mod config;
 pub mod delivery;

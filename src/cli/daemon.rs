@@ -1,6 +1,7 @@
 //! `popsync daemon`: the background agent.
 
 use super::Cli;
+use crate::exit;
 
 /// Run in the background: poll every account on its schedule, notify about new mail and
 /// problems, answer to signals (SIGHUP reloads the configuration, SIGUSR1 polls now,
@@ -27,7 +28,7 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("popsync: cannot start the async runtime: {e}");
-            return crate::poll::ErrorClass::Local.exit_code();
+            return exit::IO_ERROR;
         }
     };
     let result = runtime.block_on(crate::daemon::run(config, super::state_override()));
@@ -42,8 +43,8 @@ pub fn run(cli: &Cli, _args: &DaemonArgs) -> u8 {
             match e {
                 crate::daemon::DaemonError::Control(
                     crate::daemon::control::ControlError::AlreadyRunning { .. },
-                ) => 75,
-                _ => crate::poll::ErrorClass::Local.exit_code(),
+                ) => exit::TEMPORARY,
+                _ => exit::IO_ERROR,
             }
         }
     }

@@ -60,15 +60,11 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let runtime = match poll::runtime() {
                     Ok(r) => r,
                     Err(e) => {
-                        eprintln!("popsync: cannot start the async runtime: {e}");
-                        *worst.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(poll::ErrorClass::Local);
+                        eprintln!("popsync: {}", crate::error_chain(&e));
+                        *worst.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.class());
                         return;
                     }
                 };

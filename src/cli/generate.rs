@@ -1,6 +1,7 @@
 //! `popsync generate man|completions`: the manual page and shell completions, made from the
 //! command-line definitions themselves so that they never drift from what popsync accepts.
 
+use crate::exit;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -56,7 +57,7 @@ pub fn run(_cli: &Cli, args: &GenerateArgs) -> u8 {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
             eprintln!("popsync: {e}");
-            super::service::EX_CANTCREAT
+            exit::CANT_CREATE
         }
     }
 }

@@ -1,6 +1,5 @@
-//! The command line: one file per subcommand; this file holds the shared options, logging
-//! set-up and the mapping from failures to exit codes (sysexits: 75 temporary failure, 77
-//! authentication or certificate refused, 78 configuration, 74 local I/O, 64 usage).
+//! The command line: one file per subcommand; this file holds the shared options and what
+//! every command needs (the configuration, its runtime). Exit statuses are in `exit`.
 
 mod check;
 mod daemon;
@@ -13,6 +12,7 @@ mod progress;
 mod service;
 mod status;
 
+use crate::exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,11 +21,6 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config, ConfigError};
 
 pub use progress::TerminalProgress;
-
-/// Exit status for a usage error (an unknown account name).
-pub const EX_USAGE: u8 = 64;
-/// Exit status for a configuration that cannot be used.
-pub const EX_CONFIG: u8 = 78;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,7 +84,7 @@ pub fn main() -> ExitCode {
                 | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     ExitCode::SUCCESS
                 }
-                _ => ExitCode::from(EX_USAGE),
+                _ => ExitCode::from(exit::USAGE),
             };
         }
     };
@@ -116,7 +111,7 @@ impl Cli {
     fn config_file(&self) -> Result<PathBuf, u8> {
         config::config_path(self.config.as_deref()).map_err(|e| {
             eprintln!("popsync: {e}");
-            EX_CONFIG
+            exit::CONFIG
         })
     }
 
@@ -127,7 +122,7 @@ impl Cli {
             Ok(c) => Ok(c),
             Err(e @ ConfigError::Read { .. }) | Err(e @ ConfigError::Invalid(_)) => {
                 eprintln!("popsync: {e}");
-                Err(EX_CONFIG)
+                Err(exit::CONFIG)
             }
         }
     }
@@ -138,20 +133,17 @@ impl Cli {
 fn select<'c>(config: &'c Config, names: &[String]) -> Result<Vec<&'c crate::config::Account>, u8> {
     config.select(names).map_err(|e| {
         eprintln!("popsync: {e}");
-        EX_USAGE
+        exit::USAGE
     })
 }
 
 /// A single-threaded async runtime for one command, or the exit status after saying why
 /// there is none.
 fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("popsync: cannot start the async runtime: {e}");
-            crate::poll::ErrorClass::Local.exit_code()
-        })
+    crate::poll::runtime().map_err(|e| {
+        eprintln!("popsync: {}", crate::error_chain(&e));
+        e.class().exit_code()
+    })
 }
 
 /// `$POPSYNC_STATE_DIR`, if set.

@@ -1,9 +1,10 @@
 //! `popsync password set|delete --account NAME`: the account's password in the system's
 //! credential store (for `password-keyring = true`).
 
+use crate::exit;
 use std::io::{BufRead, IsTerminal};
 
-use super::{Cli, EX_USAGE};
+use super::Cli;
 use crate::config::keyring::{self, KeyringError};
 use crate::pop3::Secret;
 
@@ -57,7 +58,7 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("popsync: {e}");
-                    return EX_USAGE;
+                    return exit::USAGE;
                 }
             };
             match runtime.block_on(keyring::set(&account.name, secret)) {
@@ -106,10 +107,8 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
 fn fail(e: &KeyringError) -> u8 {
     eprintln!("popsync: the system keyring: {e}");
     match e {
-        KeyringError::Unavailable { .. } | KeyringError::Timeout(_) => {
-            crate::poll::ErrorClass::Temporary.exit_code()
-        }
-        _ => crate::poll::ErrorClass::Local.exit_code(),
+        KeyringError::Unavailable { .. } | KeyringError::Timeout(_) => exit::TEMPORARY,
+        _ => exit::IO_ERROR,
     }
 }
 

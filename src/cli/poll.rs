@@ -1,7 +1,8 @@
 //! `popsync poll`: ask the running daemon to poll now.
 
-use super::{Cli, EX_USAGE};
+use super::Cli;
 use crate::daemon::control;
+use crate::exit;
 
 /// Ask the running daemon to poll every account (or the ones named) now
 #[derive(Debug, clap::Args)]
@@ -33,11 +34,11 @@ pub fn run(cli: &Cli, args: &PollArgs) -> u8 {
         }
         Err(e @ control::ControlError::NotRunning(_)) => {
             eprintln!("popsync: {e}; `popsync fetch` fetches without one");
-            EX_USAGE
+            exit::USAGE
         }
         Err(e) => {
             eprintln!("popsync: {}", crate::error_chain(&e));
-            crate::poll::ErrorClass::Local.exit_code()
+            exit::IO_ERROR
         }
     }
 }

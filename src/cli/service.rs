@@ -1,27 +1,21 @@
 //! `popsync service install|uninstall|status [--dry-run]`: the agent as the user's service
 //! (see [`crate::service`] for what is written and run).
 //!
-//! Exit status: 0 done (or nothing to do); 69 (EX_UNAVAILABLE) the service manager could not
-//! be reached or refused, with the steps left to do by hand printed; 73 (EX_CANTCREAT) a
+//! Exit status: 0 done (or nothing to do); 69 (exit::UNAVAILABLE) the service manager could not
+//! be reached or refused, with the steps left to do by hand printed; 73 (exit::CANT_CREATE) a
 //! file could not be written or removed; 78 the configuration cannot be used. `status`: 0
 //! installed and running, 3 not installed or not running (as `systemctl is-active` says), 69
 //! the service manager could not be asked.
 
+use crate::exit;
 use std::path::{Path, PathBuf};
 
-use super::{Cli, EX_CONFIG};
+use super::Cli;
 use crate::config::{self, Config};
 use crate::daemon::control::DaemonLock;
 use crate::service::{
     self, Action, Cmd, Failed, FailedHow, Platform, Target, launchd, systemd, windows,
 };
-
-/// Exit status when the service manager could not be reached or failed.
-pub const EX_UNAVAILABLE: u8 = 69;
-/// Exit status when a file could not be written.
-pub const EX_CANTCREAT: u8 = 73;
-/// `status`: not installed or not running.
-pub const NOT_RUNNING: u8 = 3;
 
 /// Run the agent as your session's service: a systemd user unit (Linux), a launchd agent
 /// (macOS) or a startup entry under the HKCU Run key (Windows)
@@ -82,7 +76,7 @@ fn install(cli: &Cli, platform: Platform, dry_run: bool) -> u8 {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("popsync: cannot install the service: {e}");
-            return EX_CONFIG;
+            return exit::CONFIG;
         }
     };
     if dry_run {
@@ -160,13 +154,13 @@ fn target(config_file: &Path) -> Result<Target, u8> {
         Ok(p) => p,
         Err(e) => {
             eprintln!("popsync: cannot tell where this popsync binary is: {e}");
-            return Err(EX_CANTCREAT);
+            return Err(exit::CANT_CREATE);
         }
     };
     let config = std::path::absolute(config_file).unwrap_or_else(|_| config_file.to_owned());
     let Some(dirs) = directories::BaseDirs::new() else {
         eprintln!("popsync: cannot find your home directory");
-        return Err(EX_CONFIG);
+        return Err(exit::CONFIG);
     };
     Ok(Target {
         exe,
@@ -257,7 +251,7 @@ fn report_failure(
     let unreachable = match &failed.what {
         FailedHow::File { path, source } => {
             eprintln!("popsync: cannot write {}: {source}", path.display());
-            return EX_CANTCREAT;
+            return exit::CANT_CREATE;
         }
         FailedHow::NotStarted { cmd, source } => {
             if source.kind() == std::io::ErrorKind::NotFound {
@@ -306,7 +300,7 @@ fn report_failure(
             service::agent_command(target).display()
         );
     }
-    EX_UNAVAILABLE
+    exit::UNAVAILABLE
 }
 
 fn manager_name(platform: Platform) -> &'static str {
@@ -377,7 +371,7 @@ fn status(cli: &Cli, platform: Platform) -> u8 {
                 }
                 Err(e) => {
                     println!("running:  unknown ({e})");
-                    return EX_UNAVAILABLE;
+                    return exit::UNAVAILABLE;
                 }
             }
         }
@@ -399,7 +393,11 @@ fn status(cli: &Cli, platform: Platform) -> u8 {
     }
     // Windows has no service manager to ask: the agent's own lock tells.
     let running = running || (platform == Platform::Windows && agent.is_some());
-    if installed && running { 0 } else { NOT_RUNNING }
+    if installed && running {
+        exit::OK
+    } else {
+        exit::NOT_RUNNING
+    }
 }
 
 fn agent_pid(config_file: &Path) -> Option<u32> {

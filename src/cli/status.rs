@@ -1,6 +1,7 @@
 //! `popsync status`: how each account is doing, from the state database (readable while the
 //! daemon runs).
 
+use crate::exit;
 use serde::Serialize;
 
 use super::Cli;
@@ -60,7 +61,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("popsync: {}", crate::error_chain(&e));
-                return crate::poll::ErrorClass::Local.exit_code();
+                return exit::IO_ERROR;
             }
         }
     } else {
@@ -73,7 +74,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("popsync: {}", crate::error_chain(&e));
-                    return crate::poll::ErrorClass::Local.exit_code();
+                    return exit::IO_ERROR;
                 }
             },
             None => None,
@@ -119,7 +120,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("popsync: {e}");
-                return 70;
+                return exit::SOFTWARE;
             }
         }
     } else {

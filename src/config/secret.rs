@@ -2,14 +2,12 @@
 //!
 //! A password is either written in the config file or printed by a command the user names
 //! as an argv list (never run through a shell). The command's first line of output is the
-//! password; it runs with a time limit, and when it fails its stderr is shown so the user
-//! can see why (a locked password store, say).
+//! password; it runs with a time limit (see `child` for how it is run), and when it fails
+//! its stderr is shown so the user can see why (a locked password store, say).
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
+use crate::child::Ended;
 
 use crate::pop3::Secret;
 
@@ -126,47 +124,28 @@ async fn run_password_command(
     what: &'static str,
 ) -> Result<Secret, PasswordError> {
     let program = argv[0].clone();
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| PasswordError::Spawn {
-            what,
-            program: program.clone(),
-            source,
-        })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let work = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        // Bounded: a password is short; a runaway command must not fill memory.
-        let mut limited_out = (&mut stdout).take(64 * 1024);
-        let mut limited_err = (&mut stderr).take(64 * 1024);
-        let (r1, r2) = tokio::join!(
-            limited_out.read_to_end(&mut out),
-            limited_err.read_to_end(&mut err)
-        );
-        let _ = (r1, r2);
-        let status = child.wait().await;
-        (out, err, status)
-    };
-    let (out, err, status) =
-        tokio::time::timeout(limit, work)
-            .await
-            .map_err(|_| PasswordError::Timeout {
-                what,
-                program: program.clone(),
-                after: limit,
-            })?;
-    let status = status.map_err(|source| PasswordError::Spawn {
-        what,
-        program: program.clone(),
-        source,
-    })?;
+    let (status, out, err) =
+        match crate::child::run_async(crate::child::Spec::new(argv, Some(limit))).await {
+            Ended::NotStarted(source) => {
+                return Err(PasswordError::Spawn {
+                    what,
+                    program,
+                    source,
+                });
+            }
+            Ended::TimedOut { .. } => {
+                return Err(PasswordError::Timeout {
+                    what,
+                    program,
+                    after: limit,
+                });
+            }
+            Ended::Exited {
+                status,
+                stdout,
+                stderr,
+            } => (status, stdout, stderr),
+        };
     if !status.success() {
         return Err(PasswordError::Failed {
             what,

@@ -5,9 +5,9 @@
 //! in `requests/` and sends the daemon SIGUSR1; `popsync status` tries the lock to see
 //! whether a daemon runs.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+use crate::lock::LockFile;
 
 const LOCK_FILE: &str = "daemon.lock";
 const REQUESTS: &str = "requests";
@@ -17,7 +17,7 @@ const ALL: &str = "poll-all";
 /// The running daemon's lock; released when dropped.
 #[derive(Debug)]
 pub struct DaemonLock {
-    _file: File,
+    _lock: LockFile,
 }
 
 /// A daemon found running.
@@ -42,28 +42,8 @@ pub enum ControlError {
     },
 }
 
-fn open_lock(state_dir: &Path) -> Result<File, ControlError> {
-    let path = state_dir.join(LOCK_FILE);
-    let io = |source| ControlError::Io {
-        what: "cannot open",
-        path: path.clone(),
-        source,
-    };
-    crate::store::create_private_dir(state_dir).map_err(io)?;
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(&path).map_err(io)
-}
-
-fn read_info(file: &mut File) -> Option<DaemonInfo> {
-    let mut text = String::new();
-    file.rewind().ok()?;
-    file.read_to_string(&mut text).ok()?;
+/// What a daemon's lock file says: its process id, then its config file, a line each.
+fn parse_info(text: &str) -> Option<DaemonInfo> {
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;
     let config = PathBuf::from(lines.next()?);
@@ -73,41 +53,31 @@ fn read_info(file: &mut File) -> Option<DaemonInfo> {
 impl DaemonLock {
     /// Becomes the daemon for `state_dir`, or says which one already is.
     pub fn acquire(state_dir: &Path, config: &Path) -> Result<Self, ControlError> {
-        let mut file = open_lock(state_dir)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let info = read_info(&mut file).unwrap_or(DaemonInfo {
+        let path = state_dir.join(LOCK_FILE);
+        let me = format!("{}\n{}\n", std::process::id(), config.display());
+        match LockFile::try_acquire(&path, &me) {
+            Ok(Ok(lock)) => Ok(Self { _lock: lock }),
+            Ok(Err(holder)) => {
+                let info = parse_info(&holder).unwrap_or(DaemonInfo {
                     pid: 0,
                     config: PathBuf::from("?"),
                 });
-                return Err(ControlError::AlreadyRunning {
+                Err(ControlError::AlreadyRunning {
                     pid: info.pid,
                     config: info.config,
-                });
+                })
             }
-            Err(TryLockError::Error(source)) => {
-                return Err(ControlError::Io {
-                    what: "cannot lock",
-                    path: state_dir.join(LOCK_FILE),
-                    source,
-                });
-            }
+            Err(e) => Err(ControlError::Io {
+                what: e.what,
+                path,
+                source: e.source,
+            }),
         }
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| write!(file, "{}\n{}\n", std::process::id(), config.display()));
-        Ok(Self { _file: file })
     }
 
     /// The daemon running for `state_dir`, if any.
     pub fn running(state_dir: &Path) -> Option<DaemonInfo> {
-        let mut file = File::open(state_dir.join(LOCK_FILE)).ok()?;
-        match file.try_lock_shared() {
-            Ok(()) => None,
-            Err(_) => read_info(&mut file),
-        }
+        parse_info(&LockFile::holder(&state_dir.join(LOCK_FILE))?)
     }
 }
 

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Account, Config};
@@ -148,7 +148,10 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
             _ = sleep_until(next) => {}
             Some(done) = agent.polls.join_next(), if !agent.polls.is_empty() => {
                 match done {
-                    Ok((name, outcome)) => agent.finished(&name, outcome).await,
+                    Ok((name, outcome)) => {
+                        let span = tracing::error_span!("account", name = name.as_str());
+                        agent.finished(&name, outcome).instrument(span).await
+                    }
                     Err(e) => error!("a poll ended abnormally: {e}"),
                 }
             }
@@ -260,7 +263,7 @@ impl Agent {
         let report = &outcome.report;
         match &outcome.error {
             None | Some(FetchError::Stopped) => {}
-            Some(e) => warn!("{name}: {}", crate::error_chain(e)),
+            Some(e) => warn!("{}", crate::error_chain(e)),
         }
         // Also when nothing is new: mail held back by quiet hours is announced after them.
         self.announce_new_mail(&account, report.new_messages, &report.newest)
@@ -307,8 +310,8 @@ impl Agent {
                 return;
             }
             info!(
-                "{}: quiet hours: the notification for {} new message(s) waits",
-                account.name, held.count
+                "quiet hours: the notification for {} new message(s) waits",
+                held.count
             );
             return;
         }

@@ -14,15 +14,14 @@
 //! with `formail -D` (see the README).
 
 use std::any::Any;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::warn;
 
 use super::spool::{SpoolFormat, SpoolWriter, Spooled};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
+use crate::child;
 use crate::store::{PendingRow, Place};
 use crate::summary::Head;
 
@@ -247,85 +246,49 @@ pub enum MdaOutcome {
     NotStarted(String),
 }
 
-/// Hands `message` to the MDA `argv`.
+/// Hands `message` to the MDA `argv` (see [`crate::child`] for how it is run).
 pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duration) -> MdaOutcome {
     let stdin = match std::fs::File::open(&message.path) {
         Ok(f) => f,
         Err(e) => return MdaOutcome::NotStarted(format!("cannot read the spooled message: {e}")),
     };
-    let mut command = Command::new(&argv[0]);
-    // Its own process group, so a timeout ends whatever it started too (a shell's children
-    // would otherwise live on, holding the stderr pipe).
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = match command
-        .args(&argv[1..])
-        .env("POPSYNC_ACCOUNT", account)
-        .env("POPSYNC_SENDER", &message.sender)
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return MdaOutcome::NotStarted(format!("{:?} could not be started: {e}", argv[0]));
-        }
+    let spec = child::Spec {
+        env: vec![
+            ("POPSYNC_ACCOUNT", account.into()),
+            ("POPSYNC_SENDER", message.sender.clone().into()),
+        ],
+        stdin: child::Input::File(stdin),
+        capture_stdout: false,
+        ..child::Spec::new(argv, Some(limit))
     };
-    // stderr is read on a thread so a chatty MDA never blocks on a full pipe.
-    let mut pipe = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut err = Vec::new();
-        let _ = (&mut pipe).take(64 * 1024).read_to_end(&mut err);
-        let _ = tx.send(String::from_utf8_lossy(&err).trim().to_owned());
-        // Drain the rest without keeping it.
-        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(&mut child);
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return MdaOutcome::NotStarted(e.to_string()),
+    match child::run(spec) {
+        child::Ended::NotStarted(e) => {
+            MdaOutcome::NotStarted(format!("{:?} could not be started: {e}", argv[0]))
         }
-    };
-    // A program that left something running in the background with our stderr pipe must not
-    // hold popsync up: what it said by now is enough.
-    let stderr = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
-    match status {
-        None => MdaOutcome::TimedOut,
-        Some(s) if s.success() => {
-            if !stderr.is_empty() {
-                tracing::info!("the MDA said: {stderr}");
+        child::Ended::TimedOut { .. } => MdaOutcome::TimedOut,
+        child::Ended::Exited { status, stderr, .. } => {
+            let stderr = child::text(&stderr);
+            if status.success() {
+                if !stderr.is_empty() {
+                    tracing::info!("the MDA said: {stderr}");
+                }
+                MdaOutcome::Delivered
+            } else if status.code() == Some(75) {
+                MdaOutcome::TryLater { stderr }
+            } else {
+                MdaOutcome::Failed {
+                    status: status.to_string(),
+                    stderr,
+                }
             }
-            MdaOutcome::Delivered
         }
-        Some(s) if s.code() == Some(75) => MdaOutcome::TryLater { stderr },
-        Some(s) => MdaOutcome::Failed {
-            status: s.to_string(),
-            stderr,
-        },
     }
-}
-
-/// Kills the MDA and everything in its process group.
-fn kill_group(child: &mut std::process::Child) {
-    #[cfg(unix)]
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-    let _ = child.kill();
 }
 
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn spool(dir: &std::path::Path) -> Spooled {
         let mut w =

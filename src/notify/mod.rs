@@ -148,19 +148,16 @@ fn run_open_command(argv: &[String]) {
         std::env::var_os("INVOCATION_ID").is_some(),
         in_path("systemd-run"),
     );
-    match std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(mut child) => {
-            info!("opened mail with {:?} (process {})", argv[0], child.id());
+    let spec = crate::child::Spec {
+        capture_stdout: false,
+        capture_stderr: false,
+        ..crate::child::Spec::new(&argv, None)
+    };
+    match crate::child::spawn(spec) {
+        Ok(running) => {
+            info!("opened mail with {:?} (process {})", argv[0], running.id());
             // Reap it whenever it ends, without waiting here.
-            std::thread::spawn(move || {
-                let _ = child.wait();
-            });
+            std::thread::spawn(move || running.wait());
         }
         Err(e) => warn!("open-command {:?} could not be started: {e}", argv[0]),
     }
