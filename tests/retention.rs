@@ -22,6 +22,7 @@ fn fetch(config: &Config, clock: &FixedClock) -> Report {
         state_dir: &config.state_dir,
         clock,
         progress: &NoProgress,
+        connector: &popsync::pop3::Tcp,
         cancel: None,
     };
     let outcome = runtime.block_on(poll::fetch_account(

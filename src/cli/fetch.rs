@@ -52,6 +52,7 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
         state_dir: &config.state_dir,
         clock: &clock,
         progress: &progress,
+        connector: &crate::pop3::Tcp,
         cancel: None,
     };
     let next = AtomicUsize::new(0);

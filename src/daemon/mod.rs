@@ -218,6 +218,7 @@ impl Agent {
                             state_dir: &state_dir,
                             clock: &clock,
                             progress: &NoProgress,
+                            connector: &crate::pop3::Tcp,
                             cancel: Some(&cancel),
                         };
                         poll::fetch_account(&account, &ctx, &FetchOptions::default()).await

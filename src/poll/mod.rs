@@ -76,6 +76,9 @@ pub struct Context<'a> {
     pub state_dir: &'a Path,
     pub clock: &'a dyn Clock,
     pub progress: &'a dyn Progress,
+    /// How the server is reached: [`pop3::Tcp`](crate::pop3::Tcp), or an in-memory stream
+    /// in tests.
+    pub connector: &'a dyn crate::pop3::Connector,
     /// Set when popsync is shutting down: the fetch stops at the next message boundary (or
     /// within the message being received), keeping everything already stored.
     pub cancel: Option<&'a AtomicBool>,
@@ -330,3 +333,6 @@ async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

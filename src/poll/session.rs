@@ -49,7 +49,7 @@ pub(super) async fn session(
             pop3::Security::DangerousPlaintext => "no encryption",
         }
     );
-    let greeted = pop3::connect(connect).await?;
+    let greeted = sc.ctx.connector.connect(connect).await?;
     let mut s = greeted.login(credentials, sc.account.auth).await?;
     info!(
         "logged in as {} ({}{})",

@@ -14,8 +14,10 @@ use std::fmt;
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 
-use super::error::{Error, ErrorKind};
-use super::response::Capabilities;
+use super::command::Command;
+use super::connection::Connection;
+use super::error::{Error, ErrorKind, login_error};
+use super::response::{Capabilities, Status};
 
 /// A password or token. Its `Debug` form never shows the value; read it with
 /// [`expose`](Secret::expose) only where it goes on the wire.
@@ -242,6 +244,112 @@ pub fn oauth_error_text(challenge: &str) -> Option<String> {
 /// RFC 5034: an AUTH command with its initial response must fit in 255 octets (CRLF
 /// included); otherwise the response goes on its own line after the `+` continuation.
 pub const MAX_AUTH_LINE: usize = 255;
+
+/// Where a login happens: what [`login`] needs besides the credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginContext<'a> {
+    /// The greeting text (for APOP's timestamp).
+    pub greeting: &'a str,
+    /// Where the connection goes (for OAUTHBEARER).
+    pub host: &'a str,
+    pub port: u16,
+}
+
+/// Logs in with `method`: the whole exchange, through to the server's verdict. With a
+/// SASL mechanism, an initial response that would make the AUTH line longer than
+/// [`MAX_AUTH_LINE`] is sent after the server's `+`; an OAuth error challenge is answered
+/// as each mechanism expects and the server's reason kept for the error.
+pub async fn login(
+    conn: &mut Connection,
+    method: AuthMethod,
+    credentials: &Credentials,
+    at: LoginContext<'_>,
+) -> Result<(), Error> {
+    let mut label = method.to_string();
+    let status = match method {
+        AuthMethod::User => match conn.command(&Command::User(&credentials.username)).await? {
+            Status::Ok { .. } => conn.command(&Command::Pass(&credentials.password)).await?,
+            other => other,
+        },
+        AuthMethod::Apop => {
+            let ts = apop_timestamp(at.greeting).unwrap_or_default();
+            let digest = apop_digest(ts, &credentials.password);
+            conn.command(&Command::Apop {
+                name: &credentials.username,
+                digest,
+            })
+            .await?
+        }
+        AuthMethod::Plain => sasl(conn, "PLAIN", plain_response(credentials)).await?,
+        AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => {
+            let (mechanism, response) = if method == AuthMethod::XOAuth2 {
+                ("XOAUTH2", xoauth2_response(credentials))
+            } else {
+                (
+                    "OAUTHBEARER",
+                    oauthbearer_response(credentials, at.host, at.port),
+                )
+            };
+            match sasl(conn, mechanism, response).await? {
+                // An error challenge (RFC 7628 section 3.2.2): acknowledge it, and the
+                // server ends the exchange with -ERR; keep its reason for the user.
+                Status::Continue { data } => {
+                    let reason = oauth_error_text(&data);
+                    let answer = conn
+                        .command(&Command::SaslResponse(oauth_error_ack(method)))
+                        .await?;
+                    if let Some(reason) = reason {
+                        label = format!("{label}; the server's reason: {reason}");
+                    }
+                    match answer {
+                        Status::Continue { .. } => {
+                            let _ = conn.command(&Command::SaslResponse(Secret::new("*"))).await;
+                            return Err(ErrorKind::Protocol(
+                                "the server sent another SASL challenge after the OAuth error"
+                                    .into(),
+                            )
+                            .into());
+                        }
+                        other => other,
+                    }
+                }
+                other => other,
+            }
+        }
+    };
+    match status {
+        Status::Ok { .. } => Ok(()),
+        Status::Continue { .. } => {
+            // A challenge the mechanism does not expect: cancel the exchange (RFC 5034
+            // section 4).
+            let _ = conn.command(&Command::SaslResponse(Secret::new("*"))).await;
+            Err(ErrorKind::Protocol("the server sent an unexpected SASL challenge".into()).into())
+        }
+        status @ Status::Err { .. } => Err(login_error(&label, status)),
+    }
+}
+
+/// AUTH with an initial response, in one line when it fits and after the server's `+`
+/// otherwise (RFC 5034; Microsoft 365 insists, and a token makes the line long).
+async fn sasl(conn: &mut Connection, mechanism: &str, response: Secret) -> Result<Status, Error> {
+    let with_initial = Command::Auth {
+        mechanism,
+        initial: Some(response.clone()),
+    };
+    if with_initial.encoded_len() <= MAX_AUTH_LINE {
+        return conn.command(&with_initial).await;
+    }
+    match conn
+        .command(&Command::Auth {
+            mechanism,
+            initial: None,
+        })
+        .await?
+    {
+        Status::Continue { .. } => conn.command(&Command::SaslResponse(response)).await,
+        other => Ok(other),
+    }
+}
 
 #[cfg(test)]
 mod tests {

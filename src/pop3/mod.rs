@@ -9,8 +9,10 @@
 //! - [`connection`]: one stream plus its buffers, with timeouts and a redacted transcript
 //!   at TRACE level (target `popsync::pop3::wire`);
 //! - [`session`]: the protocol phases as types — [`Greeted`] (optionally upgraded with STLS)
-//!   becomes [`Authenticated`] by logging in;
-//! - [`auth`]: USER/PASS, APOP and SASL PLAIN;
+//!   becomes [`Authenticated`] by logging in — over TCP ([`connect`]) or any other stream
+//!   ([`over`]); a [`Connector`] says which, so whole fetches can be tested in memory;
+//! - [`auth`]: choosing the login method, and the exchanges: USER/PASS, APOP, SASL PLAIN,
+//!   XOAUTH2 and OAUTHBEARER;
 //! - [`tls`]: connector set-up and certificate facts for display;
 //! - [`error`]: errors that answer questions (`is_transient`, `is_auth`, ...).
 //!
@@ -25,6 +27,8 @@ pub mod command;
 pub mod connection;
 pub mod error;
 pub mod response;
+#[cfg(test)]
+pub(crate) mod script;
 pub mod session;
 pub mod tls;
 
@@ -32,7 +36,7 @@ pub use auth::{AuthMethod, Credentials, Secret};
 pub use error::{Error, ErrorKind};
 pub use response::{Capabilities, ListEntry, MsgNum, ResponseCode, Status, UidlEntry};
 pub use session::{
-    Authenticated, BodyCommand, ConnectOptions, Greeted, RetrieveHandler, Security, Timeouts,
-    connect,
+    Authenticated, BodyCommand, ConnectOptions, Connector, Greeted, RetrieveHandler, Security, Tcp,
+    Timeouts, connect, over,
 };
 pub use tls::{CertificateInfo, TlsOptions, format_fingerprint, parse_fingerprint};

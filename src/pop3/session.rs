@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::auth::{self, AuthMethod, Credentials, Secret};
+use super::auth::{self, AuthMethod, Credentials};
 use super::command::Command;
 use super::connection::{Connection, ListingLimit, Stream};
-use super::error::{Error, ErrorKind, Phase, command_error, greeting_error, login_error};
+use super::error::{Error, ErrorKind, Phase, command_error, greeting_error};
 use super::response::{Capabilities, ListEntry, MsgNum, Status, UidlEntry, parse_stat};
 use super::tls::{CertificateInfo, TlsOptions, check_pin, handshake_error};
 
@@ -114,7 +114,6 @@ pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
     let tcp = tcp_connect(options).await?;
     let _ = tcp.set_nodelay(true);
     debug!("connected to {}:{}", options.host, options.port);
-    let timeouts = options.timeouts;
     let (stream, certificate, encrypted): (Box<dyn Stream>, _, _) = match options.security {
         Security::Tls => {
             let (tls, cert) = tls_handshake(options, Box::new(tcp)).await?;
@@ -122,7 +121,32 @@ pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
         }
         Security::StartTls | Security::DangerousPlaintext => (Box::new(tcp), None, false),
     };
-    let mut conn = Connection::new(stream, timeouts.response);
+    let mut session = greet(stream, options, encrypted).await?;
+    session.certificate = certificate;
+    if options.security == Security::StartTls {
+        session = session.starttls(options).await?;
+    }
+    Ok(session)
+}
+
+/// Starts a session over a stream that is already connected — an in-memory pipe in tests,
+/// say: reads the greeting and asks for capabilities. `encrypted` says whether the stream
+/// is protected (the choice of login method depends on it); `options` gives the host and
+/// port (for OAUTHBEARER) and the response timeout. No TLS is set up here.
+pub async fn over(
+    stream: impl Stream + 'static,
+    options: &ConnectOptions,
+    encrypted: bool,
+) -> Result<Greeted, Error> {
+    greet(Box::new(stream), options, encrypted).await
+}
+
+async fn greet(
+    stream: Box<dyn Stream>,
+    options: &ConnectOptions,
+    encrypted: bool,
+) -> Result<Greeted, Error> {
+    let mut conn = Connection::new(stream, options.timeouts.response);
     let greeting = match conn.read_status().await? {
         Status::Ok { text } => text,
         status @ Status::Err { .. } => return Err(greeting_error(status)),
@@ -131,20 +155,38 @@ pub async fn connect(options: &ConnectOptions) -> Result<Greeted, Error> {
         }
     };
     let caps = capabilities(&mut conn).await?;
-    let mut session = Greeted {
+    Ok(Greeted {
         conn,
         greeting,
         caps,
         caps_before_tls: None,
-        certificate,
+        certificate: None,
         encrypted,
         host: options.host.clone(),
         port: options.port,
-    };
-    if options.security == Security::StartTls {
-        session = session.starttls(options).await?;
+    })
+}
+
+/// How a fetch reaches its server: [`Tcp`] is the network; tests plug in streams of their
+/// own (see [`over`]).
+pub trait Connector: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        options: &'a ConnectOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Greeted, Error>> + 'a>>;
+}
+
+/// The network: [`connect`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tcp;
+
+impl Connector for Tcp {
+    fn connect<'a>(
+        &'a self,
+        options: &'a ConnectOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Greeted, Error>> + 'a>> {
+        Box::pin(connect(options))
     }
-    Ok(session)
 }
 
 async fn tcp_connect(options: &ConnectOptions) -> Result<TcpStream, Error> {
@@ -326,94 +368,12 @@ impl Greeted {
     ) -> Result<Authenticated, Error> {
         let method = self.auth_method(forced, credentials.token)?;
         debug!("logging in with {method}");
-        let mut label = method.to_string();
-        let conn = &mut self.conn;
-        let status = match method {
-            AuthMethod::User => match conn.command(&Command::User(&credentials.username)).await? {
-                Status::Ok { .. } => conn.command(&Command::Pass(&credentials.password)).await?,
-                other => other,
-            },
-            AuthMethod::Apop => {
-                let ts = auth::apop_timestamp(&self.greeting).unwrap_or_default();
-                let digest = auth::apop_digest(ts, &credentials.password);
-                conn.command(&Command::Apop {
-                    name: &credentials.username,
-                    digest,
-                })
-                .await?
-            }
-            AuthMethod::Plain => {
-                let response = auth::plain_response(credentials);
-                let with_initial = Command::Auth {
-                    mechanism: "PLAIN",
-                    initial: Some(response.clone()),
-                };
-                if with_initial.encoded_len() <= auth::MAX_AUTH_LINE {
-                    conn.command(&with_initial).await?
-                } else {
-                    sasl_two_step(conn, "PLAIN", response).await?
-                }
-            }
-            AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => {
-                let (mechanism, response) = if method == AuthMethod::XOAuth2 {
-                    ("XOAUTH2", auth::xoauth2_response(credentials))
-                } else {
-                    (
-                        "OAUTHBEARER",
-                        auth::oauthbearer_response(credentials, &self.host, self.port),
-                    )
-                };
-                let with_initial = Command::Auth {
-                    mechanism,
-                    initial: Some(response.clone()),
-                };
-                // A token makes the line long: over 255 octets the response waits for the
-                // server's "+" (RFC 5034; Microsoft 365 insists).
-                let status = if with_initial.encoded_len() <= auth::MAX_AUTH_LINE {
-                    conn.command(&with_initial).await?
-                } else {
-                    sasl_two_step(conn, mechanism, response).await?
-                };
-                match status {
-                    // An error challenge (RFC 7628 section 3.2.2): acknowledge it, and the
-                    // server ends the exchange with -ERR; keep its reason for the user.
-                    Status::Continue { data } => {
-                        let reason = auth::oauth_error_text(&data);
-                        let answer = conn
-                            .command(&Command::SaslResponse(auth::oauth_error_ack(method)))
-                            .await?;
-                        if let Some(reason) = reason {
-                            label = format!("{label}; the server's reason: {reason}");
-                        }
-                        match answer {
-                            Status::Continue { .. } => {
-                                let _ =
-                                    conn.command(&Command::SaslResponse(Secret::new("*"))).await;
-                                return Err(ErrorKind::Protocol(
-                                    "the server sent another SASL challenge after the OAuth error"
-                                        .into(),
-                                )
-                                .into());
-                            }
-                            other => other,
-                        }
-                    }
-                    other => other,
-                }
-            }
+        let at = auth::LoginContext {
+            greeting: &self.greeting,
+            host: &self.host,
+            port: self.port,
         };
-        match status {
-            Status::Ok { .. } => {}
-            Status::Continue { .. } => {
-                // A challenge PLAIN does not expect: cancel the exchange (RFC 5034 section 4).
-                let _ = conn.command(&Command::SaslResponse(Secret::new("*"))).await;
-                return Err(ErrorKind::Protocol(
-                    "the server sent an unexpected SASL challenge".into(),
-                )
-                .into());
-            }
-            status @ Status::Err { .. } => return Err(login_error(&label, status)),
-        }
+        auth::login(&mut self.conn, method, credentials, at).await?;
         let before = std::mem::take(&mut self.caps);
         let caps = capabilities(&mut self.conn).await?;
         Ok(Authenticated {
@@ -423,23 +383,6 @@ impl Greeted {
             certificate: self.certificate,
             method,
         })
-    }
-}
-
-async fn sasl_two_step(
-    conn: &mut Connection,
-    mechanism: &str,
-    response: Secret,
-) -> Result<Status, Error> {
-    match conn
-        .command(&Command::Auth {
-            mechanism,
-            initial: None,
-        })
-        .await?
-    {
-        Status::Continue { .. } => conn.command(&Command::SaslResponse(response)).await,
-        other => Ok(other),
     }
 }
 
@@ -594,14 +537,11 @@ impl Authenticated {
             BodyCommand::Whole => Command::Retr(n),
             BodyCommand::Headers => Command::Top(n, 0),
         };
-        let window = self.window();
-        let mut sent = 0;
+        let mut pipeline = Pipeline::new(self.window(), msgs.len());
         for (received, &msg) in msgs.iter().enumerate() {
-            while sent < msgs.len() && sent - received < window {
-                self.conn.queue(&command(msgs[sent]))?;
-                sent += 1;
-            }
-            self.conn.flush().await?;
+            pipeline
+                .refill(&mut self.conn, received, |i| command(msgs[i]))
+                .await?;
             match self.conn.read_status().await? {
                 Status::Ok { .. } => {
                     handler.start(msg).map_err(|e| self.local(e))?;
@@ -632,15 +572,12 @@ impl Authenticated {
     /// Marks `msgs` for deletion. Returns the server's answer for each; the deletions take
     /// effect only when [`quit`](Self::quit) succeeds (RFC 1939 UPDATE state).
     pub async fn delete(&mut self, msgs: &[MsgNum]) -> Result<Vec<(MsgNum, Status)>, Error> {
-        let window = self.window();
+        let mut pipeline = Pipeline::new(self.window(), msgs.len());
         let mut answers = Vec::with_capacity(msgs.len());
-        let mut sent = 0;
         for (received, &msg) in msgs.iter().enumerate() {
-            while sent < msgs.len() && sent - received < window {
-                self.conn.queue(&Command::Dele(msgs[sent]))?;
-                sent += 1;
-            }
-            self.conn.flush().await?;
+            pipeline
+                .refill(&mut self.conn, received, |i| Command::Dele(msgs[i]))
+                .await?;
             let status = self.conn.read_status().await?;
             answers.push((msg, status));
         }
@@ -671,3 +608,40 @@ impl Authenticated {
         result
     }
 }
+
+/// Commands sent ahead of their answers: at most `window` outstanding (1 without
+/// PIPELINING, so strictly one at a time).
+struct Pipeline {
+    window: usize,
+    sent: usize,
+    total: usize,
+}
+
+impl Pipeline {
+    fn new(window: usize, total: usize) -> Self {
+        Self {
+            window,
+            sent: 0,
+            total,
+        }
+    }
+
+    /// Before the answer to command `received` is read: sends what the window allows
+    /// (`command(i)` is the `i`-th command) and flushes.
+    async fn refill(
+        &mut self,
+        conn: &mut Connection,
+        received: usize,
+        command: impl Fn(usize) -> Command<'static>,
+    ) -> Result<(), Error> {
+        while self.sent < self.total && self.sent - received < self.window {
+            conn.queue(&command(self.sent))?;
+            self.sent += 1;
+        }
+        conn.flush().await
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,311 @@
+//! Whole fetches in memory: a scripted server that checks every line the client sends, a
+//! real Maildir and state database in a temporary directory. The same scenarios run against
+//! real servers over TCP in `tests/`; these are the fast ones, and the ones a real server
+//! will not produce on demand.
+
+use super::*;
+use crate::clock::FixedClock;
+use crate::pop3::script::{Scripted, Step, expect, expect_alone, greeting, message, partial, send};
+use crate::store::MessageState;
+
+const NOW: i64 = 1_900_000_000;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    config: crate::config::Config,
+}
+
+impl Fixture {
+    fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state-dir = {state:?}\n[[account]]\nname = \"home\"\nhost = \"pop.example.net\"\n\
+             username = \"me\"\npassword = \"secret\"\nmaildir = {mail:?}\n{extra}\n",
+            state = dir.path().join("state"),
+            mail = dir.path().join("Mail"),
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("c.toml"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { dir, config }
+    }
+
+    /// One fetch against these scripts (one per session); every script must be used up.
+    async fn fetch(&self, scripts: Vec<Vec<Step>>) -> Outcome {
+        let server = Scripted::new(scripts);
+        let clock = FixedClock::new(NOW);
+        let ctx = Context {
+            state_dir: &self.config.state_dir,
+            clock: &clock,
+            progress: &NoProgress,
+            connector: &server,
+            cancel: None,
+        };
+        let outcome = fetch_account(&self.config.accounts[0], &ctx, &FetchOptions::default()).await;
+        server.finish().await;
+        outcome
+    }
+
+    /// The files in the Maildir's `new/`, by content, sorted.
+    fn delivered(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = std::fs::read_dir(self.dir.path().join("Mail/new"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn tmp_is_empty(&self) -> bool {
+        std::fs::read_dir(self.dir.path().join("Mail/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    }
+
+    fn states(&self) -> Vec<(String, MessageState)> {
+        let mut store = Store::open(&self.config.state_dir).unwrap();
+        let id = store.account("home", 0).unwrap();
+        assert!(
+            store.pending(id).unwrap().is_empty(),
+            "nothing left pending"
+        );
+        let mut out: Vec<(String, MessageState)> = store
+            .known(id)
+            .unwrap()
+            .into_iter()
+            .map(|(u, k)| (String::from_utf8(u).unwrap(), k.state))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn msg(n: usize) -> Vec<u8> {
+    format!("From: a{n}@example.org\r\nSubject: message {n}\r\n\r\n.dotted {n}\r\nbody\r\n")
+        .into_bytes()
+}
+
+fn stored(n: usize) -> Vec<u8> {
+    String::from_utf8(msg(n))
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes()
+}
+
+/// Greeting, login with USER/PASS, capabilities after login.
+fn login(caps: &[&str]) -> Vec<Step> {
+    let mut steps = greeting(caps);
+    steps.extend([
+        expect("USER me"),
+        send("+OK"),
+        expect("PASS secret"),
+        send("+OK"),
+    ]);
+    let mut after = String::from("+OK");
+    for c in caps {
+        after.push_str("\r\n");
+        after.push_str(c);
+    }
+    after.push_str("\r\n.");
+    steps.extend([expect("CAPA"), send(&after)]);
+    steps
+}
+
+/// UIDL listing messages `numbers` as `u{n}`, and LIST with their sizes if `list`.
+fn listing(numbers: &[usize], list: bool) -> Vec<Step> {
+    let mut steps = vec![expect("UIDL"), send("+OK")];
+    for (i, n) in numbers.iter().enumerate() {
+        steps.push(send(&format!("{} u{n}", i + 1)));
+    }
+    steps.push(send("."));
+    if list {
+        steps.extend([expect("LIST"), send("+OK")]);
+        for (i, n) in numbers.iter().enumerate() {
+            steps.push(send(&format!("{} {}", i + 1, msg(*n).len())));
+        }
+        steps.push(send("."));
+    }
+    steps
+}
+
+fn quit() -> Vec<Step> {
+    vec![expect("QUIT"), send("+OK bye")]
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_message_keeps_what_arrived_whole_and_the_rest_comes_next_time() {
+    let f = Fixture::new("");
+    let mut s1 = login(&["UIDL"]);
+    s1.extend(listing(&[1, 2, 3], true));
+    s1.extend([
+        expect_alone("RETR 1"),
+        message(&msg(1)),
+        expect_alone("RETR 2"),
+        partial(&msg(2), 20),
+        Step::Close,
+    ]);
+    let out = f.fetch(vec![s1]).await;
+    let err = out.error.expect("the drop is an error");
+    assert_eq!(err.class(), ErrorClass::Temporary, "{err}");
+    assert_eq!(out.report.new_messages, 1);
+    assert_eq!(f.delivered(), vec![stored(1)]);
+    assert!(f.tmp_is_empty(), "no partial message left behind");
+    assert_eq!(f.states(), vec![("u1".into(), MessageState::Delivered)]);
+
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing(&[1, 2, 3], true));
+    s2.extend([
+        expect_alone("RETR 2"),
+        message(&msg(2)),
+        expect_alone("RETR 3"),
+        message(&msg(3)),
+    ]);
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.report.new_messages, 2);
+    assert_eq!(f.delivered(), vec![stored(1), stored(2), stored(3)]);
+}
+
+#[tokio::test]
+async fn a_refused_message_stays_on_the_server_and_the_others_are_deleted() {
+    let f = Fixture::new("retention = \"delete\"");
+    let mut s1 = login(&["UIDL"]);
+    s1.extend(listing(&[1, 2, 3], true));
+    s1.extend([
+        expect_alone("RETR 1"),
+        message(&msg(1)),
+        expect_alone("RETR 2"),
+        send("-ERR [SYS/TEMP] cannot read it now"),
+        expect_alone("RETR 3"),
+        message(&msg(3)),
+        expect_alone("DELE 1"),
+        send("+OK"),
+        expect_alone("DELE 3"),
+        send("+OK"),
+    ]);
+    s1.extend(quit());
+    let out = f.fetch(vec![s1]).await;
+    let err = out.error.expect("a refusal is reported");
+    assert!(matches!(err, FetchError::Refused { count: 1, .. }), "{err}");
+    assert_eq!(err.class(), ErrorClass::Temporary);
+    assert_eq!((out.report.new_messages, out.report.deleted), (2, 2));
+    assert_eq!(
+        f.states(),
+        vec![
+            ("u1".into(), MessageState::Deleted),
+            ("u3".into(), MessageState::Deleted)
+        ]
+    );
+}
+
+/// With PIPELINING, RETR and DELE both go out 32 ahead of their answers, never more.
+#[tokio::test]
+async fn retrieval_and_deletion_keep_the_pipelining_window() {
+    const W: usize = crate::pop3::session::PIPELINE_WINDOW;
+    let n = 40;
+    let numbers: Vec<usize> = (1..=n).collect();
+    let f = Fixture::new("retention = \"delete\"");
+    let mut s = login(&["UIDL", "PIPELINING"]);
+    s.extend(listing(&numbers, true));
+    for (command, answer) in [("RETR", true), ("DELE", false)] {
+        for i in 1..W {
+            s.push(expect(&format!("{command} {i}")));
+        }
+        s.push(expect_alone(&format!("{command} {W}")));
+        for k in 1..=n {
+            s.push(if answer {
+                message(&msg(k))
+            } else {
+                send("+OK")
+            });
+            if k + W <= n {
+                s.push(expect_alone(&format!("{command} {}", k + W)));
+            }
+        }
+    }
+    s.extend(quit());
+    // Everything listed was new: the server may hand out mail in portions, so popsync asks
+    // again, and the empty listing ends the run.
+    let mut again = login(&["UIDL", "PIPELINING"]);
+    again.extend(listing(&[], false));
+    again.extend(quit());
+    let out = f.fetch(vec![s, again]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.deleted), (40, 40));
+    let mut want: Vec<Vec<u8>> = numbers.iter().map(|n| stored(*n)).collect();
+    want.sort();
+    assert_eq!(f.delivered(), want);
+}
+
+/// A server that hands out mail in portions (Gmail) lists only what it has not handed out:
+/// popsync asks again until a session brings nothing new.
+#[tokio::test]
+async fn a_server_handing_out_mail_in_portions_is_asked_again_until_nothing_is_new() {
+    let f = Fixture::new("");
+    let session = |numbers: &[usize]| {
+        let mut s = login(&["UIDL"]);
+        s.extend(listing(numbers, !numbers.is_empty()));
+        for (i, n) in numbers.iter().enumerate() {
+            s.push(expect_alone(&format!("RETR {}", i + 1)));
+            s.push(message(&msg(*n)));
+        }
+        s.extend(quit());
+        s
+    };
+    let out = f
+        .fetch(vec![session(&[1, 2]), session(&[3]), session(&[])])
+        .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.sessions), (3, 3));
+    assert_eq!(f.delivered(), vec![stored(1), stored(2), stored(3)]);
+}
+
+/// A server that asks for time between logins is not asked again in the same run, even
+/// when the listing looks like a portion.
+#[tokio::test]
+async fn a_login_delay_means_one_session_per_run() {
+    let f = Fixture::new("");
+    let mut s = login(&["UIDL", "LOGIN-DELAY 900"]);
+    s.extend(listing(&[1, 2], true));
+    s.extend([
+        expect_alone("RETR 1"),
+        message(&msg(1)),
+        expect_alone("RETR 2"),
+        message(&msg(2)),
+    ]);
+    s.extend(quit());
+    let out = f.fetch(vec![s]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.sessions), (2, 1));
+}
+
+/// A session cut off after DELE but before QUIT deleted nothing: the next one sends the
+/// DELE again, without downloading the message again.
+#[tokio::test]
+async fn deletions_cut_off_before_quit_are_sent_again_without_downloading_again() {
+    let f = Fixture::new("retention = \"delete\"");
+    let mut s1 = login(&["UIDL"]);
+    s1.extend(listing(&[1], true));
+    s1.extend([
+        expect_alone("RETR 1"),
+        message(&msg(1)),
+        expect_alone("DELE 1"),
+        send("+OK"),
+        expect("QUIT"),
+        Step::Close,
+    ]);
+    let out = f.fetch(vec![s1]).await;
+    assert!(out.error.is_some());
+    assert_eq!(f.states(), vec![("u1".into(), MessageState::DeletePending)]);
+
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing(&[1], false));
+    s2.extend([expect_alone("DELE 1"), send("+OK")]);
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.deleted), (0, 1));
+    assert_eq!(f.states(), vec![("u1".into(), MessageState::Deleted)]);
+    assert_eq!(f.delivered(), vec![stored(1)]);
+}
