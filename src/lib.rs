@@ -5,6 +5,7 @@ pub mod config;
 pub mod delivery;
 pub mod exit;
 pub mod failpoint;
+pub mod keys;
 pub mod lock;
 pub mod plan;
 pub mod poll;

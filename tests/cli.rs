@@ -215,7 +215,10 @@ fn the_example_config_is_valid_and_names_every_key() {
     let config = popsync::config::Config::parse(&text, &example, None)
         .unwrap_or_else(|e| panic!("config.example.toml is not valid: {e}"));
     assert!(config.accounts.len() >= 2);
-    for key in popsync::config::ACCOUNT_KEYS {
+    let keys = popsync::config::top_keys()
+        .iter()
+        .chain(popsync::config::account_keys());
+    for key in keys.map(|k| k.name) {
         assert!(
             text.contains(&format!("{key} =")) || text.contains(&format!("# {key} =")),
             "config.example.toml does not show `{key}`"

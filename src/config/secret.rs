@@ -108,7 +108,7 @@ impl PasswordSource {
             Self::TokenCommand(argv) => {
                 run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, TOKEN_COMMAND).await
             }
-            Self::Keyring { account } => super::keyring::get(account).await,
+            Self::Keyring { account } => Ok(super::keyring::get(account).await?),
         }
     }
 

@@ -22,14 +22,45 @@ use tracing::warn;
 use super::spool::{SpoolFormat, SpoolWriter, Spooled};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
 use crate::child;
+use crate::keys::{Checker, Layered, keys};
 use crate::store::{PendingRow, Place};
 use crate::summary::Head;
 
 /// The MDA kind of target.
 pub const KIND: Kind = Kind {
     name: "mda",
+    example: "mda = [\"procmail\"]",
+    keys: MdaKeys::DOCS,
+    configure,
     recover,
 };
+
+keys! {
+    /// Delivery through an MDA.
+    struct MdaKeys {
+        /// Hand each message to this program on its standard input (program and arguments,
+        /// no shell); exit status 0 means delivered, 75 try again later.
+        mda: "mda" { default: "", example: "[\"procmail\"] or [\"/usr/lib/dovecot/deliver\"]" },
+        /// Put an mbox `From ` line before the message.
+        from_line: "mda-from-line" { default: "false", example: "true" },
+        /// How long the MDA may take for one message before it is stopped.
+        timeout: "mda-timeout" { default: "\"5m\"", example: "\"1m\"" },
+    }
+}
+
+fn configure(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
+    let keys = MdaKeys::take(layers);
+    let argv = keys.mda.argv(c)?;
+    let (from_line, _) = keys.from_line.boolean(c, false);
+    let timeout = keys
+        .timeout
+        .duration(c, Duration::from_secs(300), Duration::from_secs(1));
+    Some(Delivery::new(Settings {
+        argv,
+        from_line,
+        timeout,
+    }))
+}
 
 /// The program an account's mail is handed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +220,7 @@ pub enum MdaFailure {
     },
     #[error(
         "the MDA {program:?} did not finish within mda-timeout ({}) and was stopped",
-        crate::config::format_duration(*.limit)
+        crate::keys::duration::format_duration(*.limit)
     )]
     TimedOut { program: String, limit: Duration },
     #[error("the MDA could not be run: {0}")]

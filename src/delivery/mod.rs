@@ -2,7 +2,7 @@
 //! small interface.
 //!
 //! Each kind of target — [`maildir`], [`mbox`], [`mda`] — is a module of its own that owns
-//! everything about it: its settings, how it prepares the mailbox, how a message streams in,
+//! everything about it: its configuration keys and settings, how it prepares the mailbox, how a message streams in,
 //! how a batch is made durable, what the state database must record before the first byte
 //! reaches the mailbox, and how it finishes what an interrupted run left pending. It is
 //! registered with one line in [`KINDS`]. The code above (`poll`) knows no target by name:
@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 pub use crlf::CrlfToLf;
 
+use crate::keys::{Checker, KeyDoc, Layered};
 use crate::store::{AccountId, PendingRow, Place, Store, StoreError};
 use crate::summary::Head;
 
@@ -45,8 +46,15 @@ pub const KINDS: &[&Kind] = &[&maildir::KIND, &mbox::KIND, &mda::KIND];
 /// A kind of delivery target.
 #[derive(Debug)]
 pub struct Kind {
-    /// Its name in the state database (a pending message's [`Place::kind`]).
+    /// The account key that chooses it, which is also its name in the state database (a
+    /// pending message's [`Place::kind`]).
     pub name: &'static str,
+    /// How the key is written, for a message saying where mail can go.
+    pub example: &'static str,
+    /// Every key it reads (the choosing one first).
+    pub keys: &'static [KeyDoc],
+    /// Reads its keys from an account chosen to deliver this way.
+    pub configure: fn(&mut Checker<'_>, &Layered<'_>) -> Option<Delivery>,
     /// Finishes deliveries an interrupted run left pending: `rows` are this kind's pending
     /// messages of the account; `current` is where the account delivers now.
     pub recover:

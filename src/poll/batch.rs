@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::warn;
 
-use super::session::SessionCtx;
-use super::{FetchError, Progress, SUMMARIES_KEPT};
+use super::{FetchError, Progress, SUMMARIES_KEPT, SessionCtx};
 use crate::delivery::{Journal, Target};
 use crate::failpoint;
 use crate::plan::Listed;

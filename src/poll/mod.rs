@@ -37,7 +37,9 @@ use tracing::{Instrument, debug, error_span, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Account;
+use crate::delivery::Target;
 use crate::lock::{AccountLock, LockError};
+use crate::plan::Policy;
 use crate::pop3::{ConnectOptions, Credentials, Timeouts, TlsOptions};
 use crate::store::{AccountId, PollRecord, Store};
 use crate::summary::MessageSummary;
@@ -243,6 +245,17 @@ async fn locked(
     result
 }
 
+/// What the sessions of one fetch share.
+struct SessionCtx<'a, 'c> {
+    account: &'a Account,
+    ctx: &'a Context<'c>,
+    store: &'a mut Store,
+    id: AccountId,
+    target: Box<dyn Target>,
+    policy: Policy,
+    report: &'a mut Report,
+}
+
 /// Connection settings for an account.
 pub fn connect_options(account: &Account) -> Result<ConnectOptions, FetchError> {
     let mut tls = TlsOptions {
@@ -287,13 +300,13 @@ async fn run(
         password: account.password.resolve().await?,
         token: account.password.is_token(),
     };
-    let mut sc = session::SessionCtx {
+    let mut sc = SessionCtx {
         account,
         ctx,
         store,
         id,
         target,
-        policy: crate::plan::Policy::of(account, options.mark_seen),
+        policy: Policy::of(account, options.mark_seen),
         report,
     };
     loop {

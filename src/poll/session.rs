@@ -6,24 +6,11 @@ use std::collections::{HashMap, HashSet};
 use tracing::{debug, info, warn};
 
 use super::batch::fetch_batch;
-use super::{BATCH_BYTES, BATCH_MESSAGES, Context, FetchError, Report};
-use crate::config::Account;
-use crate::delivery::Target;
+use super::{BATCH_BYTES, BATCH_MESSAGES, FetchError, SessionCtx};
 use crate::failpoint;
-use crate::plan::{self, Listed, Policy};
+use crate::plan::{self, Listed};
 use crate::pop3::{self, ConnectOptions, Credentials, MsgNum, Status};
-use crate::store::{AccountId, Listing, Store};
-
-/// What the sessions of one fetch share.
-pub(super) struct SessionCtx<'a, 'c> {
-    pub account: &'a Account,
-    pub ctx: &'a Context<'c>,
-    pub store: &'a mut Store,
-    pub id: AccountId,
-    pub target: Box<dyn Target>,
-    pub policy: Policy,
-    pub report: &'a mut Report,
-}
+use crate::store::Listing;
 
 /// What a session found.
 pub(super) struct SessionOutcome {

@@ -18,27 +18,7 @@ use super::command::Command;
 use super::connection::Connection;
 use super::error::{Error, ErrorKind, login_error};
 use super::response::{Capabilities, Status};
-
-/// A password or token. Its `Debug` form never shows the value; read it with
-/// [`expose`](Secret::expose) only where it goes on the wire.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use super::secret::Secret;
 
 /// User name and password (or OAuth 2.0 access token).
 #[derive(Debug, Clone)]
@@ -194,7 +174,7 @@ pub fn plain_response(credentials: &Credentials) -> Secret {
     raw.extend_from_slice(credentials.username.as_bytes());
     raw.push(0);
     raw.extend_from_slice(credentials.password.expose().as_bytes());
-    Secret(base64::engine::general_purpose::STANDARD.encode(raw))
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 /// The SASL XOAUTH2 initial response: base64 of
@@ -205,7 +185,7 @@ pub fn xoauth2_response(credentials: &Credentials) -> Secret {
         credentials.username,
         credentials.password.expose()
     );
-    Secret(base64::engine::general_purpose::STANDARD.encode(raw))
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 /// The SASL OAUTHBEARER initial response (RFC 7628 section 3.1): base64 of the GS2 header
@@ -217,15 +197,15 @@ pub fn oauthbearer_response(credentials: &Credentials, host: &str, port: u16) ->
         "n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {}\x01\x01",
         credentials.password.expose()
     );
-    Secret(base64::engine::general_purpose::STANDARD.encode(raw))
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
 /// What the client answers to an OAuth error challenge: OAUTHBEARER wants a single `^A`
 /// (RFC 7628 section 3.2.3), XOAUTH2 an empty response. The server then fails the exchange.
 pub fn oauth_error_ack(method: AuthMethod) -> Secret {
     match method {
-        AuthMethod::OAuthBearer => Secret("AQ==".into()),
-        _ => Secret(String::new()),
+        AuthMethod::OAuthBearer => Secret::new("AQ=="),
+        _ => Secret::new(String::new()),
     }
 }
 

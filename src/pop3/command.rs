@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use super::auth::Secret;
 use super::response::MsgNum;
+use super::secret::Secret;
 
 #[derive(Clone)]
 pub enum Command<'a> {

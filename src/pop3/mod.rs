@@ -29,12 +29,14 @@ pub mod error;
 pub mod response;
 #[cfg(test)]
 pub(crate) mod script;
+pub mod secret;
 pub mod session;
 pub mod tls;
 
-pub use auth::{AuthMethod, Credentials, Secret};
+pub use auth::{AuthMethod, Credentials};
 pub use error::{Error, ErrorKind};
 pub use response::{Capabilities, ListEntry, MsgNum, ResponseCode, Status, UidlEntry};
+pub use secret::Secret;
 pub use session::{
     Authenticated, BodyCommand, ConnectOptions, Connector, Greeted, RetrieveHandler, Security, Tcp,
     Timeouts, connect, over,

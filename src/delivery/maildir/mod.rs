@@ -33,14 +33,32 @@ use tracing::info;
 pub use dir::{Finished, Maildir, MessageWriter, PendingLocation};
 
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
+use crate::keys::{Checker, Layered, keys};
 use crate::store::{PendingRow, Place};
 use crate::summary::Head;
 
 /// The Maildir kind of target.
 pub const KIND: Kind = Kind {
     name: "maildir",
+    example: "maildir = \"~/Mail/inbox\"",
+    keys: MaildirKeys::DOCS,
+    configure,
     recover,
 };
+
+keys! {
+    /// Delivery into a Maildir.
+    struct MaildirKeys {
+        /// Deliver into this Maildir; `cur/`, `new/` and `tmp/` are created if missing.
+        maildir: "maildir" { default: "", example: "\"~/Mail/inbox\"" },
+    }
+}
+
+fn configure(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
+    let keys = MaildirKeys::take(layers);
+    let path = keys.maildir.nonempty_path(c)?;
+    Some(Delivery::new(Settings { path }))
+}
 
 /// Where an account's Maildir is.
 #[derive(Debug, Clone, PartialEq, Eq)]

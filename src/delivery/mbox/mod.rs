@@ -27,14 +27,62 @@ use tracing::{info, warn};
 use self::file::Found;
 use super::spool::{SpoolFormat, SpoolWriter, Spooled};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
+use crate::keys::{Checker, Layered, keys};
 use crate::store::{PendingRow, Place};
 use crate::summary::Head;
 
 /// The mbox kind of target.
 pub const KIND: Kind = Kind {
     name: "mbox",
+    example: "mbox = \"~/Mail/inbox.mbox\"",
+    keys: MboxKeys::DOCS,
+    configure,
     recover,
 };
+
+keys! {
+    /// Delivery into an mbox file.
+    struct MboxKeys {
+        /// Deliver into this mbox file (mboxrd), created 0600 if missing.
+        mbox: "mbox" { default: "", example: "\"~/Mail/inbox\"" },
+        /// How it is locked while popsync appends: "dotlock+fcntl", "dotlock+flock",
+        /// "fcntl", "flock" or "dotlock".
+        locking: "mbox-locking" { default: "\"dotlock+fcntl\"", example: "\"dotlock+flock\"" },
+        /// How long to wait for another program's lock.
+        lock_timeout: "mbox-lock-timeout" { default: "\"2m\"", example: "\"30s\"" },
+    }
+}
+
+fn configure(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
+    let keys = MboxKeys::take(layers);
+    let path = keys.mbox.nonempty_path(c)?;
+    let defaults = Locking::default();
+    let (dotlock, kernel) = if keys.locking.is_set() {
+        keys.locking.one_of(
+            c,
+            &[
+                ("dotlock+fcntl", (true, KernelLock::Fcntl)),
+                ("dotlock+flock", (true, KernelLock::Flock)),
+                ("fcntl", (false, KernelLock::Fcntl)),
+                ("flock", (false, KernelLock::Flock)),
+                ("dotlock", (true, KernelLock::None)),
+            ],
+        )?
+    } else {
+        (defaults.dotlock, defaults.kernel)
+    };
+    let timeout = keys
+        .lock_timeout
+        .duration(c, defaults.timeout, Duration::from_secs(1));
+    Some(Delivery::new(Settings {
+        path,
+        locking: Locking {
+            dotlock,
+            kernel,
+            timeout,
+        },
+    }))
+}
 
 /// An account's mbox and how it is locked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use zbus::{Connection, OwnedObjectPath, OwnedVariant, Variant};
 
-use super::keyring::{KeyringError, SERVICE};
+use super::{KeyringError, SERVICE};
 
 const BUS_NAME: &str = "org.freedesktop.secrets";
 const PATH: &str = "/org/freedesktop/secrets";

@@ -3,7 +3,7 @@
 //! on Windows. Each password is stored under the service `popsync` and the account's name.
 //!
 //! On Linux and the BSDs popsync speaks the Secret Service API itself, over the D-Bus
-//! session bus ([`super::secret_service`]); on macOS and Windows it goes through
+//! session bus ([`secret_service`]); on macOS and Windows it goes through
 //! `keyring-core`'s native stores. Every call has a time limit: a keyring that wants to show
 //! an unlock prompt nobody answers must not hang popsync.
 
@@ -51,9 +51,12 @@ impl KeyringError {
 
 /// The Secret Service, over the session bus (no blocking, no extra D-Bus library).
 #[cfg(all(unix, not(target_os = "macos")))]
+mod secret_service;
+
+#[cfg(all(unix, not(target_os = "macos")))]
 mod platform {
     use super::KeyringError;
-    use crate::config::secret_service as ss;
+    use super::secret_service as ss;
 
     pub async fn get(account: &str) -> Result<String, KeyringError> {
         ss::get(account).await
@@ -155,7 +158,7 @@ async fn limited<T>(
 }
 
 /// The password stored for `account`.
-pub async fn get(account: &str) -> Result<Secret, super::secret::PasswordError> {
+pub async fn get(account: &str) -> Result<Secret, KeyringError> {
     Ok(Secret::new(limited(platform::get(account)).await?))
 }
 
