@@ -14,7 +14,8 @@
 //! - [`auth`]: choosing the login method, and the exchanges: USER/PASS, APOP, SASL PLAIN,
 //!   XOAUTH2 and OAUTHBEARER;
 //! - [`tls`]: connector set-up and certificate facts for display;
-//! - [`error`]: errors that answer questions (`is_transient`, `is_auth`, ...).
+//! - [`error`]: errors that answer questions (`is_transient`, `is_auth`, ...);
+//! - [`fuzz`]: the entry points `scripts/fuzz` drives and the test suite replays.
 //!
 //! Guarantees: message data is handled as bytes and dot-unstuffed exactly once; no line or
 //! response grows without bound; a plaintext connection is only made when the caller asks
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod command;
 pub mod connection;
 pub mod error;
+pub mod fuzz;
 pub mod response;
 #[cfg(test)]
 pub(crate) mod script;
