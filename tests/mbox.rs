@@ -402,15 +402,14 @@ fn procmail_appending_to_the_same_mbox_at_the_same_time_never_interleaves_with_p
 }
 
 #[test]
+#[ignore = "mounts a tmpfs, which needs root; scripts/test runs it when run as root, as CI is"]
 fn an_mbox_on_a_read_only_file_system_is_a_clear_error_that_records_and_deletes_nothing() {
     let server = Dovecot::start();
     let messages = corpus::varied(47, 12, None);
     server.add_messages("user1", &messages);
     let home = Home::new();
     let dir = home.path().join("Mail");
-    let Some(mount) = Mount::tmpfs(&dir, "5m") else {
-        return;
-    };
+    let mount = Mount::tmpfs(&dir, "5m");
     let path = dir.join("inbox");
     std::fs::write(&path, b"").unwrap();
     mount.remount("ro");
@@ -441,6 +440,7 @@ fn an_mbox_on_a_read_only_file_system_is_a_clear_error_that_records_and_deletes_
 }
 
 #[test]
+#[ignore = "mounts a tmpfs, which needs root; scripts/test runs it when run as root, as CI is"]
 fn a_full_disk_leaves_whole_batches_only_and_the_next_run_finishes_without_duplicates() {
     let server = Dovecot::start();
     // 100 messages of 120 kB: a first append batch of 64 (7.7 MB) fits in 10 MB, the second
@@ -451,9 +451,7 @@ fn a_full_disk_leaves_whole_batches_only_and_the_next_run_finishes_without_dupli
     server.add_messages("user1", &messages);
     let home = Home::new();
     let dir = home.path().join("Mail");
-    let Some(mount) = Mount::tmpfs(&dir, "10m") else {
-        return;
-    };
+    let mount = Mount::tmpfs(&dir, "10m");
     let path = dir.join("inbox");
     home.write_config(&mbox_account(
         &server,
