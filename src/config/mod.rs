@@ -1,8 +1,13 @@
 //! Configuration: where it is found, what it may say, and what it means.
 //!
-//! The TOML file is parsed with spans, then every key is checked by hand, so that one run
-//! reports *every* problem at once, each naming the file, line and column, the account and
-//! the key (with a "did you mean" for misspelt keys). What comes out is a validated
+//! The TOML file is parsed with spans, then every key is checked, so that one run reports
+//! *every* problem at once, each naming the file, line and column, the account and the key
+//! (with a "did you mean" for misspelt keys). Each key is declared once, with its default
+//! and documentation, in the group that reads it (see `crate::keys`): the file's own keys
+//! and the reading of `[defaults]` and accounts in `load`; per account the name (`account`),
+//! the server and TLS (`server`), the login (`credentials`), where mail goes (each delivery
+//! kind's own keys, in `crate::delivery`), retention and sizes (`limits`), timing
+//! (`timing`), notifications and the hook (`notifications`). What comes out is a validated
 //! [`Config`]: paths expanded and absolute, durations parsed, defaults applied, exactly one
 //! password source per account. A file that holds a password and can be read by group or
 //! others is refused.
