@@ -14,12 +14,12 @@
 //! with `formail -D` (see the README).
 
 use std::any::Any;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tracing::warn;
 
-use super::spool::{SpoolFormat, SpoolWriter, Spooled};
+use super::spool::{SpoolBatch, SpoolFormat, Spooled};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
 use crate::child;
 use crate::keys::{Checker, Layered, keys};
@@ -83,13 +83,13 @@ impl Destination for Settings {
     }
 
     fn open(&self, setup: &Setup<'_>) -> Result<Box<dyn Target>, DeliveryError> {
+        let format = SpoolFormat::Plain {
+            from_line: self.from_line,
+        };
         Ok(Box::new(MdaTarget {
             settings: self.clone(),
             account: setup.account.to_owned(),
-            spool: setup.spool_dir()?,
-            names: Vec::new(),
-            current: None,
-            arrived: Vec::new(),
+            spool: SpoolBatch::new(setup.spool_dir()?, format),
         }))
     }
 
@@ -103,51 +103,29 @@ impl Destination for Settings {
 struct MdaTarget {
     settings: Settings,
     account: String,
-    spool: PathBuf,
-    names: Vec<String>,
-    current: Option<(usize, SpoolWriter)>,
-    arrived: Vec<(usize, Spooled)>,
+    spool: SpoolBatch,
 }
 
 impl Target for MdaTarget {
     fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
-        let now = journal.now();
-        self.names = (0..journal.len())
-            .map(|i| format!("{}-{now}-{i}", std::process::id()))
-            .collect();
-        self.arrived.clear();
+        self.spool.begin(journal.len(), journal.now());
         Ok(())
     }
 
     fn start(&mut self, index: usize) -> std::io::Result<()> {
-        let path = self.spool.join(&self.names[index]);
-        let format = SpoolFormat::Plain {
-            from_line: self.settings.from_line,
-        };
-        self.current = Some((index, SpoolWriter::create(&path, format)?));
-        Ok(())
+        self.spool.start(index)
     }
 
     fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()> {
-        match &mut self.current {
-            Some((_, w)) => w.write(data, head),
-            None => Err(std::io::Error::other("data outside a message")),
-        }
+        self.spool.write(data, head)
     }
 
     fn finish(&mut self, head: &Head) -> std::io::Result<()> {
-        let (index, writer) = self
-            .current
-            .take()
-            .ok_or_else(|| std::io::Error::other("no message to finish"))?;
-        self.arrived.push((index, writer.finish(head)?));
-        Ok(())
+        self.spool.finish(head)
     }
 
     fn abandon(&mut self) {
-        if let Some((_, writer)) = self.current.take() {
-            writer.discard();
-        }
+        self.spool.abandon();
     }
 
     /// One message at a time: pending, handed over, delivered. Anything but success stops
@@ -155,7 +133,7 @@ impl Target for MdaTarget {
     fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
         let Settings { argv, timeout, .. } = &self.settings;
         let mut result = Ok(());
-        for (index, s) in std::mem::take(&mut self.arrived) {
+        for (index, s) in self.spool.take_arrived() {
             if result.is_err() {
                 s.remove();
                 continue;
@@ -319,6 +297,7 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use crate::delivery::spool::SpoolWriter;
     use std::time::Instant;
 
     fn spool(dir: &std::path::Path) -> Spooled {

@@ -238,6 +238,76 @@ impl SpoolWriter {
     }
 }
 
+/// The messages of one batch, each spooled as it arrives: for targets that need a message
+/// whole (its length and hash known) before it goes on. Spool files are named by the
+/// process, the batch's time and the message's index, never by anything the server sent.
+#[derive(Debug)]
+pub struct SpoolBatch {
+    dir: PathBuf,
+    format: SpoolFormat,
+    names: Vec<String>,
+    current: Option<(usize, SpoolWriter)>,
+    arrived: Vec<(usize, Spooled)>,
+}
+
+impl SpoolBatch {
+    /// Spools into `dir`, in `format`.
+    pub fn new(dir: PathBuf, format: SpoolFormat) -> Self {
+        Self {
+            dir,
+            format,
+            names: Vec::new(),
+            current: None,
+            arrived: Vec::new(),
+        }
+    }
+
+    /// A new batch of `count` messages, at `now` (unix seconds).
+    pub fn begin(&mut self, count: usize, now: i64) {
+        self.names = (0..count)
+            .map(|i| format!("{}-{now}-{i}", std::process::id()))
+            .collect();
+        self.arrived.clear();
+    }
+
+    /// Message `index` starts arriving.
+    pub fn start(&mut self, index: usize) -> io::Result<()> {
+        let path = self.dir.join(&self.names[index]);
+        self.current = Some((index, SpoolWriter::create(&path, self.format)?));
+        Ok(())
+    }
+
+    /// Bytes of the current message, as received.
+    pub fn write(&mut self, data: &[u8], head: &Head) -> io::Result<()> {
+        match &mut self.current {
+            Some((_, w)) => w.write(data, head),
+            None => Err(io::Error::other("data outside a message")),
+        }
+    }
+
+    /// The current message arrived whole.
+    pub fn finish(&mut self, head: &Head) -> io::Result<()> {
+        let (index, writer) = self
+            .current
+            .take()
+            .ok_or_else(|| io::Error::other("no message to finish"))?;
+        self.arrived.push((index, writer.finish(head)?));
+        Ok(())
+    }
+
+    /// The current message did not arrive whole: its spool file goes.
+    pub fn abandon(&mut self) {
+        if let Some((_, writer)) = self.current.take() {
+            writer.discard();
+        }
+    }
+
+    /// The messages that arrived whole, by index; the caller removes their spool files.
+    pub fn take_arrived(&mut self) -> Vec<(usize, Spooled)> {
+        std::mem::take(&mut self.arrived)
+    }
+}
+
 /// Whether a line starting with `start` must be quoted (`Some(true)`), must not
 /// (`Some(false)`), or cannot be told yet (`None`).
 fn classify(start: &[u8]) -> Option<bool> {

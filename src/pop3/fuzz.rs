@@ -43,7 +43,10 @@ pub fn codec(data: &[u8]) {
     // message lacked one).
     let stuffed = stuff(input);
     let (back, used, done) = decode(&stuffed, chunk, LineEnds::Crlf);
-    assert!(done && used == stuffed.len(), "the terminator is found, at the end");
+    assert!(
+        done && used == stuffed.len(),
+        "the terminator is found, at the end"
+    );
     let mut want = input.to_vec();
     if !want.is_empty() && !want.ends_with(b"\r\n") {
         want.extend_from_slice(b"\r\n");

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use self::file::Found;
-use super::spool::{SpoolFormat, SpoolWriter, Spooled};
+use super::spool::{SpoolBatch, SpoolFormat, Spooled};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
 use crate::keys::{Checker, Layered, keys};
 use crate::store::{PendingRow, Place};
@@ -144,10 +144,7 @@ impl Destination for Settings {
         }
         Ok(Box::new(MboxTarget {
             settings: self.clone(),
-            spool: setup.spool_dir()?,
-            names: Vec::new(),
-            current: None,
-            arrived: Vec::new(),
+            spool: SpoolBatch::new(setup.spool_dir()?, SpoolFormat::Mboxrd),
         }))
     }
 
@@ -160,11 +157,7 @@ impl Destination for Settings {
 #[derive(Debug)]
 struct MboxTarget {
     settings: Settings,
-    spool: PathBuf,
-    /// The batch's spool file names, by index.
-    names: Vec<String>,
-    current: Option<(usize, SpoolWriter)>,
-    arrived: Vec<(usize, Spooled)>,
+    spool: SpoolBatch,
 }
 
 impl MboxTarget {
@@ -219,44 +212,28 @@ impl MboxTarget {
 
 impl Target for MboxTarget {
     fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
-        let now = journal.now();
-        self.names = (0..journal.len())
-            .map(|i| format!("{}-{now}-{i}", std::process::id()))
-            .collect();
-        self.arrived.clear();
+        self.spool.begin(journal.len(), journal.now());
         Ok(())
     }
 
     fn start(&mut self, index: usize) -> std::io::Result<()> {
-        let path = self.spool.join(&self.names[index]);
-        self.current = Some((index, SpoolWriter::create(&path, SpoolFormat::Mboxrd)?));
-        Ok(())
+        self.spool.start(index)
     }
 
     fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()> {
-        match &mut self.current {
-            Some((_, w)) => w.write(data, head),
-            None => Err(std::io::Error::other("data outside a message")),
-        }
+        self.spool.write(data, head)
     }
 
     fn finish(&mut self, head: &Head) -> std::io::Result<()> {
-        let (index, writer) = self
-            .current
-            .take()
-            .ok_or_else(|| std::io::Error::other("no message to finish"))?;
-        self.arrived.push((index, writer.finish(head)?));
-        Ok(())
+        self.spool.finish(head)
     }
 
     fn abandon(&mut self) {
-        if let Some((_, writer)) = self.current.take() {
-            writer.discard();
-        }
+        self.spool.abandon();
     }
 
     fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
-        let arrived = std::mem::take(&mut self.arrived);
+        let arrived = self.spool.take_arrived();
         if arrived.is_empty() {
             return Ok(());
         }
