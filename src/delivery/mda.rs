@@ -19,12 +19,11 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::spool::{SpoolBatch, SpoolFormat, Spooled};
+use super::spool::{Handover, SpoolFormat, Spooled, SpoolingTarget};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
 use crate::child;
 use crate::keys::{Checker, Layered, keys};
 use crate::store::{PendingRow, Place};
-use crate::summary::Head;
 
 /// The MDA kind of target.
 pub const KIND: Kind = Kind {
@@ -86,11 +85,14 @@ impl Destination for Settings {
         let format = SpoolFormat::Plain {
             from_line: self.from_line,
         };
-        Ok(Box::new(MdaTarget {
-            settings: self.clone(),
-            account: setup.account.to_owned(),
-            spool: SpoolBatch::new(setup.spool_dir()?, format),
-        }))
+        Ok(Box::new(SpoolingTarget::new(
+            setup.spool_dir()?,
+            format,
+            HandOver {
+                settings: self.clone(),
+                account: setup.account.to_owned(),
+            },
+        )))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -98,42 +100,24 @@ impl Destination for Settings {
     }
 }
 
-/// An MDA receiving a batch, one message at a time.
+/// Handing a spooled batch to the MDA, one message at a time.
 #[derive(Debug)]
-struct MdaTarget {
+struct HandOver {
     settings: Settings,
     account: String,
-    spool: SpoolBatch,
 }
 
-impl Target for MdaTarget {
-    fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
-        self.spool.begin(journal.len(), journal.now());
-        Ok(())
-    }
-
-    fn start(&mut self, index: usize) -> std::io::Result<()> {
-        self.spool.start(index)
-    }
-
-    fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()> {
-        self.spool.write(data, head)
-    }
-
-    fn finish(&mut self, head: &Head) -> std::io::Result<()> {
-        self.spool.finish(head)
-    }
-
-    fn abandon(&mut self) {
-        self.spool.abandon();
-    }
-
+impl Handover for HandOver {
     /// One message at a time: pending, handed over, delivered. Anything but success stops
     /// the batch there.
-    fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+    fn deliver(
+        &mut self,
+        arrived: Vec<(usize, Spooled)>,
+        journal: &mut Journal<'_>,
+    ) -> Result<(), DeliveryError> {
         let Settings { argv, timeout, .. } = &self.settings;
         let mut result = Ok(());
-        for (index, s) in self.spool.take_arrived() {
+        for (index, s) in arrived {
             if result.is_err() {
                 s.remove();
                 continue;
@@ -163,10 +147,6 @@ impl Target for MdaTarget {
             }
         }
         result
-    }
-
-    fn discard(&mut self, _index: usize) {
-        // Spool files are removed as each message is handed over or given up.
     }
 }
 
@@ -298,6 +278,7 @@ pub fn deliver(argv: &[String], message: &Spooled, account: &str, limit: Duratio
 mod tests {
     use super::*;
     use crate::delivery::spool::SpoolWriter;
+    use crate::summary::Head;
     use std::time::Instant;
 
     fn spool(dir: &std::path::Path) -> Spooled {

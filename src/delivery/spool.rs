@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::CrlfToLf;
+use super::{DeliveryError, Journal, Target};
 use crate::summary::{Head, MAX_HEADER_CAPTURE};
 
 /// How a spooled message is laid out.
@@ -238,11 +239,71 @@ impl SpoolWriter {
     }
 }
 
-/// The messages of one batch, each spooled as it arrives: for targets that need a message
-/// whole (its length and hash known) before it goes on. Spool files are named by the
+/// What a spooling target does with a batch once its messages have arrived whole: append
+/// them to an mbox, hand them to an MDA. It removes the spool files when it is done.
+pub trait Handover: std::fmt::Debug {
+    fn deliver(
+        &mut self,
+        arrived: Vec<(usize, Spooled)>,
+        journal: &mut Journal<'_>,
+    ) -> Result<(), DeliveryError>;
+}
+
+/// A [`Target`] that spools each message of a batch as it arrives, then hands the batch
+/// over: for targets that need a message whole (its length and hash known) before it goes
+/// on.
+#[derive(Debug)]
+pub struct SpoolingTarget<H> {
+    spool: SpoolBatch,
+    handover: H,
+}
+
+impl<H: Handover> SpoolingTarget<H> {
+    /// Spools into `dir`, in `format`, for `handover`.
+    pub fn new(dir: PathBuf, format: SpoolFormat, handover: H) -> Self {
+        Self {
+            spool: SpoolBatch::new(dir, format),
+            handover,
+        }
+    }
+}
+
+impl<H: Handover> Target for SpoolingTarget<H> {
+    fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+        self.spool.begin(journal.len(), journal.now());
+        Ok(())
+    }
+
+    fn start(&mut self, index: usize) -> io::Result<()> {
+        self.spool.start(index)
+    }
+
+    fn write(&mut self, data: &[u8], head: &Head) -> io::Result<()> {
+        self.spool.write(data, head)
+    }
+
+    fn finish(&mut self, head: &Head) -> io::Result<()> {
+        self.spool.finish(head)
+    }
+
+    fn abandon(&mut self) {
+        self.spool.abandon();
+    }
+
+    fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
+        let arrived = self.spool.take_arrived();
+        self.handover.deliver(arrived, journal)
+    }
+
+    fn discard(&mut self, _index: usize) {
+        // The hand-over removes every spool file of the batch, delivered or not.
+    }
+}
+
+/// The messages of one batch, each spooled as it arrives. Spool files are named by the
 /// process, the batch's time and the message's index, never by anything the server sent.
 #[derive(Debug)]
-pub struct SpoolBatch {
+struct SpoolBatch {
     dir: PathBuf,
     format: SpoolFormat,
     names: Vec<String>,
@@ -252,7 +313,7 @@ pub struct SpoolBatch {
 
 impl SpoolBatch {
     /// Spools into `dir`, in `format`.
-    pub fn new(dir: PathBuf, format: SpoolFormat) -> Self {
+    fn new(dir: PathBuf, format: SpoolFormat) -> Self {
         Self {
             dir,
             format,
@@ -263,7 +324,7 @@ impl SpoolBatch {
     }
 
     /// A new batch of `count` messages, at `now` (unix seconds).
-    pub fn begin(&mut self, count: usize, now: i64) {
+    fn begin(&mut self, count: usize, now: i64) {
         self.names = (0..count)
             .map(|i| format!("{}-{now}-{i}", std::process::id()))
             .collect();
@@ -271,14 +332,14 @@ impl SpoolBatch {
     }
 
     /// Message `index` starts arriving.
-    pub fn start(&mut self, index: usize) -> io::Result<()> {
+    fn start(&mut self, index: usize) -> io::Result<()> {
         let path = self.dir.join(&self.names[index]);
         self.current = Some((index, SpoolWriter::create(&path, self.format)?));
         Ok(())
     }
 
     /// Bytes of the current message, as received.
-    pub fn write(&mut self, data: &[u8], head: &Head) -> io::Result<()> {
+    fn write(&mut self, data: &[u8], head: &Head) -> io::Result<()> {
         match &mut self.current {
             Some((_, w)) => w.write(data, head),
             None => Err(io::Error::other("data outside a message")),
@@ -286,7 +347,7 @@ impl SpoolBatch {
     }
 
     /// The current message arrived whole.
-    pub fn finish(&mut self, head: &Head) -> io::Result<()> {
+    fn finish(&mut self, head: &Head) -> io::Result<()> {
         let (index, writer) = self
             .current
             .take()
@@ -296,14 +357,14 @@ impl SpoolBatch {
     }
 
     /// The current message did not arrive whole: its spool file goes.
-    pub fn abandon(&mut self) {
+    fn abandon(&mut self) {
         if let Some((_, writer)) = self.current.take() {
             writer.discard();
         }
     }
 
     /// The messages that arrived whole, by index; the caller removes their spool files.
-    pub fn take_arrived(&mut self) -> Vec<(usize, Spooled)> {
+    fn take_arrived(&mut self) -> Vec<(usize, Spooled)> {
         std::mem::take(&mut self.arrived)
     }
 }

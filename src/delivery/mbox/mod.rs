@@ -25,11 +25,10 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use self::file::Found;
-use super::spool::{SpoolBatch, SpoolFormat, Spooled};
+use super::spool::{Handover, SpoolFormat, Spooled, SpoolingTarget};
 use super::{Delivery, DeliveryError, Destination, Journal, Kind, Recovery, Setup, Target};
 use crate::keys::{Checker, Layered, keys};
 use crate::store::{PendingRow, Place};
-use crate::summary::Head;
 
 /// The mbox kind of target.
 pub const KIND: Kind = Kind {
@@ -142,10 +141,13 @@ impl Destination for Settings {
                 source,
             })?;
         }
-        Ok(Box::new(MboxTarget {
-            settings: self.clone(),
-            spool: SpoolBatch::new(setup.spool_dir()?, SpoolFormat::Mboxrd),
-        }))
+        Ok(Box::new(SpoolingTarget::new(
+            setup.spool_dir()?,
+            SpoolFormat::Mboxrd,
+            Append {
+                settings: self.clone(),
+            },
+        )))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -153,14 +155,13 @@ impl Destination for Settings {
     }
 }
 
-/// An mbox receiving a batch.
+/// Appending a spooled batch to the mbox.
 #[derive(Debug)]
-struct MboxTarget {
+struct Append {
     settings: Settings,
-    spool: SpoolBatch,
 }
 
-impl MboxTarget {
+impl Append {
     fn error(&self, e: std::io::Error) -> DeliveryError {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             DeliveryError::Busy(e.to_string())
@@ -210,30 +211,12 @@ impl MboxTarget {
     }
 }
 
-impl Target for MboxTarget {
-    fn begin_batch(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
-        self.spool.begin(journal.len(), journal.now());
-        Ok(())
-    }
-
-    fn start(&mut self, index: usize) -> std::io::Result<()> {
-        self.spool.start(index)
-    }
-
-    fn write(&mut self, data: &[u8], head: &Head) -> std::io::Result<()> {
-        self.spool.write(data, head)
-    }
-
-    fn finish(&mut self, head: &Head) -> std::io::Result<()> {
-        self.spool.finish(head)
-    }
-
-    fn abandon(&mut self) {
-        self.spool.abandon();
-    }
-
-    fn deliver(&mut self, journal: &mut Journal<'_>) -> Result<(), DeliveryError> {
-        let arrived = self.spool.take_arrived();
+impl Handover for Append {
+    fn deliver(
+        &mut self,
+        arrived: Vec<(usize, Spooled)>,
+        journal: &mut Journal<'_>,
+    ) -> Result<(), DeliveryError> {
         if arrived.is_empty() {
             return Ok(());
         }
@@ -242,10 +225,6 @@ impl Target for MboxTarget {
             s.remove();
         }
         result
-    }
-
-    fn discard(&mut self, _index: usize) {
-        // Spool files are removed as soon as the batch is appended or given up.
     }
 }
 
