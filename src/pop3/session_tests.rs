@@ -61,6 +61,16 @@ impl RetrieveHandler for Recorded {
     }
 }
 
+/// A session over `io`, logged in with USER/PASS.
+async fn logged_in(io: tokio::io::DuplexStream) -> Authenticated {
+    over(io, &options(), true)
+        .await
+        .unwrap()
+        .login(&credentials(), None)
+        .await
+        .unwrap()
+}
+
 fn login_steps(caps: &[&str]) -> Vec<Step> {
     let mut steps = greeting(caps);
     steps.extend([
@@ -122,12 +132,7 @@ async fn sasl_plain_is_preferred_over_an_encrypted_stream() {
         send("+OK"),
     ]);
     scripted(steps, async |io| {
-        let s = over(io, &options(), true)
-            .await
-            .unwrap()
-            .login(&credentials(), None)
-            .await
-            .unwrap();
+        let s = logged_in(io).await;
         assert_eq!(s.auth_method(), AuthMethod::Plain);
         s.quit().await.unwrap();
     })
@@ -198,12 +203,7 @@ async fn retrieval_keeps_the_pipelining_window_full_and_no_fuller() {
     }
     let msgs: Vec<MsgNum> = (1..=n as u32).map(MsgNum).collect();
     let got = scripted(steps, async |io| {
-        let mut s = over(io, &options(), true)
-            .await
-            .unwrap()
-            .login(&credentials(), None)
-            .await
-            .unwrap();
+        let mut s = logged_in(io).await;
         assert!(s.pipelining());
         let mut rec = Recorded::default();
         s.retrieve(&msgs, &mut rec).await.unwrap();
@@ -237,12 +237,7 @@ async fn without_pipelining_commands_wait_for_their_answers() {
         send("+OK"),
     ]);
     let (rec, answers) = scripted(steps, async |io| {
-        let mut s = over(io, &options(), true)
-            .await
-            .unwrap()
-            .login(&credentials(), None)
-            .await
-            .unwrap();
+        let mut s = logged_in(io).await;
         let mut rec = Recorded::default();
         s.retrieve(&[MsgNum(1), MsgNum(2), MsgNum(3)], &mut rec)
             .await
@@ -269,12 +264,7 @@ async fn a_connection_dropped_mid_message_is_a_temporary_error_and_the_message_u
         Step::Close,
     ]);
     let (rec, err) = scripted(steps, async |io| {
-        let mut s = over(io, &options(), true)
-            .await
-            .unwrap()
-            .login(&credentials(), None)
-            .await
-            .unwrap();
+        let mut s = logged_in(io).await;
         let mut rec = Recorded::default();
         let err = s
             .retrieve(&[MsgNum(1), MsgNum(2)], &mut rec)
@@ -303,12 +293,7 @@ async fn capabilities_shown_only_after_login_are_seen() {
         send("+OK\r\nUIDL\r\nPIPELINING\r\nLOGIN-DELAY 900\r\n."),
     ]);
     scripted(steps, async |io| {
-        let s = over(io, &options(), true)
-            .await
-            .unwrap()
-            .login(&credentials(), None)
-            .await
-            .unwrap();
+        let s = logged_in(io).await;
         assert!(!s.capabilities_before_login().pipelining);
         assert!(s.pipelining());
         assert_eq!(s.capabilities().login_delay, Some(900));
