@@ -45,12 +45,12 @@ impl Policy {
     /// The account's policy; `mark_seen` for `fetch --mark-seen`.
     pub fn of(account: &crate::config::Account, mark_seen: bool) -> Self {
         Self {
-            retention: account.retention,
-            forget_after: account.forget_after,
+            retention: account.limits.retention,
+            forget_after: account.timing.forget_after,
             mark_seen,
-            max_size: account.max_size,
-            oversize: account.oversize,
-            headers_only_over: account.headers_only_over,
+            max_size: account.limits.max_size,
+            oversize: account.limits.oversize,
+            headers_only_over: account.limits.headers_only_over,
         }
     }
 }

@@ -77,9 +77,9 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
     let _ = writeln!(
         out,
         "  server:         {}:{} ({})",
-        account.host,
-        account.port,
-        security_label(account.security)
+        account.server.host,
+        account.server.port,
+        security_label(account.server.security)
     );
     let options = poll::connect_options(account)?;
     let greeted = pop3::connect(&options).await?;
@@ -93,11 +93,11 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
             cert.not_before, cert.not_after
         );
         let _ = writeln!(out, "    fingerprint:  {}", cert.sha256);
-        let trust = if account.tls_fingerprint.is_some() {
+        let trust = if account.server.tls_fingerprint.is_some() {
             "pinned by tls-fingerprint (matches)"
-        } else if account.dangerous_accept_invalid_certs {
+        } else if account.server.dangerous_accept_invalid_certs {
             "NOT CHECKED (dangerous-accept-invalid-certs = true)"
-        } else if account.ca_file.is_some() {
+        } else if account.server.ca_file.is_some() {
             "verified against the system's CAs and ca-file"
         } else {
             "verified against the system's CAs"
@@ -113,23 +113,23 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         "  capabilities:   {}",
         caps_line(greeted.capabilities())
     );
-    let method = greeted.auth_method(account.auth, account.password.is_token())?;
+    let method = greeted.auth_method(account.login.auth, account.login.password.is_token())?;
     let _ = writeln!(
         out,
         "  login method:   {method}{}",
-        if account.auth.is_none() {
+        if account.login.auth.is_none() {
             " (chosen automatically)"
         } else {
             ""
         }
     );
     let credentials = Credentials {
-        username: account.username.clone(),
-        password: account.password.resolve().await?,
-        token: account.password.is_token(),
+        username: account.login.username.clone(),
+        password: account.login.password.resolve().await?,
+        token: account.login.password.is_token(),
     };
-    let mut session = greeted.login(&credentials, account.auth).await?;
-    let _ = writeln!(out, "  login:          ok as {}", account.username);
+    let mut session = greeted.login(&credentials, account.login.auth).await?;
+    let _ = writeln!(out, "  login:          ok as {}", account.login.username);
     let _ = writeln!(
         out,
         "  capabilities after login: {}",
@@ -145,14 +145,7 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
     let _ = session.quit().await;
     let uidl = uidl?;
     // What the next fetch would do, from the state (read, never created or changed here).
-    let policy = Policy {
-        retention: account.retention,
-        forget_after: account.forget_after,
-        mark_seen: false,
-        max_size: account.max_size,
-        oversize: account.oversize,
-        headers_only_over: account.headers_only_over,
-    };
+    let policy = Policy::of(account, false);
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let known = if config.state_dir.join(crate::store::DB_FILE).exists() {
         let store = Store::open(&config.state_dir)?;

@@ -49,18 +49,19 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
         Err(code) => return code,
     };
     let uses_keyring = matches!(
-        account.password,
+        account.login.password,
         crate::config::secret::PasswordSource::Keyring { .. }
     );
     match &args.action {
         Action::Set { .. } => {
-            let secret = match read_secret(&account.name, &account.username, &account.host) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("popsync: {e}");
-                    return exit::USAGE;
-                }
-            };
+            let secret =
+                match read_secret(&account.name, &account.login.username, &account.server.host) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("popsync: {e}");
+                        return exit::USAGE;
+                    }
+                };
             match runtime.block_on(keyring::set(&account.name, secret)) {
                 Ok(()) => {
                     if !cli.quiet {

@@ -91,31 +91,14 @@ pub fn read(
     if c.problems.len() > before {
         return None;
     }
-    let credentials = credentials?;
     Some(Account {
         name,
-        host: server.host,
-        port: server.port,
-        security: server.security,
-        ca_file: server.ca_file,
-        tls_fingerprint: server.tls_fingerprint,
-        dangerous_accept_invalid_certs: server.dangerous_accept_invalid_certs,
-        username: credentials.username,
-        password: credentials.password,
-        auth: credentials.auth,
+        server,
+        login: credentials?,
         delivery: delivery?,
-        retention: limits.retention,
-        max_size: limits.max_size,
-        oversize: limits.oversize,
-        headers_only_over: limits.headers_only_over,
-        timeout: timing.timeout,
-        forget_after: timing.forget_after,
-        interval: timing.interval,
-        notify: notifications.notify,
-        open_command: notifications.open_command,
-        quiet_hours: notifications.quiet_hours,
-        on_new_mail: notifications.on_new_mail,
-        hook_timeout: notifications.hook_timeout,
+        limits,
+        timing,
+        notifications,
     })
 }
 
@@ -168,7 +151,7 @@ fn valid_name(n: &str) -> bool {
 /// Settings that are valid but probably not what the user meant.
 pub fn warn_about_likely_mistakes(accounts: &[Account]) {
     for a in accounts {
-        match (a.security, a.port) {
+        match (a.server.security, a.server.port) {
             (Security::Tls, 110) => tracing::warn!(
                 "account {}: port 110 is usually plain POP3, but security = \"tls\" expects TLS from the first byte; for STLS on port 110 write security = \"starttls\"",
                 a.name
@@ -182,14 +165,16 @@ pub fn warn_about_likely_mistakes(accounts: &[Account]) {
     }
     for (i, a) in accounts.iter().enumerate() {
         for b in &accounts[..i] {
-            if a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port && a.username == b.username
+            if a.server.host.eq_ignore_ascii_case(&b.server.host)
+                && a.server.port == b.server.port
+                && a.login.username == b.login.username
             {
                 tracing::warn!(
                     "accounts {} and {} fetch the same mailbox ({} at {}); every message will be downloaded twice",
                     b.name,
                     a.name,
-                    a.username,
-                    a.host
+                    a.login.username,
+                    a.server.host
                 );
             }
         }

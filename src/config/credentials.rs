@@ -23,9 +23,9 @@ keys! {
     }
 }
 
-/// Who logs in, with what, and how.
+/// Who logs in, with what secret, and how.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub struct Login {
     pub username: String,
     pub password: PasswordSource,
     /// The login method, `None` for automatic.
@@ -39,7 +39,7 @@ pub fn read(
     layers: &Layered<'_>,
     name: &str,
     security: Security,
-) -> Option<Credentials> {
+) -> Option<Login> {
     let keys = CredentialKeys::take(layers);
     let username = keys
         .username
@@ -96,7 +96,7 @@ pub fn read(
             "account {name}: the password will cross the network unencrypted (security = \"dangerous-plaintext\")"
         );
     }
-    Some(Credentials {
+    Some(Login {
         username: username?.0,
         password: password?,
         auth,

@@ -24,8 +24,11 @@ keys! {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub retention: Retention,
+    /// Messages larger than this (by the server's LIST size) are not downloaded.
     pub max_size: Option<u64>,
+    /// What happens to a message over `max_size`.
     pub oversize: Oversize,
+    /// Messages larger than this are delivered as their headers and a note.
     pub headers_only_over: Option<u64>,
 }
 

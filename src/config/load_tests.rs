@@ -3,10 +3,10 @@
 
 use super::*;
 use crate::config::PasswordSource;
-use crate::config::{Retention, Security};
+use crate::config::Retention;
 use crate::delivery::maildir;
 use crate::keys::closest;
-use crate::pop3::AuthMethod;
+use crate::pop3::{AuthMethod, Security};
 
 fn parse_str(text: &str) -> Result<Config, ConfigError> {
     parse(
@@ -53,18 +53,18 @@ fn a_good_config_gets_defaults_applied() {
     let [home, work] = &c.accounts[..] else {
         panic!()
     };
-    assert_eq!(home.port, 995);
-    assert_eq!(home.security, Security::Tls);
+    assert_eq!(home.server.port, 995);
+    assert_eq!(home.server.security, Security::Tls);
     assert_eq!(
-        home.retention,
+        home.limits.retention,
         Retention::After(Duration::from_secs(14 * 86_400))
     );
-    assert_eq!(home.timeout, Duration::from_secs(30));
+    assert_eq!(home.timing.timeout, Duration::from_secs(30));
     let md = &home.delivery.settings::<maildir::Settings>().unwrap().path;
     assert!(md.is_absolute() && md.ends_with("Mail/home"));
-    assert_eq!(work.port, 110);
-    assert_eq!(work.retention, Retention::Keep);
-    assert_eq!(work.auth, Some(AuthMethod::Plain));
+    assert_eq!(work.server.port, 110);
+    assert_eq!(work.limits.retention, Retention::Keep);
+    assert_eq!(work.login.auth, Some(AuthMethod::Plain));
     assert_eq!(
         work.delivery.settings::<maildir::Settings>(),
         Some(&maildir::Settings {
@@ -72,7 +72,7 @@ fn a_good_config_gets_defaults_applied() {
         })
     );
     assert!(
-        matches!(&work.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"])
+        matches!(&work.login.password, PasswordSource::Command(argv) if argv == &["pass", "show", "work"])
     );
 }
 
@@ -162,18 +162,21 @@ fn a_port_in_the_host_and_line_breaks_in_credentials_are_refused() {
     let c =
         parse_str("[[account]]\nname='a'\nhost='::1'\nusername='u'\nmaildir='/m'\npassword='p'\n")
             .unwrap();
-    assert_eq!(c.accounts[0].host, "::1", "an IPv6 address is a host");
+    assert_eq!(
+        c.accounts[0].server.host, "::1",
+        "an IPv6 address is a host"
+    );
 }
 
 #[test]
 fn a_relative_password_program_is_found_from_the_config_directory() {
     let c = parse_str("[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword-command=['bin/pw', 'x']\n").unwrap();
-    let PasswordSource::Command(argv) = &c.accounts[0].password else {
+    let PasswordSource::Command(argv) = &c.accounts[0].login.password else {
         panic!()
     };
     assert_eq!(argv, &["/home/u/.config/popsync/bin/pw", "x"]);
     let c = parse_str("[[account]]\nname='a'\nhost='h'\nusername='u'\nmaildir='/m'\npassword-command=['pass', 'x']\n").unwrap();
-    let PasswordSource::Command(argv) = &c.accounts[0].password else {
+    let PasswordSource::Command(argv) = &c.accounts[0].login.password else {
         panic!()
     };
     assert_eq!(argv[0], "pass", "a bare name is looked up in PATH");

@@ -34,12 +34,15 @@ pub use crate::keys::duration::{format_duration, parse_duration};
 pub use crate::keys::values::{QuietHours, expand_path, parse_size};
 pub use crate::keys::{KeyDoc, Problem};
 pub use account::account_keys;
+pub use credentials::Login;
+pub use limits::Limits;
 pub use load::{ConfigError, top_keys};
+pub use notifications::Notifications;
 pub use secret::PasswordSource;
+pub use server::Server;
+pub use timing::Timing;
 
 pub use crate::delivery::Delivery;
-
-use crate::pop3::{AuthMethod, Security};
 
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "POPSYNC_CONFIG";
@@ -76,48 +79,23 @@ pub enum Retention {
     After(Duration),
 }
 
-/// One POP3 account, fully validated.
+/// One POP3 account, fully validated: its name, then what each group of keys says (each
+/// group's keys, their reading and what they mean are in one module).
 #[derive(Debug, Clone)]
 pub struct Account {
     pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub security: Security,
-    pub ca_file: Option<PathBuf>,
-    /// The SHA-256 of the one server certificate to trust (`tls-fingerprint`).
-    pub tls_fingerprint: Option<[u8; 32]>,
-    /// Trust any certificate (`dangerous-accept-invalid-certs`).
-    pub dangerous_accept_invalid_certs: bool,
-    pub username: String,
-    pub password: PasswordSource,
-    /// The login method, `None` for automatic.
-    pub auth: Option<AuthMethod>,
-    /// Where new mail goes.
+    /// Where the server is and how the connection is protected (`server`).
+    pub server: Server,
+    /// Who logs in, with what secret, and how (`credentials`).
+    pub login: Login,
+    /// Where new mail goes (each kind of target's keys are in its module in `delivery`).
     pub delivery: Delivery,
-    pub retention: Retention,
-    /// Messages larger than this (by the server's LIST size) are not downloaded.
-    pub max_size: Option<u64>,
-    /// What happens to a message over `max_size`.
-    pub oversize: Oversize,
-    /// Messages larger than this are delivered as their headers and a note.
-    pub headers_only_over: Option<u64>,
-    /// Limit for connecting, the TLS handshake and waiting for each response.
-    pub timeout: Duration,
-    /// How long a message may be missing from the server's listing before popsync forgets
-    /// it (so that a server that briefly lists nothing does not cause a re-download).
-    pub forget_after: Duration,
-    /// How often the daemon polls this account.
-    pub interval: Duration,
-    /// Whether the daemon shows desktop notifications for this account.
-    pub notify: bool,
-    /// What the notification's "Open" action runs (program and arguments).
-    pub open_command: Option<Vec<String>>,
-    /// Hours during which notifications are held back (fetching goes on).
-    pub quiet_hours: Option<QuietHours>,
-    /// What runs after new mail was stored (program and arguments).
-    pub on_new_mail: Option<Vec<String>>,
-    /// How long `on-new-mail` may run.
-    pub hook_timeout: Duration,
+    /// What is deleted from the server, and what is too big to download (`limits`).
+    pub limits: Limits,
+    /// How long popsync waits, and how often the agent polls (`timing`).
+    pub timing: Timing,
+    /// What the agent tells the user, and what runs after new mail (`notifications`).
+    pub notifications: Notifications,
 }
 
 /// What happens to a message over `max-size`.

@@ -26,10 +26,15 @@ keys! {
 /// What the user is told, and what runs.
 #[derive(Debug, Clone)]
 pub struct Notifications {
+    /// Whether the agent shows desktop notifications for this account.
     pub notify: bool,
+    /// What the notification's "Open" action runs (program and arguments).
     pub open_command: Option<Vec<String>>,
+    /// Hours during which notifications are held back (fetching goes on).
     pub quiet_hours: Option<QuietHours>,
+    /// What runs after new mail was stored (program and arguments).
     pub on_new_mail: Option<Vec<String>>,
+    /// How long `on-new-mail` may run.
     pub hook_timeout: Duration,
 }
 

@@ -32,8 +32,11 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub security: Security,
+    /// Extra certificate authorities to trust.
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the one server certificate to trust (`tls-fingerprint`).
     pub tls_fingerprint: Option<[u8; 32]>,
+    /// Trust any certificate (`dangerous-accept-invalid-certs`).
     pub dangerous_accept_invalid_certs: bool,
 }
 

@@ -21,8 +21,12 @@ keys! {
 /// How long popsync waits, and how often.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// Limit for connecting, the TLS handshake and waiting for each response.
     pub timeout: Duration,
+    /// How long a message may be missing from the server's listing before popsync forgets
+    /// it (so that a server that briefly lists nothing does not cause a re-download).
     pub forget_after: Duration,
+    /// How often the agent polls this account.
     pub interval: Duration,
 }
 

@@ -190,7 +190,7 @@ impl Agent {
         self.config
             .accounts
             .iter()
-            .map(|a| (a.name.clone(), a.interval))
+            .map(|a| (a.name.clone(), a.timing.interval))
             .collect()
     }
 
@@ -292,7 +292,7 @@ impl Agent {
         count: u64,
         newest: &[crate::summary::MessageSummary],
     ) {
-        if !account.notify {
+        if !account.notifications.notify {
             return;
         }
         if count == 0 && !self.held.contains_key(&account.name) {
@@ -321,7 +321,7 @@ impl Agent {
             &account.name,
             held.count,
             &held.newest,
-            account.open_command.clone(),
+            account.notifications.open_command.clone(),
         );
         self.notifier.show(note).await;
     }
@@ -357,7 +357,7 @@ impl Agent {
             }
         };
         if let Some(note) = note
-            && account.notify
+            && account.notifications.notify
         {
             self.notifier.show(note).await;
         }
@@ -521,7 +521,7 @@ const PLAIN_FAILURE: &str = "popsync: cannot fetch mail";
 
 fn quiet_now(account: &Account) -> bool {
     use chrono::Timelike;
-    let Some(q) = account.quiet_hours else {
+    let Some(q) = account.notifications.quiet_hours else {
         return false;
     };
     let now = chrono::Local::now();

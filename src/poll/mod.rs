@@ -175,7 +175,7 @@ async fn fetch_logged(account: &Account, ctx: &Context<'_>, options: &FetchOptio
     let error = locked(account, ctx, options, &mut report).await.err();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     if report.new_messages > 0
-        && let Some(argv) = &account.on_new_mail
+        && let Some(argv) = &account.notifications.on_new_mail
     {
         report.hook = Some(
             crate::hook::run_new_mail_hook(
@@ -183,7 +183,7 @@ async fn fetch_logged(account: &Account, ctx: &Context<'_>, options: &FetchOptio
                 &account.name,
                 report.new_messages,
                 &account.delivery,
-                account.hook_timeout,
+                account.notifications.hook_timeout,
             )
             .await,
         );
@@ -259,11 +259,11 @@ struct SessionCtx<'a, 'c> {
 /// Connection settings for an account.
 pub fn connect_options(account: &Account) -> Result<ConnectOptions, FetchError> {
     let mut tls = TlsOptions {
-        pinned_sha256: account.tls_fingerprint,
-        dangerous_accept_invalid: account.dangerous_accept_invalid_certs,
+        pinned_sha256: account.server.tls_fingerprint,
+        dangerous_accept_invalid: account.server.dangerous_accept_invalid_certs,
         ..TlsOptions::default()
     };
-    if let Some(path) = &account.ca_file {
+    if let Some(path) = &account.server.ca_file {
         let bytes = std::fs::read(path).map_err(|source| FetchError::CaFile {
             path: path.clone(),
             source,
@@ -271,11 +271,11 @@ pub fn connect_options(account: &Account) -> Result<ConnectOptions, FetchError> 
         tls.extra_roots.push(bytes);
     }
     Ok(ConnectOptions {
-        host: account.host.clone(),
-        port: account.port,
-        security: account.security,
+        host: account.server.host.clone(),
+        port: account.server.port,
+        security: account.server.security,
         tls,
-        timeouts: Timeouts::uniform(account.timeout),
+        timeouts: Timeouts::uniform(account.timing.timeout),
     })
 }
 
@@ -296,9 +296,9 @@ async fn run(
     let target = account.delivery.open(&setup)?;
     let connect = connect_options(account)?;
     let credentials = Credentials {
-        username: account.username.clone(),
-        password: account.password.resolve().await?,
-        token: account.password.is_token(),
+        username: account.login.username.clone(),
+        password: account.login.password.resolve().await?,
+        token: account.login.password.is_token(),
     };
     let mut sc = SessionCtx {
         account,

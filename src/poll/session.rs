@@ -37,7 +37,7 @@ pub(super) async fn session(
         }
     );
     let greeted = sc.ctx.connector.connect(connect).await?;
-    let mut s = greeted.login(credentials, sc.account.auth).await?;
+    let mut s = greeted.login(credentials, sc.account.login.auth).await?;
     info!(
         "logged in as {} ({}{})",
         credentials.username,

@@ -324,7 +324,9 @@ fn oid_string(body: &[u8]) -> String {
 }
 
 fn time(el: &Tlv<'_>) -> Option<String> {
-    let s = std::str::from_utf8(el.body).ok()?;
+    // UTCTime and GeneralizedTime are ASCII digits; anything else (a server can send any
+    // bytes) is not a time, and must not be sliced as one.
+    let s = std::str::from_utf8(el.body).ok().filter(|s| s.is_ascii())?;
     let (year, rest) = match el.tag {
         0x17 if s.len() >= 12 => {
             let yy: u32 = s[..2].parse().ok()?;
@@ -407,5 +409,21 @@ mod tests {
             let info = CertificateInfo::from_der(&junk);
             assert!(info.sha256.starts_with("sha256:"));
         }
+    }
+
+    /// Found by fuzzing: a validity time holding multi-byte UTF-8 (a server can present any
+    /// certificate where it is pinned or not checked) was sliced inside a character.
+    #[test]
+    fn a_validity_time_that_is_not_ascii_is_not_read_as_one() {
+        let el = Tlv {
+            tag: 0x17,
+            body: "@\u{202f}\u{202f}\u{202f}0000".as_bytes(),
+        };
+        assert_eq!(time(&el), None);
+        let el = Tlv {
+            tag: 0x17,
+            body: b"261204165133Z",
+        };
+        assert_eq!(time(&el).as_deref(), Some("2026-12-04 16:51:33 UTC"));
     }
 }
