@@ -3,7 +3,8 @@
 //!
 //! - as program and arguments, never through a shell;
 //! - in a process group of its own (on Unix), so that when its time is up the whole group
-//!   is killed, whatever it started too;
+//!   is killed, whatever it started too — unless it may need the terminal (a password
+//!   command run from a terminal may prompt on it; a background group would be stopped);
 //! - with its output collected on threads of its own, up to [`CAPTURE_LIMIT`] per stream
 //!   and the rest drained, so a chatty program never blocks on a full pipe;
 //! - and never held up by what it leaves behind: once the program itself has ended, a
@@ -42,6 +43,9 @@ pub struct Spec {
     pub capture_stderr: bool,
     /// How long it may run; `None` for as long as it likes.
     pub limit: Option<Duration>,
+    /// Run it in a process group of its own, killed whole at the limit (see the module
+    /// docs); otherwise only the program itself is killed.
+    pub own_group: bool,
 }
 
 impl Spec {
@@ -54,6 +58,7 @@ impl Spec {
             capture_stdout: true,
             capture_stderr: true,
             limit,
+            own_group: true,
         }
     }
 }
@@ -80,6 +85,7 @@ pub struct Running {
     stdout: Option<Collected>,
     stderr: Option<Collected>,
     deadline: Option<Instant>,
+    own_group: bool,
 }
 
 /// Starts a program.
@@ -93,7 +99,9 @@ pub fn spawn(spec: Spec) -> std::io::Result<Running> {
     // Its own process group, so a timeout ends whatever it started too (a shell's children
     // would otherwise live on, holding the pipes).
     #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    if spec.own_group {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
     command.stdin(match spec.stdin {
         Input::Null => Stdio::null(),
         Input::File(file) => Stdio::from(file),
@@ -111,6 +119,7 @@ pub fn spawn(spec: Spec) -> std::io::Result<Running> {
         stdout,
         stderr,
         deadline: spec.limit.map(|l| started + l),
+        own_group: spec.own_group,
     })
 }
 
@@ -201,7 +210,9 @@ impl Running {
     /// Kills the program and everything in its process group, and reaps it.
     fn kill(&mut self) {
         #[cfg(unix)]
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+        if self.own_group
+            && let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32)
+        {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
         let _ = self.child.kill();

@@ -124,28 +124,33 @@ async fn run_password_command(
     what: &'static str,
 ) -> Result<Secret, PasswordError> {
     let program = argv[0].clone();
-    let (status, out, err) =
-        match crate::child::run_async(crate::child::Spec::new(argv, Some(limit))).await {
-            Ended::NotStarted(source) => {
-                return Err(PasswordError::Spawn {
-                    what,
-                    program,
-                    source,
-                });
-            }
-            Ended::TimedOut { .. } => {
-                return Err(PasswordError::Timeout {
-                    what,
-                    program,
-                    after: limit,
-                });
-            }
-            Ended::Exited {
-                status,
-                stdout,
-                stderr,
-            } => (status, stdout, stderr),
-        };
+    let spec = crate::child::Spec {
+        // From a terminal it may prompt there (a password manager asking to be unlocked):
+        // it stays in popsync's process group, which the terminal lets read.
+        own_group: !std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        ..crate::child::Spec::new(argv, Some(limit))
+    };
+    let (status, out, err) = match crate::child::run_async(spec).await {
+        Ended::NotStarted(source) => {
+            return Err(PasswordError::Spawn {
+                what,
+                program,
+                source,
+            });
+        }
+        Ended::TimedOut { .. } => {
+            return Err(PasswordError::Timeout {
+                what,
+                program,
+                after: limit,
+            });
+        }
+        Ended::Exited {
+            status,
+            stdout,
+            stderr,
+        } => (status, stdout, stderr),
+    };
     if !status.success() {
         return Err(PasswordError::Failed {
             what,
