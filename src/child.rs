@@ -215,6 +215,9 @@ impl Running {
         {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
+        // Elsewhere there is no process group to kill: the program itself is.
+        #[cfg(not(unix))]
+        let _ = self.own_group;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

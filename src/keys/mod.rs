@@ -75,7 +75,7 @@ pub struct KeyDoc {
 
 /// Declares a group of keys: a struct with one [`Key`] per key, and its [`KeyDoc`]s.
 ///
-/// ```ignore
+/// ```text
 /// keys! {
 ///     /// What the group is for.
 ///     pub struct TimingKeys {
