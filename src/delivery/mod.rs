@@ -232,19 +232,16 @@ impl<'a> Journal<'a> {
 pub struct Recovery<'a> {
     store: &'a mut Store,
     account: AccountId,
-    /// The account's name, for what is logged.
-    pub account_name: &'a str,
     now: i64,
     /// Pending messages found complete and confirmed.
     pub recovered: u64,
 }
 
 impl<'a> Recovery<'a> {
-    pub fn new(store: &'a mut Store, account: AccountId, account_name: &'a str, now: i64) -> Self {
+    pub fn new(store: &'a mut Store, account: AccountId, now: i64) -> Self {
         Self {
             store,
             account,
-            account_name,
             now,
             recovered: 0,
         }

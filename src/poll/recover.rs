@@ -24,7 +24,7 @@ pub fn recover(
     for row in &pending {
         by_kind.entry(&row.place.kind).or_default().push(row);
     }
-    let mut recovery = Recovery::new(store, id, &account.name, now);
+    let mut recovery = Recovery::new(store, id, now);
     for (name, rows) in by_kind {
         let kind = KINDS
             .iter()
