@@ -554,6 +554,57 @@ fn a_hung_notification_server_costs_a_deadline_and_polling_goes_on() {
     );
 }
 
+/// A notification server that never answers holds nothing up. Polled one at a time
+/// (`max-parallel = 1`), the three accounts are all done before the first notification has
+/// even given up on its 5 s deadline; every `popsync poll` is answered; SIGTERM stops the
+/// agent at once, with notifications still waiting.
+#[test]
+fn a_notification_server_that_never_answers_holds_up_no_poll_no_request_and_no_stop() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let mut toml = String::from("max-parallel = 1\n");
+    let mut boxes = Vec::new();
+    for (name, user) in [("a", "user1"), ("b", "user2"), ("c", "user3")] {
+        let first = plain(name, 1);
+        server.add_messages(user, &first);
+        let md = home.maildir(name);
+        toml.push_str(&account_toml(name, &server, user, &md, "interval = \"1h\""));
+        boxes.push((name, user, md, first));
+    }
+    home.write_config(&toml);
+    let bus = Bus::start();
+    let _notes = NotificationServer::start(&bus, Mode::Hung);
+    let mut daemon = Daemon::start(&home, bus.address());
+    for (_, _, md, first) in &boxes {
+        wait_for_mail(&daemon, md, first);
+    }
+    daemon.wait_log("desktop notification not shown");
+    let log = daemon.log();
+    let gave_up = log.find("desktop notification not shown").unwrap();
+    for (name, ..) in &boxes {
+        let done_at = log.find(&done(name)).unwrap();
+        assert!(
+            done_at < gave_up,
+            "{name} was polled only after a notification gave up\n--- log\n{log}"
+        );
+    }
+
+    // Asked for, each account is polled again and brings its new mail.
+    for (name, user, md, first) in &boxes {
+        let later = plain(&format!("{name}-later"), 1);
+        server.add_messages(user, &later);
+        let out = home.run(&["poll", "--account", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        let all: Vec<Vec<u8>> = first.iter().chain(&later).cloned().collect();
+        wait_for_mail(&daemon, md, &all);
+    }
+
+    // Notifications are still waiting for the server; the stop does not.
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "{status:?}\n--- log\n{}", daemon.log());
+}
+
 /// The account section for `home` with another password.
 fn with_password(toml: &str, password: &str) -> String {
     toml.replace(

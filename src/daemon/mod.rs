@@ -18,8 +18,9 @@
 //!   stderr, which systemd hands to the journal;
 //! - on Windows, Ctrl-C, Ctrl-Break and closing its console window stop it the same way.
 //!
-//! Fetches run on threads of their own (they block on disk and SQLite); the agent's own
-//! loop only waits.
+//! Fetches run on threads of their own (they block on disk and SQLite) and notifications
+//! go out through a task of their own (`notify::Courier`): the agent's own loop only waits,
+//! so a slow or silent notification server never holds up a poll, a request or a stop.
 
 pub mod control;
 pub mod sdnotify;
@@ -32,11 +33,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{Instrument as _, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Account, Config};
-use crate::notify::{Note, Notifier};
+use crate::notify::{Courier, Note, Notifier};
 use crate::poll::{
     self, Context, ErrorClass, FetchError, FetchOptions, NoProgress, Outcome, Problem,
 };
@@ -86,7 +87,8 @@ struct Agent {
     schedule: Schedule,
     health: HashMap<String, Health>,
     held: HashMap<String, Held>,
-    notifier: Arc<Notifier>,
+    /// Notifications go out through it, never awaited here.
+    notes: Courier,
     cancel: Arc<AtomicBool>,
     sd: SdNotify,
     polls: JoinSet<(String, Outcome)>,
@@ -103,7 +105,7 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
         schedule: Schedule::new(),
         health: HashMap::new(),
         held: HashMap::new(),
-        notifier: Arc::new(Notifier::new()),
+        notes: Courier::start(Arc::new(Notifier::new())),
         cancel: Arc::new(AtomicBool::new(false)),
         sd: SdNotify::from_env(),
         polls: JoinSet::new(),
@@ -149,8 +151,8 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
             Some(done) = agent.polls.join_next(), if !agent.polls.is_empty() => {
                 match done {
                     Ok((name, outcome)) => {
-                        let span = tracing::error_span!("account", name = name.as_str());
-                        agent.finished(&name, outcome).instrument(span).await
+                        tracing::error_span!("account", name = name.as_str())
+                            .in_scope(|| agent.finished(&name, outcome));
                     }
                     Err(e) => error!("a poll ended abnormally: {e}"),
                 }
@@ -237,7 +239,7 @@ impl Agent {
     }
 
     /// A poll ended: schedule the next, record it, tell the user what they should know.
-    async fn finished(&mut self, name: &str, outcome: Outcome) {
+    fn finished(&mut self, name: &str, outcome: Outcome) {
         let now = Instant::now();
         let result = match &outcome.error {
             None => PollResult::Ok,
@@ -267,9 +269,8 @@ impl Agent {
             Some(e) => warn!("{}", crate::error_chain(e)),
         }
         // Also when nothing is new: mail held back by quiet hours is announced after them.
-        self.announce_new_mail(&account, report.new_messages, &report.newest)
-            .await;
-        self.track_health(&account, outcome.error.as_ref()).await;
+        self.announce_new_mail(&account, report.new_messages, &report.newest);
+        self.track_health(&account, outcome.error.as_ref());
         self.sd.status(&self.status_line());
     }
 
@@ -286,7 +287,7 @@ impl Agent {
         )
     }
 
-    async fn announce_new_mail(
+    fn announce_new_mail(
         &mut self,
         account: &Account,
         count: u64,
@@ -323,10 +324,10 @@ impl Agent {
             &held.newest,
             account.notifications.open_command.clone(),
         );
-        self.notifier.show(note).await;
+        self.notes.send(note);
     }
 
-    async fn track_health(&mut self, account: &Account, error: Option<&FetchError>) {
+    fn track_health(&mut self, account: &Account, error: Option<&FetchError>) {
         let threshold = self.config.notify_failure_after;
         let health = self.health.entry(account.name.clone()).or_default();
         let note = match error {
@@ -359,7 +360,7 @@ impl Agent {
         if let Some(note) = note
             && account.notifications.notify
         {
-            self.notifier.show(note).await;
+            self.notes.send(note);
         }
     }
 

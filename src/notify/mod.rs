@@ -1,6 +1,11 @@
 //! Desktop notifications: one per account per poll for new mail, and one per problem until
 //! it clears.
 //!
+//! The agent hands notifications to a [`Courier`], which shows them one after another on a
+//! task of its own: whatever the notification server does — answer slowly, never answer,
+//! vanish — the agent's own loop never waits for it, so polls, `popsync poll` requests and
+//! a stop are never held up by a notification.
+//!
 //! Only messages already committed to the mailbox are announced. Sender and subject come
 //! from the headers captured while the message streamed (decoded with a MIME parser), and
 //! are escaped for the body markup notification servers apply (`&`, `<`, `>`). Every call
@@ -16,6 +21,7 @@ mod text;
 
 pub use text::{escape_markup, human_size, new_mail_text, problem_text};
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -111,6 +117,43 @@ impl Notifier {
             debug!("{message}");
         } else {
             warn!("{message} (mail is still fetched; further failures are logged at debug level)");
+        }
+    }
+}
+
+/// At most this many notifications wait for the notification server; more are dropped (and
+/// logged): a server that answers nothing must not make the agent hold on to notes without
+/// end.
+pub const QUEUE: usize = 16;
+
+/// Shows notifications on a task of its own, one after another, each with [`DEADLINE`].
+#[derive(Debug, Clone)]
+pub struct Courier {
+    notes: tokio::sync::mpsc::Sender<Note>,
+}
+
+impl Courier {
+    /// Starts the courier on the current runtime.
+    pub fn start(notifier: Arc<Notifier>) -> Self {
+        let (notes, mut queue) = tokio::sync::mpsc::channel::<Note>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(note) = queue.recv().await {
+                notifier.show(note).await;
+            }
+        });
+        Self { notes }
+    }
+
+    /// Hands `note` over, without waiting. When [`QUEUE`] notes are already waiting for the
+    /// notification server, this one is dropped and that is logged.
+    pub fn send(&self, note: Note) {
+        match self.notes.try_send(note) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(note)) => warn!(
+                "desktop notification dropped, {QUEUE} are still waiting for the notification server: {}",
+                note.summary
+            ),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
