@@ -113,12 +113,30 @@ impl Parsed {
     }
 }
 
-/// One line of text: control characters (a folded header's line breaks, escapes) become
-/// spaces, runs of white space one space.
+/// The longest sender or subject shown, in characters; longer ones end in "…".
+pub const MAX_SHOWN: usize = 80;
+
+/// One line of text fit for a popup: control characters (a folded header's line breaks,
+/// escapes) become spaces, runs of white space one space; invisible format characters (bidi
+/// overrides that make text read backwards, zero-width characters) are removed, but for the
+/// joiner inside an emoji sequence; at most [`MAX_SHOWN`] characters, the last an ellipsis
+/// when it was longer.
 fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out: Vec<char> = Vec::with_capacity(s.len());
     let mut space = false;
-    for c in s.chars() {
+    let chars: Vec<char> = s.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '\u{200D}' {
+            let joins_emoji = out.last().is_some_and(|&p| is_emoji(p))
+                && chars.get(i + 1).is_some_and(|&n| is_emoji(n));
+            if joins_emoji {
+                out.push(c);
+            }
+            continue;
+        }
+        if is_invisible(c) {
+            continue;
+        }
         if c.is_whitespace() || c.is_control() {
             if !space && !out.is_empty() {
                 out.push(' ');
@@ -129,7 +147,32 @@ fn clean(s: &str) -> String {
             space = false;
         }
     }
-    out.trim_end().chars().take(200).collect()
+    while out.last() == Some(&' ') {
+        out.pop();
+    }
+    if out.len() > MAX_SHOWN {
+        out.truncate(MAX_SHOWN - 1);
+        while out.last().is_some_and(|c| *c == ' ' || *c == '\u{200D}') {
+            out.pop();
+        }
+        out.push('…');
+    }
+    out.into_iter().collect()
+}
+
+/// Format characters that show nothing but can change how the text around them reads:
+/// bidi marks, embeddings, overrides and isolates; zero-width spaces and joiners; the word
+/// joiner and invisible operators; the byte order mark; interlinear annotation marks.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// Characters that take part in emoji sequences (pictographs, symbols, the variation
+/// selector and skin tones).
+fn is_emoji(c: char) -> bool {
+    matches!(c, '\u{2600}'..='\u{27BF}' | '\u{FE0F}' | '\u{1F000}'..='\u{1FAFF}')
 }
 
 /// Collects a message's header block as it streams by.
@@ -252,5 +295,25 @@ mod tests {
         );
         assert_eq!(sender(b"Subject: none\n\n"), "MAILER-DAEMON");
         assert_eq!(sender(b"From: \"x\" <evil sender@x>\n\n"), "MAILER-DAEMON");
+    }
+
+    #[test]
+    fn long_text_ends_in_an_ellipsis_and_invisible_format_characters_go() {
+        let long = "word ".repeat(40);
+        let s = MessageSummary::from_headers(format!("Subject: {long}\r\n\r\n").as_bytes());
+        assert_eq!(s.subject.chars().count(), MAX_SHOWN, "{:?}", s.subject);
+        assert!(s.subject.ends_with("word…"), "{:?}", s.subject);
+        let exactly = "x".repeat(MAX_SHOWN);
+        assert_eq!(clean(&exactly), exactly, "at the limit nothing is cut");
+        // "invoice\u{202E}fdp.exe" would read "invoiceexe.pdf".
+        assert_eq!(clean("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        assert_eq!(
+            clean("a\u{200B}b\u{2066}c\u{2069}\u{FEFF}d\u{200F}"),
+            "abcd"
+        );
+        // The joiner that makes one family of three emoji stays; a stray one goes.
+        let family = "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+        assert_eq!(clean(family), family);
+        assert_eq!(clean("a\u{200D}b"), "ab");
     }
 }
