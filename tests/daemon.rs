@@ -816,6 +816,17 @@ fn sigterm_in_the_middle_of_a_big_first_fetch_stops_and_a_restart_finishes_exact
         )),
         "{log}"
     );
+    // `status` tells a poll stopped by the shutdown from a failure.
+    let text = common::stdout(&home.run(&["status", "--account", "home"]));
+    assert!(
+        text.contains("interrupted: popsync was stopped (what arrived is stored)"),
+        "{text}"
+    );
+    assert!(!text.contains("FAILED"), "{text}");
+    assert_eq!(
+        status_json(&home)["accounts"][0]["last_poll_interrupted"],
+        true
+    );
 
     let restarted = Daemon::start(&home, &bus);
     wait_for_mail(&restarted, &md, &messages);

@@ -12,6 +12,10 @@ use crate::store::Store;
 /// Show each account's last poll, message counts and next poll, and whether a daemon runs
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
+    /// Only this account (repeat for several)
+    #[arg(long, short, value_name = "NAME")]
+    account: Vec<String>,
+
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -39,6 +43,8 @@ struct AccountStatus {
     /// Unix seconds.
     last_poll: Option<i64>,
     last_poll_ok: Option<bool>,
+    /// The last poll was stopped by a shutdown (not a failure of the account).
+    last_poll_interrupted: bool,
     last_error: Option<String>,
     last_poll_new_messages: Option<u64>,
     last_success: Option<i64>,
@@ -55,6 +61,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let selected = match super::select(&config, &args.account) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let now = SystemClock.now();
     let store = if config.state_dir.join(crate::store::DB_FILE).exists() {
         match Store::open(&config.state_dir) {
@@ -68,7 +78,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
         None
     };
     let mut accounts = Vec::new();
-    for account in &config.accounts {
+    for account in selected {
         let s = match &store {
             Some(store) => match store.account_status(&account.name, now) {
                 Ok(s) => s,
@@ -93,6 +103,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             name: account.name.clone(),
             last_poll: s.last_poll.as_ref().map(|p| p.at),
             last_poll_ok: s.last_poll.as_ref().map(|p| p.ok),
+            last_poll_interrupted: s
+                .last_poll
+                .as_ref()
+                .is_some_and(|p| !p.ok && p.error.as_deref() == Some(crate::poll::STOPPED)),
             last_error: s.last_poll.as_ref().and_then(|p| p.error.clone()),
             last_poll_new_messages: s.last_poll.as_ref().map(|p| p.new_messages),
             last_success: s.last_success_at,
@@ -129,6 +143,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
     0
 }
 
+/// A time as local date and time, and how far from now: "in 4 min", "3 h ago", "now".
 fn when(at: Option<i64>, now: i64) -> String {
     let Some(at) = at else {
         return "never".to_owned();
@@ -140,20 +155,25 @@ fn when(at: Option<i64>, now: i64) -> String {
                 .to_string()
         })
         .unwrap_or_else(|| at.to_string());
-    let d = at - now;
-    let rel = if d.abs() < 60 {
-        format!("{}s", d.abs())
-    } else if d.abs() < 3600 {
-        format!("{}m", d.abs() / 60)
-    } else if d.abs() < 86_400 {
-        format!("{}h", d.abs() / 3600)
+    format!("{local} ({})", relative(at - now))
+}
+
+/// `d` seconds from now, in words.
+fn relative(d: i64) -> String {
+    let n = d.unsigned_abs();
+    let span = if n < 60 {
+        format!("{n} s")
+    } else if n < 3600 {
+        format!("{} min", n / 60)
+    } else if n < 86_400 {
+        format!("{} h", n / 3600)
     } else {
-        format!("{}d", d.abs() / 86_400)
+        format!("{} d", n / 86_400)
     };
-    if d >= 0 {
-        format!("{local} (in {rel})")
-    } else {
-        format!("{local} ({rel} ago)")
+    match d {
+        0 => "now".to_owned(),
+        d if d > 0 => format!("in {span}"),
+        _ => format!("{span} ago"),
     }
 }
 
@@ -171,6 +191,9 @@ fn text(s: &Status, now: i64) -> String {
         out.push_str(&format!("\n{}\n", a.name));
         let outcome = match (a.last_poll_ok, &a.last_error) {
             (None, _) => "never polled".to_owned(),
+            (Some(false), _) if a.last_poll_interrupted => {
+                "interrupted: popsync was stopped (what arrived is stored)".to_owned()
+            }
             (Some(true), _) => format!("ok, {} new", a.last_poll_new_messages.unwrap_or(0)),
             (Some(false), Some(e)) => format!("FAILED: {e}"),
             (Some(false), None) => "FAILED".to_owned(),
@@ -197,4 +220,19 @@ fn text(s: &Status, now: i64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_how_far_from_now() {
+        assert_eq!(relative(0), "now");
+        assert_eq!(relative(45), "in 45 s");
+        assert_eq!(relative(-45), "45 s ago");
+        assert_eq!(relative(-180), "3 min ago");
+        assert_eq!(relative(7200), "in 2 h");
+        assert_eq!(relative(-3 * 86_400 - 5), "3 d ago");
+    }
 }

@@ -34,11 +34,15 @@ pub enum FetchError {
         if *.count == 1 { "" } else { "s" }
     )]
     Refused { count: u64, first: Status },
-    #[error("stopped: popsync is shutting down (what arrived so far is stored)")]
+    #[error("{STOPPED}")]
     Stopped,
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
+
+/// What a fetch stopped by a shutdown says, as recorded for `status` (which tells it from a
+/// failure by it).
+pub const STOPPED: &str = "stopped: popsync is shutting down (what arrived so far is stored)";
 
 /// What kind of problem a failure is, as the user would put it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,7 @@ use crate::store::{AccountId, PollRecord, Store};
 use crate::summary::MessageSummary;
 
 pub use crate::exit::ErrorClass;
-pub use error::{FetchError, IN_USE_DELAY, LOGIN_DELAY_DEFAULT, Problem};
+pub use error::{FetchError, IN_USE_DELAY, LOGIN_DELAY_DEFAULT, Problem, STOPPED};
 
 /// Most sessions in one run (each brings at least one new message, or the run stops).
 pub const MAX_SESSIONS: u32 = 100;
