@@ -428,6 +428,84 @@ fn the_open_action_runs_open_command_when_the_server_shows_actions() {
     assert_eq!(std::fs::read_to_string(&opened).unwrap(), "opened\n");
 }
 
+/// Clicks "Open" on the new-mail notification of an agent that runs as if under systemd,
+/// with `systemd_run` (a shell script) as the `systemd-run` on its PATH. Returns the agent
+/// once the open-command has run.
+fn open_under_systemd(systemd_run: &str) -> (Home, Daemon) {
+    let server = Dovecot::start();
+    let messages = plain("unit", 1);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let opened = home.path().join("opened");
+    let script = format!("echo opened >> {}", opened.display());
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        &format!(
+            "interval = \"1h\"\nopen-command = [\"sh\", \"-c\", {}]",
+            toml_str(&script)
+        ),
+    ));
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("systemd-run");
+    std::fs::write(&fake, systemd_run).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
+    let mut cmd = daemon::command(&home, bus.address());
+    cmd.env("PATH", path)
+        .env("INVOCATION_ID", "0123456789abcdef");
+    let daemon = Daemon::spawn(&home, cmd);
+    wait_for_mail(&daemon, &md, &messages);
+    let got = notes.wait_for(1, context(&daemon, &notes));
+    let clicked = wait_for(PATIENCE, || {
+        notes.invoke_action(got[0].id, "default");
+        std::thread::sleep(Duration::from_millis(250));
+        opened.exists().then_some(())
+    });
+    assert!(
+        clicked.is_some(),
+        "the open-command did not run\n--- log\n{}",
+        daemon.log()
+    );
+    (home, daemon)
+}
+
+/// Under systemd the mail client is started through `systemd-run --user`, in a unit of its
+/// own, and the log says so.
+#[test]
+fn under_systemd_open_starts_the_mail_client_through_systemd_run() {
+    let (_home, daemon) = open_under_systemd(
+        "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\nshift\n\"$@\" &\nexit 0\n",
+    );
+    daemon.wait_log("opened mail with \"sh\" in a unit of its own (systemd-run)");
+    assert_eq!(
+        daemon.count("starting \"sh\" directly"),
+        0,
+        "{}",
+        daemon.log()
+    );
+}
+
+/// When `systemd-run` fails, popsync says so and starts the command directly, and the log
+/// says which happened.
+#[test]
+fn an_open_that_systemd_run_cannot_start_is_reported_and_started_directly() {
+    let (_home, daemon) = open_under_systemd(
+        "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n",
+    );
+    daemon.wait_log(
+        "systemd-run failed (exit status: 1): Failed to connect to bus: No medium found; starting \"sh\" directly",
+    );
+    daemon.wait_log("opened mail with \"sh\" (process ");
+    assert_eq!(daemon.count("in a unit of its own"), 0, "{}", daemon.log());
+}
+
 #[test]
 fn without_the_actions_capability_no_action_is_offered() {
     let server = Dovecot::start();

@@ -183,24 +183,63 @@ fn in_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// Runs the "Open" command, detached, logging how it went.
+/// Runs the "Open" command, on a thread of its own, logging what actually happened.
 #[cfg(all(unix, not(target_os = "macos")))]
 fn run_open_command(argv: &[String]) {
-    let argv = open_command_line(
-        argv,
-        std::env::var_os("INVOCATION_ID").is_some(),
-        in_path("systemd-run"),
-    );
-    let spec = crate::child::Spec {
+    let argv = argv.to_vec();
+    std::thread::spawn(move || open_mail(&argv));
+}
+
+/// How long `systemd-run` may take to start the mail client's unit.
+#[cfg(all(unix, not(target_os = "macos")))]
+const SYSTEMD_RUN_LIMIT: Duration = Duration::from_secs(15);
+
+/// Opens the mail client: under systemd in a unit of its own if `systemd-run` manages it,
+/// else (or when it fails) directly.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn open_mail(argv: &[String]) {
+    use crate::child::{self, Ended, Spec};
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    if under_systemd && in_path("systemd-run") {
+        let line = open_command_line(argv, true, true);
+        let spec = Spec {
+            capture_stdout: false,
+            ..Spec::new(&line, Some(SYSTEMD_RUN_LIMIT))
+        };
+        let why = match child::run(spec) {
+            Ended::Exited { status, .. } if status.success() => {
+                info!(
+                    "opened mail with {:?} in a unit of its own (systemd-run)",
+                    argv[0]
+                );
+                return;
+            }
+            Ended::Exited { status, stderr, .. } => {
+                let said = child::text(&stderr);
+                if said.is_empty() {
+                    format!("systemd-run failed ({status})")
+                } else {
+                    format!("systemd-run failed ({status}): {said}")
+                }
+            }
+            Ended::TimedOut { .. } => format!(
+                "systemd-run did not finish within {}s",
+                SYSTEMD_RUN_LIMIT.as_secs()
+            ),
+            Ended::NotStarted(e) => format!("systemd-run could not be run: {e}"),
+        };
+        warn!("{why}; starting {:?} directly", argv[0]);
+    }
+    let spec = Spec {
         capture_stdout: false,
         capture_stderr: false,
-        ..crate::child::Spec::new(&argv, None)
+        ..Spec::new(argv, None)
     };
-    match crate::child::spawn(spec) {
+    match child::spawn(spec) {
         Ok(running) => {
             info!("opened mail with {:?} (process {})", argv[0], running.id());
-            // Reap it whenever it ends, without waiting here.
-            std::thread::spawn(move || running.wait());
+            // Reaped whenever it ends; nothing waits for it.
+            running.wait();
         }
         Err(e) => warn!("open-command {:?} could not be started: {e}", argv[0]),
     }
