@@ -377,64 +377,26 @@ fn quiet_hours_hold_the_notification_back_but_not_the_mail() {
     );
 }
 
-#[test]
-fn the_open_action_runs_open_command_when_the_server_shows_actions() {
-    let server = Dovecot::start();
-    let messages = plain("open", 2);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let md = home.maildir("home");
-    let opened = home.path().join("opened");
-    let script = format!("echo opened >> {}", opened.display());
-    home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        &format!(
-            "interval = \"1h\"\nopen-command = [\"sh\", \"-c\", {}]",
-            toml_str(&script)
-        ),
-    ));
-    let bus = Bus::start();
-    let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
-    let daemon = Daemon::start(&home, bus.address());
-    wait_for_mail(&daemon, &md, &messages);
-    let got = notes.wait_for(1, context(&daemon, &notes));
-    assert_new_mail_note(
-        &got[0],
-        "2 new messages — home",
-        "Alice Example — open 1\nAlice Example — open 0",
-    );
-    assert_eq!(got[0].actions, ["default", "Open"]);
-
-    // The user clicks. popsync starts listening for the click just after Notify returns,
-    // so the click is repeated until it is heard (popsync acts on the first one only).
-    let clicked = wait_for(PATIENCE, || {
-        notes.invoke_action(got[0].id, "default");
-        std::thread::sleep(Duration::from_millis(250));
-        opened.exists().then_some(())
-    });
-    assert!(
-        clicked.is_some(),
-        "the open-command did not run\n--- log\n{}",
-        daemon.log()
-    );
-    daemon.wait_log("opened mail with \"sh\"");
-    // Further clicks on the same notification do nothing more.
-    notes.invoke_action(got[0].id, "default");
-    poll_and_wait(&daemon, "home", 2);
-    assert_eq!(daemon.count("opened mail with"), 1, "{}", daemon.log());
-    assert_eq!(std::fs::read_to_string(&opened).unwrap(), "opened\n");
+/// An agent whose new-mail notification was clicked ("Open") and whose open-command ran.
+/// (Fields drop in this order: the agent first, its home last.)
+struct Clicked {
+    daemon: Daemon,
+    notes: NotificationServer,
+    /// The new-mail notification that was clicked.
+    note: Notification,
+    /// The file the open-command writes a line into.
+    opened: std::path::PathBuf,
+    _bus: Bus,
+    _server: Dovecot,
+    _home: Home,
 }
 
-/// Clicks "Open" on the new-mail notification of an agent that runs as if under systemd,
-/// with `systemd_run` (a shell script) as the `systemd-run` on its PATH. Returns the agent
-/// once the open-command has run.
-fn open_under_systemd(systemd_run: &str) -> (Home, Daemon) {
+/// Starts an agent for `messages` with an open-command, on a notification server that shows
+/// actions, and clicks "Open". With `systemd_run` (a shell script), the agent runs as if
+/// under systemd, with that script as the `systemd-run` on its PATH.
+fn click_open(messages: &[Vec<u8>], systemd_run: Option<&str>) -> Clicked {
     let server = Dovecot::start();
-    let messages = plain("unit", 1);
-    server.add_messages("user1", &messages);
+    server.add_messages("user1", messages);
     let home = Home::new();
     let md = home.maildir("home");
     let opened = home.path().join("opened");
@@ -449,22 +411,27 @@ fn open_under_systemd(systemd_run: &str) -> (Home, Daemon) {
             toml_str(&script)
         ),
     ));
-    let bin = home.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let fake = bin.join("systemd-run");
-    std::fs::write(&fake, systemd_run).unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let bus = Bus::start();
     let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
     let mut cmd = daemon::command(&home, bus.address());
-    cmd.env("PATH", path)
-        .env("INVOCATION_ID", "0123456789abcdef");
+    if let Some(systemd_run) = systemd_run {
+        let bin = home.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake = bin.join("systemd-run");
+        std::fs::write(&fake, systemd_run).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        cmd.env("PATH", path)
+            .env("INVOCATION_ID", "0123456789abcdef");
+    }
     let daemon = Daemon::spawn(&home, cmd);
-    wait_for_mail(&daemon, &md, &messages);
-    let got = notes.wait_for(1, context(&daemon, &notes));
+    wait_for_mail(&daemon, &md, messages);
+    let note = notes.wait_for(1, context(&daemon, &notes)).remove(0);
+    // The user clicks. popsync starts listening for the click just after Notify returns,
+    // so the click is repeated until it is heard (popsync acts on the first one only).
     let clicked = wait_for(PATIENCE, || {
-        notes.invoke_action(got[0].id, "default");
+        notes.invoke_action(note.id, "default");
         std::thread::sleep(Duration::from_millis(250));
         opened.exists().then_some(())
     });
@@ -473,22 +440,49 @@ fn open_under_systemd(systemd_run: &str) -> (Home, Daemon) {
         "the open-command did not run\n--- log\n{}",
         daemon.log()
     );
-    (home, daemon)
+    Clicked {
+        daemon,
+        notes,
+        note,
+        opened,
+        _bus: bus,
+        _server: server,
+        _home: home,
+    }
+}
+
+#[test]
+fn the_open_action_runs_open_command_when_the_server_shows_actions() {
+    let c = click_open(&plain("open", 2), None);
+    assert_new_mail_note(
+        &c.note,
+        "2 new messages — home",
+        "Alice Example — open 1\nAlice Example — open 0",
+    );
+    assert_eq!(c.note.actions, ["default", "Open"]);
+    c.daemon.wait_log("opened mail with \"sh\"");
+    // Further clicks on the same notification do nothing more.
+    c.notes.invoke_action(c.note.id, "default");
+    poll_and_wait(&c.daemon, "home", 2);
+    assert_eq!(c.daemon.count("opened mail with"), 1, "{}", c.daemon.log());
+    assert_eq!(std::fs::read_to_string(&c.opened).unwrap(), "opened\n");
 }
 
 /// Under systemd the mail client is started through `systemd-run --user`, in a unit of its
 /// own, and the log says so.
 #[test]
 fn under_systemd_open_starts_the_mail_client_through_systemd_run() {
-    let (_home, daemon) = open_under_systemd(
-        "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\nshift\n\"$@\" &\nexit 0\n",
+    let c = click_open(
+        &plain("unit", 1),
+        Some("#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\nshift\n\"$@\" &\nexit 0\n"),
     );
-    daemon.wait_log("opened mail with \"sh\" in a unit of its own (systemd-run)");
+    c.daemon
+        .wait_log("opened mail with \"sh\" in a unit of its own (systemd-run)");
     assert_eq!(
-        daemon.count("starting \"sh\" directly"),
+        c.daemon.count("starting \"sh\" directly"),
         0,
         "{}",
-        daemon.log()
+        c.daemon.log()
     );
 }
 
@@ -496,14 +490,20 @@ fn under_systemd_open_starts_the_mail_client_through_systemd_run() {
 /// says which happened.
 #[test]
 fn an_open_that_systemd_run_cannot_start_is_reported_and_started_directly() {
-    let (_home, daemon) = open_under_systemd(
-        "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n",
+    let c = click_open(
+        &plain("unit", 1),
+        Some("#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n"),
     );
-    daemon.wait_log(
+    c.daemon.wait_log(
         "systemd-run failed (exit status: 1): Failed to connect to bus: No medium found; starting \"sh\" directly",
     );
-    daemon.wait_log("opened mail with \"sh\" (process ");
-    assert_eq!(daemon.count("in a unit of its own"), 0, "{}", daemon.log());
+    c.daemon.wait_log("opened mail with \"sh\" (process ");
+    assert_eq!(
+        c.daemon.count("in a unit of its own"),
+        0,
+        "{}",
+        c.daemon.log()
+    );
 }
 
 #[test]
