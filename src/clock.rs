@@ -8,6 +8,19 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> i64;
 }
 
+/// A span of `secs` seconds in words: "45 s", "3 min", "6 h", "2 d" (rounded down).
+pub fn span(secs: u64) -> String {
+    if secs < 60 {
+        format!("{secs} s")
+    } else if secs < 3600 {
+        format!("{} min", secs / 60)
+    } else if secs < 86_400 {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{} d", secs / 86_400)
+    }
+}
+
 /// The real clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

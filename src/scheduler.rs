@@ -10,8 +10,10 @@
 //!   then 1, 2, 4 ... minutes, never later than `max(interval, 30 min)`; a server that asked
 //!   for a delay (`[LOGIN-DELAY]`) gets at least that;
 //! - after a refused login or a configuration the server cannot work with, the account is
-//!   paused: retried only every 6 hours, until the configuration changes or the user asks for
-//!   a poll;
+//!   paused: retried only every 6 hours, until the user asks for a poll (the agent also ends
+//!   the pause when that account's configuration changes);
+//! - when one account on a server gets through after an outage, the agent has the others
+//!   waiting in backoff tried at once (`retry_now`);
 //! - an account is never polled twice at once; a poll asked for while one runs is queued.
 
 use std::collections::HashMap;
@@ -71,19 +73,16 @@ impl Schedule {
     }
 
     /// Adds or updates accounts (a config reload): new ones are due now, known ones keep
-    /// their timing but take the new interval; a paused one is unpaused (its configuration
-    /// may have been fixed); accounts no longer configured are dropped.
+    /// their timing (a paused one stays paused: the agent ends a pause when that account's
+    /// own configuration changed) but take the new interval; accounts no longer configured
+    /// are dropped.
     pub fn set_accounts(&mut self, accounts: &[(String, Duration)], now: Instant) {
         self.slots
             .retain(|name, _| accounts.iter().any(|(n, _)| n == name));
         for (name, interval) in accounts {
             match self.slots.get_mut(name) {
                 Some(slot) => {
-                    if slot.paused {
-                        slot.paused = false;
-                        slot.failures = 0;
-                        slot.due = now;
-                    } else if slot.interval != *interval && !slot.running {
+                    if slot.interval != *interval && !slot.running && !slot.paused {
                         slot.due = slot.due.min(now + *interval);
                     }
                     slot.interval = *interval;
@@ -103,6 +102,34 @@ impl Schedule {
                 }
             }
         }
+    }
+
+    /// Pauses `account` until `until` (a pause the state database remembered from before a
+    /// restart).
+    pub fn pause(&mut self, account: &str, until: Instant) {
+        if let Some(slot) = self.slots.get_mut(account) {
+            slot.paused = true;
+            slot.failures = slot.failures.max(1);
+            if !slot.running {
+                slot.due = until;
+            }
+        }
+    }
+
+    /// Another account on the same server got through: `account`, if it is waiting in
+    /// backoff after a temporary failure, is tried now.
+    pub fn retry_now(&mut self, account: &str, now: Instant) {
+        if let Some(slot) = self.slots.get_mut(account)
+            && slot.failures > 0
+            && !slot.paused
+            && !slot.running
+        {
+            slot.due = slot.due.min(now);
+        }
+    }
+
+    pub fn is_running(&self, account: &str) -> bool {
+        self.slots.get(account).is_some_and(|s| s.running)
     }
 
     /// Accounts due at `now` that are not running, marked running. Takes at most `limit`.
@@ -336,7 +363,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_login_pauses_the_account_until_the_config_changes_or_the_user_asks() {
+    async fn a_refused_login_pauses_the_account_until_the_user_asks() {
         let (mut s, now) = schedule(&["a", "b"]);
         s.take_due(now, 2);
         s.finished("a", PollResult::NeedsUser, now);
@@ -348,16 +375,44 @@ mod tests {
             s.take_due(now + FIVE_MIN + MAX_JITTER, 5),
             vec!["b".to_owned()]
         );
-        // a reload unpauses it
+        // a reload keeps it paused (the agent ends the pause of an account it changed)
         let later = now + Duration::from_secs(60);
         s.set_accounts(&[("a".into(), FIVE_MIN), ("b".into(), FIVE_MIN)], later);
-        assert!(!s.is_paused("a"));
-        assert_eq!(s.due("a"), Some(later));
-        // as does asking for a poll
+        assert!(s.is_paused("a"));
+        assert_eq!(s.due("a").unwrap() - now, PAUSED_RETRY);
+        // and so does a sibling getting through
+        s.retry_now("a", later);
+        assert_eq!(s.due("a").unwrap() - now, PAUSED_RETRY);
+        // asking for a poll ends the pause
         s.take_due(later, 1);
         s.finished("a", PollResult::NeedsUser, later);
         s.poll_now("a", later);
         assert_eq!(s.due("a"), Some(later));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accounts_in_backoff_are_retried_at_once_when_asked_and_others_are_not() {
+        let (mut s, now) = schedule(&["a", "b", "c"]);
+        s.take_due(now, 3);
+        s.finished("a", PollResult::Temporary { at_least: None }, now);
+        s.finished("b", PollResult::Ok, now);
+        let later = now + Duration::from_secs(5);
+        s.retry_now("a", later);
+        s.retry_now("b", later);
+        assert_eq!(s.due("a"), Some(later), "in backoff: now");
+        assert!(s.due("b").unwrap() >= now + FIVE_MIN, "healthy: left alone");
+        s.retry_now("c", later);
+        assert!(
+            s.is_running("c") && s.due("c").is_none(),
+            "running: left alone"
+        );
+        // A pause remembered from before a restart.
+        s.pause("b", now + PAUSED_RETRY);
+        assert!(s.is_paused("b"));
+        assert_eq!(s.due("b"), Some(now + PAUSED_RETRY));
+        s.poll_now("b", later);
+        assert!(!s.is_paused("b"));
+        assert_eq!(s.due("b"), Some(later));
     }
 
     #[tokio::test(start_paused = true)]

@@ -722,6 +722,14 @@ fn a_refused_login_is_told_once_and_so_is_the_recovery() {
         problem.body.contains("login refused") && problem.body.contains("[AUTH]"),
         "{problem:#?}"
     );
+    // What to do about it.
+    assert!(
+        problem.body.ends_with(&format!(
+            "Correct password for account home in {}, then run: popsync poll --account home",
+            home.config_path().display()
+        )),
+        "{problem:#?}"
+    );
     assert!(!problem.body.contains("wrong"), "no password: {problem:#?}");
     assert_eq!(problem.app_name, "popsync");
     assert_eq!(problem.app_icon, "dialog-warning");
@@ -753,7 +761,10 @@ fn a_refused_login_is_told_once_and_so_is_the_recovery() {
     assert_new_mail_note(&got[2], "1 new message — home", "Alice Example — waiting 0");
     assert_eq!(got[3].summary, "popsync: working again — home");
     assert_eq!(got[3].body, "Mail is being fetched again.");
-    assert_eq!(got[3].app_icon, "dialog-warning");
+    // Good news in place of the problem, and not looking like a warning.
+    assert_eq!(got[3].replaces_id, got[1].id, "{got:#?}");
+    assert_eq!(got[3].app_icon, "mail-send-receive");
+    assert_eq!(got[3].hint("category"), Some("network.connected"));
     poll_and_wait(&daemon, "home", 3);
     assert_eq!(
         notes.notifications().len(),
@@ -770,7 +781,9 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_takes_effect() {
     let (md, work_md) = (home.maildir("home"), home.maildir("work"));
     let home_toml = account_toml("home", &server, "user1", &md, "interval = \"1h\"");
     home.write_config(&home_toml);
-    let mut daemon = Daemon::start(&home, &daemon::no_bus(&home));
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: false });
+    let mut daemon = Daemon::start(&home, bus.address());
     daemon.wait_log_count(&done("home"), 1);
 
     std::fs::write(
@@ -782,13 +795,38 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_takes_effect() {
     daemon.wait_log("the new configuration is not used");
     daemon.wait_log("the old one stays in force");
     daemon.assert_running();
+    // The user hears of it: the file and its first problem.
+    let got = notes.wait_for(1, context(&daemon, &notes));
+    let refused = &got[0];
+    assert_eq!(
+        refused.summary, "popsync: the configuration was not reloaded",
+        "{refused:#?}"
+    );
+    let path = home.config_path().display().to_string();
+    assert!(
+        refused
+            .body
+            .starts_with(&format!("{path}:1:6: TOML syntax error"))
+            && refused
+                .body
+                .contains("(and 1 more: `popsync check` lists them all)"),
+        "{refused:#?}"
+    );
+    assert!(
+        refused.body.ends_with(&format!(
+            "The configuration read before stays in force until {path} is fixed."
+        )),
+        "{refused:#?}"
+    );
+    assert_eq!(refused.app_icon, "dialog-warning");
     // The old configuration keeps working.
     let arrived = plain("arrived", 2);
     server.add_messages("user1", &arrived);
     poll_and_wait(&daemon, "home", 2);
     wait_for_mail(&daemon, &md, &arrived);
 
-    // A good configuration with a second account: that account is polled at once.
+    // A good configuration with a second account: that account is polled at once, and the
+    // problem notification is taken away.
     let work_mail = plain("work", 3);
     server.add_messages("user2", &work_mail);
     home.write_config(&(home_toml + &account_toml("work", &server, "user2", &work_md, "")));
@@ -796,6 +834,16 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_takes_effect() {
     daemon.wait_log("configuration reloaded: 2 account(s)");
     wait_for_mail(&daemon, &work_md, &work_mail);
     daemon.assert_running();
+    let closed = wait_for(PATIENCE, || {
+        let r = notes.record();
+        (!r.closed.is_empty()).then_some(r.closed)
+    });
+    assert_eq!(
+        closed,
+        Some(vec![refused.id]),
+        "{}",
+        context(&daemon, &notes)()
+    );
 }
 
 #[test]
@@ -1185,5 +1233,301 @@ fn a_changed_pinned_certificate_is_told_as_a_change_showing_both_fingerprints() 
         daemon.log().contains("is not the pinned one"),
         "{}",
         daemon.log()
+    );
+}
+
+/// `popsync ARGS` beside the daemon; asserts it succeeded.
+fn popsync(home: &Home, args: &[&str]) {
+    let out = home.run(args);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[test]
+fn a_refused_login_stays_paused_across_a_restart_untold_and_popsync_poll_resumes_it() {
+    let server = Dovecot::start();
+    let waiting = plain("waiting", 1);
+    server.add_messages("user1", &waiting);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let good = account_toml("home", &server, "user1", &md, "interval = \"1h\"");
+    home.write_config(&with_password(&good, "wrong"));
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
+    let mut daemon = Daemon::start(&home, bus.address());
+    daemon.wait_log_count("home: failed after", 1);
+    let got = notes.wait_for(1, context(&daemon, &notes));
+    assert_eq!(got[0].summary, "popsync: login refused — home");
+    assert_eq!(got[0].actions, ["default", "Retry now"], "{got:#?}");
+
+    // "Retry now" polls at once; the user, who asked, hears the answer again, in place of
+    // the first notification.
+    notes.invoke_action(got[0].id, "default");
+    daemon.wait_log_count("home: failed after", 2);
+    let got = notes.wait_for(2, context(&daemon, &notes));
+    assert_eq!(got[1].summary, "popsync: login refused — home");
+    assert_eq!(got[1].replaces_id, got[0].id, "{got:#?}");
+    daemon.wait_log("paused until 6 h or `popsync poll --account home`");
+    let status = status_json(&home);
+    let paused = &status["accounts"][0]["paused"];
+    assert_eq!(paused["problem"], "popsync: login refused", "{status:#}");
+    assert!(
+        paused["until"].as_i64().unwrap() > unix_now() + 5 * 3600,
+        "{status:#}"
+    );
+    let text = String::from_utf8(home.run(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains("paused:        login refused (since")
+            && text.contains("or now with `popsync poll --account home`"),
+        "{text}"
+    );
+
+    // A restart: still paused, not polled, not told again.
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(5)).success());
+    let mut daemon = Daemon::start(&home, bus.address());
+    daemon.wait_log("home: still paused (popsync: login refused); tried again in ");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(daemon.count("home: failed after"), 0, "{}", daemon.log());
+    assert_eq!(
+        notes.notifications().len(),
+        2,
+        "{}",
+        context(&daemon, &notes)()
+    );
+
+    // `popsync poll` tries it: refused again, which the user already knows.
+    popsync(&home, &["poll", "--account", "home"]);
+    daemon.wait_log_count("home: failed after", 1);
+    daemon.wait_log_count("paused until", 1);
+    assert_eq!(
+        notes.notifications().len(),
+        2,
+        "{}",
+        context(&daemon, &notes)()
+    );
+
+    // The password is fixed in the file and `popsync poll` asked for, as the notification
+    // said: the file is read again, the mail comes, and the user hears that it works.
+    home.write_config(&good);
+    popsync(&home, &["poll", "--account", "home"]);
+    daemon.wait_log("changed since it was read: reading it again");
+    wait_for_mail(&daemon, &md, &waiting);
+    let got = notes.wait_for(4, context(&daemon, &notes));
+    assert_new_mail_note(&got[2], "1 new message — home", "Alice Example — waiting 0");
+    assert_eq!(got[3].summary, "popsync: working again — home");
+    assert!(status_json(&home)["accounts"][0]["paused"].is_null());
+    daemon.assert_running();
+}
+
+#[test]
+fn an_outage_of_a_server_is_told_once_for_its_accounts_and_all_fetch_again_when_it_returns() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let names = ["home", "shop", "work"];
+    let mut toml = "notify-failure-after = \"2s\"\n\n".to_owned();
+    let mut mds = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let md = home.maildir(name);
+        let user = format!("user{}", i + 1);
+        server.add_messages(&user, &plain(name, 1));
+        toml.push_str(&account_toml(
+            name,
+            &server,
+            &user,
+            &md,
+            "interval = \"1h\"",
+        ));
+        mds.push(md);
+    }
+    home.write_config(&toml);
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: true });
+    let daemon = Daemon::start(&home, bus.address());
+    for (name, md) in names.iter().zip(&mds) {
+        wait_for_mail(&daemon, md, &plain(name, 1));
+    }
+    // The first polls after the start: one notification sums them up.
+    let got = notes.wait_for(1, context(&daemon, &notes));
+    assert_eq!(got[0].summary, "3 new messages in 3 accounts", "{got:#?}");
+    assert_eq!(
+        got[0].body, "home: 1 new\nshop: 1 new\nwork: 1 new",
+        "{got:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        notes.notifications().len(),
+        1,
+        "{}",
+        context(&daemon, &notes)()
+    );
+
+    // The server goes away. Failures shorter than notify-failure-after are not told.
+    server.stop();
+    daemon.signal("USR1");
+    for name in names {
+        daemon.wait_log_count(&format!("{name}: failed after"), 1);
+    }
+    assert_eq!(
+        notes.notifications().len(),
+        1,
+        "{}",
+        context(&daemon, &notes)()
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    daemon.signal("USR1");
+    for name in names {
+        daemon.wait_log_count(&format!("{name}: failed after"), 2);
+    }
+    let got = notes.wait_for(2, context(&daemon, &notes));
+    let problem = &got[1];
+    let address = format!("127.0.0.1:{}", server.tls_port);
+    assert_eq!(
+        problem.summary,
+        format!("popsync: cannot fetch mail — {address}"),
+        "{problem:#?}"
+    );
+    assert_eq!(
+        problem.body,
+        format!(
+            "connection refused by {address}\n\nAccounts: home, shop, work. popsync keeps trying and tells you when it works again."
+        ),
+        "{problem:#?}"
+    );
+    assert_eq!(problem.actions, ["default", "Retry now"]);
+    // Once for the three of them, and not again while it lasts.
+    daemon.signal("USR1");
+    for name in names {
+        daemon.wait_log_count(&format!("{name}: failed after"), 3);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        notes.notifications().len(),
+        2,
+        "{}",
+        context(&daemon, &notes)()
+    );
+
+    // The server returns. One account getting through brings the others back at once
+    // (they are in backoff, their next attempt minutes away).
+    server.restart();
+    let later = plain("later", 2);
+    server.add_messages("user3", &later);
+    popsync(&home, &["poll", "--account", "home"]);
+    // (Without that, shop and work would wait minutes: far past the patience here.)
+    for name in names {
+        daemon.wait_log_count(&done(name), 2);
+    }
+    daemon.wait_log("home: its server answers again: trying shop now");
+    let work: Vec<Vec<u8>> = plain("work", 1).into_iter().chain(later).collect();
+    wait_for_mail(&daemon, &mds[2], &work);
+    let got = notes.wait_for(4, context(&daemon, &notes));
+    let back = got
+        .iter()
+        .find(|n| n.summary.starts_with("popsync: working again"))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert_eq!(back.summary, format!("popsync: working again — {address}"));
+    assert_eq!(
+        back.body,
+        "Mail is being fetched again for home, shop, work."
+    );
+    assert_eq!(back.replaces_id, problem.id, "{got:#?}");
+    assert_ne!(back.app_icon, "dialog-warning");
+    assert!(
+        got.iter().any(|n| n.summary == "2 new messages — work"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn a_slow_new_mail_hook_holds_up_no_poll_and_no_stop() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let md = home.maildir("home");
+    let started = home.path().join("hook-started");
+    let pids = home.path().join("hook-pids");
+    let hook = home.path().join("slow-hook");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho $$ >> '{}'\necho \"$POPSYNC_NEW_MESSAGES\" >> '{}'\nexec sleep 120\n",
+            pids.display(),
+            started.display()
+        ),
+    )
+    .unwrap();
+    common::set_mode(&hook, 0o755);
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        &format!(
+            "interval = \"1h\"\non-new-mail = [{}]\nhook-timeout = \"5m\"",
+            toml_str(hook.to_str().unwrap())
+        ),
+    ));
+    let mut daemon = Daemon::start(&home, &daemon::no_bus(&home));
+    daemon.wait_log_count(&done("home"), 1);
+    let first = plain("first", 1);
+    server.add_messages("user1", &first);
+    poll_and_wait(&daemon, "home", 2);
+    wait_for(PATIENCE, || started.exists().then_some(())).expect("the hook did not start");
+    // The hook sleeps for two minutes; the next poll does not wait for it (it would be
+    // far past the patience here if it did).
+    let second = plain("second", 2);
+    server.add_messages("user1", &second);
+    poll_and_wait(&daemon, "home", 3);
+    let all: Vec<Vec<u8>> = first.iter().chain(&second).cloned().collect();
+    wait_for_mail(&daemon, &md, &all);
+    wait_for(PATIENCE, || {
+        (std::fs::read_to_string(&started).unwrap_or_default() == "1\n2\n").then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", std::fs::read_to_string(&started)));
+    // Two hooks still running; a stop does not wait for them.
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(2));
+    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
+        let _ = std::process::Command::new("kill").arg(pid).status();
+    }
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+}
+
+#[test]
+fn long_subjects_end_in_an_ellipsis_and_bidi_controls_are_removed() {
+    let server = Dovecot::start();
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "interval = \"1h\"",
+    ));
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: false });
+    let daemon = Daemon::start(&home, bus.address());
+    daemon.wait_log(&done("home"));
+    let long = format!("Quarterly report {}", "and more ".repeat(30));
+    let batch = vec![mail(
+        "=?UTF-8?B?TWFsbG9yeSDigK5mZHAuZXhl?= <m@example.org>",
+        Some(&format!("=?UTF-8?Q?Invoice_=E2=80=AEcod.exe?= {long}")),
+        "bidi",
+    )];
+    server.add_messages("user1", &batch);
+    poll_and_wait(&daemon, "home", 2);
+    let got = notes.wait_for(1, context(&daemon, &notes));
+    let body = &got[0].body;
+    let (from, subject) = body.split_once(" — ").unwrap();
+    assert_eq!(from, "Mallory fdp.exe", "{body:?}");
+    assert!(
+        subject.starts_with("Invoice cod.exe Quarterly report and more"),
+        "{body:?}"
+    );
+    assert_eq!(subject.chars().count(), 80, "{body:?}");
+    assert!(subject.ends_with('…'), "{body:?}");
+    assert!(
+        !body.chars().any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}')),
+        "{body:?}"
     );
 }

@@ -113,6 +113,14 @@ exit 0
         self.xdg_config_home().join("systemd/user/popsync.service")
     }
 
+    fn xdg_data_home(&self) -> PathBuf {
+        self.home.path().join("xdg data")
+    }
+
+    fn desktop_path(&self) -> PathBuf {
+        self.xdg_data_home().join("applications/popsync.desktop")
+    }
+
     /// Runs `exe --config CONFIG ARGS...` as this user, the stand-in first on PATH (and
     /// alone there: the real systemctl must never be reached).
     fn run_with(&self, exe: &Path, args: &[&str]) -> Output {
@@ -125,6 +133,7 @@ exit 0
             .env_remove("RUST_LOG")
             .env("HOME", self.home.path())
             .env("XDG_CONFIG_HOME", self.xdg_config_home())
+            .env("XDG_DATA_HOME", self.xdg_data_home())
             .env("PATH", &self.fake_bin)
             .env("FAKE_SYSTEMCTL_CALLS", &self.calls)
             .output()
@@ -416,9 +425,17 @@ fn install_writes_the_unit_enables_and_starts_it_and_a_second_install_changes_no
                 "mkdir -p -m 755 '{}'",
                 user.unit_path().parent().unwrap().display()
             ),
+            format!(
+                "mkdir -p -m 755 '{}'",
+                user.desktop_path().parent().unwrap().display()
+            ),
             "systemctl --user daemon-reload".to_owned(),
             "systemctl --user enable --now popsync.service".to_owned(),
         ]
+    );
+    assert_eq!(
+        planned.keys().collect::<Vec<_>>(),
+        [&user.unit_path(), &user.desktop_path()]
     );
 
     let out = user.run(&["service", "install"]);
@@ -437,6 +454,29 @@ fn install_writes_the_unit_enables_and_starts_it_and_a_second_install_changes_no
         "the dry run showed another file"
     );
     assert_eq!(mode(&user.unit_path()), 0o644);
+    // The desktop entry the notifications' desktop-entry=popsync hint names.
+    let entry = std::fs::read_to_string(user.desktop_path()).unwrap();
+    assert_eq!(Some(&entry), planned.get(&user.desktop_path()));
+    assert_eq!(mode(&user.desktop_path()), 0o644);
+    for line in [
+        "[Desktop Entry]",
+        "Type=Application",
+        "Name=popsync",
+        "NoDisplay=true",
+        "X-GNOME-UsesNotifications=true",
+    ] {
+        assert!(entry.lines().any(|l| l == line), "{line} in\n{entry}");
+    }
+    let exec = entry.lines().find_map(|l| l.strip_prefix("Exec=")).unwrap();
+    assert_eq!(
+        exec,
+        format!(
+            "{} daemon --config {}",
+            env!("CARGO_BIN_EXE_popsync"),
+            user.config.to_str().unwrap()
+        ),
+        "the test's paths need no quoting"
+    );
     assert_eq!(
         exec_start(&unit),
         [
@@ -545,9 +585,10 @@ fn uninstall_stops_the_service_and_removes_the_unit_and_a_second_one_does_nothin
             "systemctl --user disable --now popsync.service".to_owned(),
             format!("rm -f '{}'", user.unit_path().display()),
             "systemctl --user daemon-reload".to_owned(),
+            format!("rm -f '{}'", user.desktop_path().display()),
         ]
     );
-    assert!(user.unit_path().exists());
+    assert!(user.unit_path().exists() && user.desktop_path().exists());
     assert_eq!(user.take_calls(), Vec::<String>::new());
 
     let out = user.run(&["service", "uninstall"]);
@@ -560,6 +601,7 @@ fn uninstall_stops_the_service_and_removes_the_unit_and_a_second_one_does_nothin
         ]
     );
     assert!(!user.unit_path().exists());
+    assert!(!user.desktop_path().exists());
     // What install created is gone; the (then empty) unit directory is systemd's, and stays.
     let left: Vec<_> = std::fs::read_dir(user.unit_path().parent().unwrap())
         .unwrap()

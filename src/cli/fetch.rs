@@ -46,6 +46,7 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
     let options = FetchOptions {
         mark_seen: args.mark_seen,
         no_wait: args.no_wait,
+        skip_hook: false,
     };
     let clock = SystemClock;
     let ctx = Context {

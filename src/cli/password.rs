@@ -77,6 +77,8 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
                              password-command)",
                             account.name
                         );
+                    } else {
+                        try_again_now(cli, &config.state_dir, &account.name);
                     }
                     0
                 }
@@ -102,6 +104,22 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
             }
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// A new password: an account paused after a refused login is tried again — now, if the
+/// agent runs (as `popsync poll --account` would ask), else by the next `fetch` or start.
+fn try_again_now(cli: &Cli, state_dir: &std::path::Path, name: &str) {
+    if let Ok(mut store) = crate::store::Store::open(state_dir)
+        && let Ok(Some(id)) = store.find_account(name)
+        && let Ok(Some(_)) = store.pause(id)
+    {
+        let _ = store.set_pause(id, None);
+    }
+    if let Ok(info) = crate::daemon::control::request_poll(state_dir, &[name.to_owned()])
+        && !cli.quiet
+    {
+        println!("asked the daemon (process {}) to poll {name} now", info.pid);
     }
 }
 

@@ -167,6 +167,7 @@ fn target(config_file: &Path) -> Result<Target, u8> {
         config,
         home: dirs.home_dir().to_owned(),
         config_home: dirs.config_dir().to_owned(),
+        data_home: dirs.data_dir().to_owned(),
         uid: uid(),
     })
 }

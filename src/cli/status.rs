@@ -38,6 +38,16 @@ struct DaemonStatus {
 }
 
 #[derive(Debug, Serialize)]
+struct PauseStatus {
+    /// What the user was told, e.g. "popsync: login refused".
+    problem: String,
+    /// Unix seconds.
+    since: i64,
+    /// When the agent tries it again by itself (unix seconds).
+    until: i64,
+}
+
+#[derive(Debug, Serialize)]
 struct AccountStatus {
     name: String,
     /// Unix seconds.
@@ -49,6 +59,8 @@ struct AccountStatus {
     last_poll_new_messages: Option<u64>,
     last_success: Option<i64>,
     next_poll: Option<i64>,
+    /// Left alone after a problem that needs the user (a refused login, say).
+    paused: Option<PauseStatus>,
     messages_known: u64,
     downloaded_last_day: u64,
     downloaded_total: u64,
@@ -93,6 +105,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             last_poll: None,
             last_success_at: None,
             next_poll_at: None,
+            paused: None,
             known: 0,
             delivered_total: 0,
             delivered_last_day: 0,
@@ -111,6 +124,11 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             last_poll_new_messages: s.last_poll.as_ref().map(|p| p.new_messages),
             last_success: s.last_success_at,
             next_poll: s.next_poll_at,
+            paused: s.paused.as_ref().map(|p| PauseStatus {
+                problem: p.problem.clone(),
+                since: p.since,
+                until: p.until,
+            }),
             messages_known: s.known,
             downloaded_last_day: s.delivered_last_day,
             downloaded_total: s.delivered_total,
@@ -160,16 +178,7 @@ fn when(at: Option<i64>, now: i64) -> String {
 
 /// `d` seconds from now, in words.
 fn relative(d: i64) -> String {
-    let n = d.unsigned_abs();
-    let span = if n < 60 {
-        format!("{n} s")
-    } else if n < 3600 {
-        format!("{} min", n / 60)
-    } else if n < 86_400 {
-        format!("{} h", n / 3600)
-    } else {
-        format!("{} d", n / 86_400)
-    };
+    let span = crate::clock::span(d.unsigned_abs());
     match d {
         0 => "now".to_owned(),
         d if d > 0 => format!("in {span}"),
@@ -204,6 +213,15 @@ fn text(s: &Status, now: i64) -> String {
         ));
         if a.last_poll_ok == Some(false) {
             out.push_str(&format!("  last success:  {}\n", when(a.last_success, now)));
+        }
+        if let Some(p) = &a.paused {
+            out.push_str(&format!(
+                "  paused:        {} (since {}); tried again {}, or now with `popsync poll --account {}`\n",
+                p.problem.strip_prefix("popsync: ").unwrap_or(&p.problem),
+                when(Some(p.since), now),
+                relative(p.until - now),
+                a.name
+            ));
         }
         if s.daemon.is_some() {
             out.push_str(&format!("  next poll:     {}\n", when(a.next_poll, now)));

@@ -98,6 +98,27 @@ pub struct Account {
     pub notifications: Notifications,
 }
 
+impl Account {
+    /// A digest of what decides whether the account can log in and fetch: where it
+    /// connects, how it logs in and where its secret comes from. The agent keeps it with a
+    /// pause (after a refused login, say) and ends the pause when the digest changes. A
+    /// password written in the file is part of it (hashed with everything else, in the
+    /// state directory, which is as private as the file itself).
+    pub fn login_digest(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update(format!("{:?}\0{:?}\0", self.server, self.login).as_bytes());
+        if let PasswordSource::Inline(secret) = &self.login.password {
+            h.update(secret.expose().as_bytes());
+        }
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// What happens to a message over `max-size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversize {

@@ -23,9 +23,11 @@
 //! so a slow or silent notification server never holds up a poll, a request or a stop.
 
 pub mod control;
+mod health;
+mod hooks;
 pub mod sdnotify;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -42,9 +44,12 @@ use crate::poll::{
     self, Context, ErrorClass, FetchError, FetchOptions, NoProgress, Outcome, Problem,
 };
 use crate::scheduler::{PollResult, ResumeDetector, Schedule};
+use crate::store::Pause;
 use crate::store::Store;
 
 use control::DaemonLock;
+use health::{Event, Failure, Health, Member};
+use hooks::Hooks;
 use sdnotify::SdNotify;
 
 /// How long a stop waits for running fetches before leaving them (they are safe to kill).
@@ -65,15 +70,6 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
 }
 
-/// What the agent remembers about an account's health, to tell the user about a problem
-/// once and about its end once.
-#[derive(Debug, Default)]
-struct Health {
-    /// The problem the user was told about (its title), if any.
-    told: Option<&'static str>,
-    failing_since: Option<SystemTime>,
-}
-
 /// New mail held back during quiet hours.
 #[derive(Debug, Default)]
 struct Held {
@@ -81,14 +77,40 @@ struct Held {
     newest: Vec<crate::summary::MessageSummary>,
 }
 
+/// How long the first polls after a start may take before their new mail is told anyway.
+const FIRST_ROUND_LIMIT: Duration = Duration::from_secs(60);
+
+/// The first poll of each account after the agent starts: their new mail is told in one
+/// notification that sums them up, not one per account at once.
+struct FirstRound {
+    /// Accounts whose first poll has not ended.
+    waiting: HashSet<String>,
+    /// New mail of those that ended: account, count, newest, open-command.
+    told: Vec<(Note, String, u64, Option<Vec<String>>)>,
+    deadline: Instant,
+}
+
+/// The notification tag of a refused reload (the next good one takes it away).
+const RELOAD_TAG: &str = "reload";
+
+/// The configuration file as it was when last read, to notice an edit.
+fn stamp(file: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 struct Agent {
     config: Config,
+    config_stamp: Option<(SystemTime, u64)>,
     state_override: Option<PathBuf>,
     schedule: Schedule,
-    health: HashMap<String, Health>,
+    health: Health,
     held: HashMap<String, Held>,
+    first_round: Option<FirstRound>,
     /// Notifications go out through it, never awaited here.
     notes: Courier,
+    /// The new-mail hook runs through it, never awaited here.
+    hooks: Hooks,
     cancel: Arc<AtomicBool>,
     sd: SdNotify,
     polls: JoinSet<(String, Outcome)>,
@@ -100,21 +122,36 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
     let config = with_systemd_state_dir(config, state_override.as_deref());
     let _lock = DaemonLock::acquire(&config.state_dir, &config.file)?;
     // Open (and migrate) the state database once up front, so a problem shows at start.
-    drop(Store::open(&config.state_dir)?);
+    let store = Store::open(&config.state_dir)?;
+    let (notes, mut retried) = Courier::start(Arc::new(Notifier::new()));
     let mut agent = Agent {
+        config_stamp: stamp(&config.file),
         schedule: Schedule::new(),
-        health: HashMap::new(),
+        health: Health::default(),
         held: HashMap::new(),
-        notes: Courier::start(Arc::new(Notifier::new())),
+        first_round: None,
+        notes,
+        hooks: Hooks::start(),
         cancel: Arc::new(AtomicBool::new(false)),
         sd: SdNotify::from_env(),
         polls: JoinSet::new(),
         config,
         state_override,
     };
-    agent
-        .schedule
-        .set_accounts(&agent.intervals(), Instant::now());
+    let now = Instant::now();
+    agent.schedule.set_accounts(&agent.intervals(), now);
+    agent.resume_pauses(store);
+    agent.first_round = Some(FirstRound {
+        waiting: agent
+            .config
+            .accounts
+            .iter()
+            .filter(|a| !agent.schedule.is_paused(&a.name))
+            .map(|a| a.name.clone())
+            .collect(),
+        told: Vec::new(),
+        deadline: now + FIRST_ROUND_LIMIT,
+    });
     let mut signals = Signals::new().map_err(DaemonError::Signals)?;
     let names: Vec<&str> = agent
         .config
@@ -146,6 +183,7 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
     loop {
         agent.start_due();
         let next = agent.schedule.next_due();
+        let first_round_ends = agent.first_round.as_ref().map(|r| r.deadline);
         tokio::select! {
             _ = sleep_until(next) => {}
             Some(done) = agent.polls.join_next(), if !agent.polls.is_empty() => {
@@ -165,6 +203,10 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
                 Signal::Reload => agent.reload(),
                 Signal::PollNow => agent.poll_requested(),
             },
+            Some(accounts) = retried.recv() => agent.retry_clicked(&accounts),
+            _ = sleep_until(first_round_ends), if first_round_ends.is_some() => {
+                agent.end_first_round();
+            }
             _ = resume_tick.tick() => {
                 if resume.check(Instant::now(), SystemTime::now()) {
                     info!("the machine woke from sleep: polling every account now");
@@ -200,6 +242,39 @@ impl Agent {
         self.config.accounts.iter().find(|a| a.name == name)
     }
 
+    /// Accounts paused before a restart stay paused, and the user is not told again —
+    /// unless their configuration changed meanwhile.
+    fn resume_pauses(&mut self, mut store: Store) {
+        let now = SystemClock.now();
+        for account in &self.config.accounts {
+            let Ok(Some(id)) = store.find_account(&account.name) else {
+                continue;
+            };
+            let Ok(Some(pause)) = store.pause(id) else {
+                continue;
+            };
+            if pause.config != account.login_digest() {
+                info!(
+                    "{}: its configuration changed since it was paused ({}): trying it again",
+                    account.name, pause.problem
+                );
+                let _ = store.set_pause(id, None);
+                continue;
+            }
+            let left = Duration::from_secs(pause.until.saturating_sub(now).max(0) as u64);
+            info!(
+                "{}: still paused ({}); tried again in {} or by `popsync poll --account {}`",
+                account.name,
+                pause.problem,
+                crate::clock::span(left.as_secs()),
+                account.name
+            );
+            self.schedule.pause(&account.name, Instant::now() + left);
+            self.health
+                .already_told(&account.name, problem_title_named(&pause.problem));
+        }
+    }
+
     /// Starts the polls that are due, up to the parallel limit.
     fn start_due(&mut self) {
         let room = self.config.max_parallel.saturating_sub(self.polls.len());
@@ -223,7 +298,11 @@ impl Agent {
                             connector: &crate::pop3::Tcp,
                             cancel: Some(&cancel),
                         };
-                        poll::fetch_account(&account, &ctx, &FetchOptions::default()).await
+                        let options = FetchOptions {
+                            skip_hook: true,
+                            ..FetchOptions::default()
+                        };
+                        poll::fetch_account(&account, &ctx, &options).await
                     }),
                     Err(e) => Outcome {
                         report: poll::Report {
@@ -252,34 +331,64 @@ impl Agent {
             },
         };
         self.schedule.finished(name, result, now);
-        if let Some(due) = self.schedule.due(name) {
-            let wall = SystemClock.now() + (due.saturating_duration_since(now)).as_secs() as i64;
-            if let Ok(mut store) = Store::open(&self.config.state_dir)
-                && let Ok(Some(id)) = store.find_account(name)
-            {
-                let _ = store.set_next_poll(id, Some(wall));
-            }
-        }
         let Some(account) = self.account(name).cloned() else {
             return;
         };
+        self.record_schedule(&account, now, result, outcome.error.as_ref());
         let report = &outcome.report;
         match &outcome.error {
             None | Some(FetchError::Stopped) => {}
             Some(e) => warn!("{}", crate::error_chain(e)),
         }
+        self.hooks.new_mail(&account, report.new_messages);
         // Also when nothing is new: mail held back by quiet hours is announced after them.
-        self.announce_new_mail(&account, report.new_messages, &report.newest);
+        let note = self.new_mail_note(&account, report.new_messages, &report.newest);
+        self.first_round_or_send(&account, note);
         self.track_health(&account, outcome.error.as_ref());
         self.sd.status(&self.status_line());
     }
 
+    /// Writes when the account is polled next (for `status`), and a pause, to the state
+    /// database.
+    fn record_schedule(
+        &self,
+        account: &Account,
+        now: Instant,
+        result: PollResult,
+        error: Option<&FetchError>,
+    ) {
+        let Some(due) = self.schedule.due(&account.name) else {
+            return;
+        };
+        let wall_now = SystemClock.now();
+        let wall = wall_now + (due.saturating_duration_since(now)).as_secs() as i64;
+        let Ok(mut store) = Store::open(&self.config.state_dir) else {
+            return;
+        };
+        let Ok(Some(id)) = store.find_account(&account.name) else {
+            return;
+        };
+        let _ = store.set_next_poll(id, Some(wall));
+        if let (PollResult::NeedsUser, Some(e)) = (result, error) {
+            let pause = Pause {
+                since: wall_now,
+                until: wall,
+                problem: problem_title(e).to_owned(),
+                config: account.login_digest(),
+            };
+            if let Err(e) = store.set_pause(id, Some(&pause)) {
+                warn!("could not record the pause: {e}");
+            }
+            info!(
+                "paused until {} or `popsync poll --account {}`",
+                crate::clock::span(due.saturating_duration_since(now).as_secs()),
+                account.name
+            );
+        }
+    }
+
     fn status_line(&self) -> String {
-        let failing = self
-            .health
-            .values()
-            .filter(|h| h.failing_since.is_some())
-            .count();
+        let failing = self.health.failing();
         let polling = self.polls.len();
         format!(
             "{} account(s), {polling} polling now, {failing} failing",
@@ -287,17 +396,19 @@ impl Agent {
         )
     }
 
-    fn announce_new_mail(
+    /// The new-mail notification for `count` new messages of `account` (with mail held
+    /// back by quiet hours), unless it is to wait.
+    fn new_mail_note(
         &mut self,
         account: &Account,
         count: u64,
         newest: &[crate::summary::MessageSummary],
-    ) {
+    ) -> Option<(Note, u64)> {
         if !account.notifications.notify {
-            return;
+            return None;
         }
         if count == 0 && !self.held.contains_key(&account.name) {
-            return;
+            return None;
         }
         let held = self.held.entry(account.name.clone()).or_default();
         held.count += count;
@@ -308,14 +419,13 @@ impl Agent {
             .saturating_sub(crate::poll::SUMMARIES_KEPT);
         held.newest.drain(..excess);
         if quiet_now(account) {
-            if count == 0 {
-                return;
+            if count > 0 {
+                info!(
+                    "quiet hours: the notification for {} new message(s) waits",
+                    held.count
+                );
             }
-            info!(
-                "quiet hours: the notification for {} new message(s) waits",
-                held.count
-            );
-            return;
+            return None;
         }
         let held = self.held.remove(&account.name).unwrap_or_default();
         let note = Note::new_mail(
@@ -324,42 +434,101 @@ impl Agent {
             &held.newest,
             account.notifications.open_command.clone(),
         );
-        self.notes.send(note);
+        Some((note, held.count))
+    }
+
+    /// Sends `note`, or, during the first polls after a start, keeps it for the one
+    /// notification that sums them up.
+    fn first_round_or_send(&mut self, account: &Account, note: Option<(Note, u64)>) {
+        let Some(round) = &mut self.first_round else {
+            if let Some((note, _)) = note {
+                self.notes.send(note);
+            }
+            return;
+        };
+        let first = round.waiting.remove(&account.name);
+        match note {
+            Some((note, count)) if first => round.told.push((
+                note,
+                account.name.clone(),
+                count,
+                account.notifications.open_command.clone(),
+            )),
+            Some((note, _)) => self.notes.send(note),
+            None => {}
+        }
+        if round.waiting.is_empty() {
+            self.end_first_round();
+        }
+    }
+
+    /// The first polls are over (or took too long): their new mail is told, in one
+    /// notification when several accounts brought some.
+    fn end_first_round(&mut self) {
+        let Some(round) = self.first_round.take() else {
+            return;
+        };
+        let mut told = round.told;
+        // In the order of the configuration.
+        let position = |name: &str| self.config.accounts.iter().position(|a| a.name == name);
+        told.sort_by_key(|(_, name, ..)| position(name));
+        if told.len() == 1 {
+            let (note, ..) = told.remove(0);
+            self.notes.send(note);
+        } else if told.len() > 1 {
+            let counts: Vec<(String, u64)> = told
+                .iter()
+                .map(|(_, name, n, _)| (name.clone(), *n))
+                .collect();
+            let open = told.iter().find_map(|(.., open)| open.clone());
+            info!(
+                "new mail in {} accounts since the start: one notification sums it up",
+                counts.len()
+            );
+            self.notes.send(Note::first_start(&counts, open));
+        }
     }
 
     fn track_health(&mut self, account: &Account, error: Option<&FetchError>) {
-        let threshold = self.config.notify_failure_after;
-        let health = self.health.entry(account.name.clone()).or_default();
-        let note = match error {
-            None => {
-                health.failing_since = None;
-                health.told.take().map(|_| {
-                    Note::problem(
-                        &account.name,
-                        "popsync: working again",
-                        "Mail is being fetched again.",
-                    )
+        let event = match error {
+            None => Event::Ok,
+            Some(FetchError::Stopped) => Event::Stopped,
+            Some(e) => {
+                let title = problem_title(e);
+                Event::Failed(Failure {
+                    title,
+                    urgent: title != PLAIN_FAILURE,
+                    detail: e.plainly(),
+                    advice: advice(account, e.problem(), &self.config.file),
+                    server_side: e.is_server_side(),
                 })
             }
-            Some(FetchError::Stopped) => None,
-            Some(e) => {
-                let since = *health.failing_since.get_or_insert_with(SystemTime::now);
-                let title = problem_title(e);
-                let long = SystemTime::now().duration_since(since).unwrap_or_default() >= threshold;
-                // A refused login or an untrusted certificate needs the user now; other
-                // trouble only once it has lasted.
-                let urgent = title != PLAIN_FAILURE;
-                if health.told != Some(title) && (urgent || long) {
-                    health.told = Some(title);
-                    Some(Note::problem(&account.name, title, &crate::error_chain(e)))
-                } else {
-                    None
-                }
-            }
         };
-        if let Some(note) = note
-            && account.notifications.notify
-        {
+        let server = server_of(account);
+        let siblings_running = self.config.accounts.iter().any(|a| {
+            a.name != account.name && server_of(a) == server && self.schedule.is_running(&a.name)
+        });
+        let member = Member {
+            name: &account.name,
+            server,
+            notify: account.notifications.notify,
+        };
+        let verdict = self.health.finished(
+            &member,
+            &event,
+            SystemTime::now(),
+            self.config.notify_failure_after,
+            siblings_running,
+        );
+        let now = Instant::now();
+        for sibling in &verdict.retry {
+            info!(
+                "{}: its server answers again: trying {sibling} now",
+                account.name
+            );
+            self.schedule.retry_now(sibling, now);
+        }
+        for note in verdict.notes {
             self.notes.send(note);
         }
     }
@@ -367,8 +536,33 @@ impl Agent {
     /// SIGHUP: read the configuration again; keep the old one if the new one is broken.
     fn reload(&mut self) {
         self.sd.reloading();
+        self.config_stamp = stamp(&self.config.file);
         match Config::load(&self.config.file, self.state_override.clone()) {
-            Err(e) => error!("the new configuration is not used ({e}); the old one stays in force"),
+            Err(e) => {
+                let text = crate::error_chain(&e);
+                error!("the new configuration is not used ({text}); the old one stays in force");
+                let first = match &e {
+                    crate::config::ConfigError::Invalid(problems) if problems.len() > 1 => format!(
+                        "{}\n(and {} more: `popsync check` lists them all)",
+                        problems[0],
+                        problems.len() - 1
+                    ),
+                    crate::config::ConfigError::Invalid(problems) if !problems.is_empty() => {
+                        problems[0].to_string()
+                    }
+                    _ => text,
+                };
+                self.notes.send(
+                    Note::problem(
+                        "popsync: the configuration was not reloaded".to_owned(),
+                        &format!(
+                            "{first}\n\nThe configuration read before stays in force until {} is fixed.",
+                            self.config.file.display()
+                        ),
+                    )
+                    .tagged(RELOAD_TAG),
+                );
+            }
             Ok(new) => {
                 let new = with_systemd_state_dir(new, self.state_override.as_deref());
                 if new.state_dir != self.config.state_dir {
@@ -379,11 +573,33 @@ impl Agent {
                     );
                 }
                 let state_dir = self.config.state_dir.clone();
-                self.config = Config { state_dir, ..new };
-                self.schedule
-                    .set_accounts(&self.intervals(), Instant::now());
+                let old = std::mem::replace(&mut self.config, Config { state_dir, ..new });
+                let now = Instant::now();
+                self.schedule.set_accounts(&self.intervals(), now);
+                // A paused account whose own configuration changed is tried again (and
+                // told again if it still fails).
+                let changed: Vec<String> = self
+                    .config
+                    .accounts
+                    .iter()
+                    .filter(|a| {
+                        old.accounts
+                            .iter()
+                            .any(|o| o.name == a.name && o.login_digest() != a.login_digest())
+                    })
+                    .map(|a| a.name.clone())
+                    .collect();
+                for name in changed {
+                    self.health.forget(&name);
+                    if self.schedule.is_paused(&name) {
+                        info!("{name}: its configuration changed: trying it again now");
+                        self.unpause(&name, now);
+                    }
+                }
+                let config = &self.config;
                 self.health
-                    .retain(|name, _| self.config.accounts.iter().any(|a| &a.name == name));
+                    .retain(|name| config.accounts.iter().any(|a| a.name == name));
+                self.notes.close(RELOAD_TAG);
                 info!(
                     "configuration reloaded: {} account(s)",
                     self.config.accounts.len()
@@ -393,31 +609,64 @@ impl Agent {
         self.sd.ready(&self.status_line());
     }
 
-    /// SIGUSR1: poll what the request files name, or everything.
+    /// Polls `name` now, ending its pause (here and in the state database).
+    fn unpause(&mut self, name: &str, now: Instant) {
+        let was_paused = self.schedule.is_paused(name);
+        self.schedule.poll_now(name, now);
+        if was_paused
+            && let Ok(mut store) = Store::open(&self.config.state_dir)
+            && let Ok(Some(id)) = store.find_account(name)
+        {
+            let _ = store.set_pause(id, None);
+        }
+    }
+
+    /// SIGUSR1: poll what the request files name, or everything. A configuration file
+    /// edited since it was read is read again first (a fixed password, say, followed by
+    /// `popsync poll`).
     fn poll_requested(&mut self) {
+        if stamp(&self.config.file) != self.config_stamp {
+            info!(
+                "{} changed since it was read: reading it again",
+                self.config.file.display()
+            );
+            self.reload();
+        }
         let now = Instant::now();
-        match control::take_requests(&self.config.state_dir) {
-            None => {
+        let names = match control::take_requests(&self.config.state_dir) {
+            Some(names) if !names.is_empty() => names,
+            _ => {
                 info!("asked to poll every account now");
-                for a in &self.config.accounts {
-                    self.schedule.poll_now(&a.name, now);
+                let all: Vec<String> = self
+                    .config
+                    .accounts
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .collect();
+                for n in &all {
+                    self.unpause(n, now);
                 }
+                return;
             }
-            Some(names) if names.is_empty() => {
-                info!("asked to poll every account now");
-                for a in &self.config.accounts {
-                    self.schedule.poll_now(&a.name, now);
-                }
+        };
+        for n in names {
+            if self.account(&n).is_some() {
+                info!("{n}: asked to poll now");
+                self.unpause(&n, now);
+            } else {
+                warn!("asked to poll {n:?}, which is not configured");
             }
-            Some(names) => {
-                for n in names {
-                    if self.account(&n).is_some() {
-                        info!("{n}: asked to poll now");
-                        self.schedule.poll_now(&n, now);
-                    } else {
-                        warn!("asked to poll {n:?}, which is not configured");
-                    }
-                }
+        }
+    }
+
+    /// "Retry now" was clicked on a problem notification.
+    fn retry_clicked(&mut self, accounts: &[String]) {
+        let now = Instant::now();
+        for n in accounts {
+            if self.account(n).is_some() {
+                // Asked in person: a failure again is told again.
+                self.health.forget(n);
+                self.unpause(n, now);
             }
         }
     }
@@ -428,8 +677,9 @@ impl Agent {
         if let Some(names) = control::take_requests(&self.config.state_dir)
             && !names.is_empty()
         {
+            let now = Instant::now();
             for n in names {
-                self.schedule.poll_now(&n, Instant::now());
+                self.unpause(&n, now);
             }
         }
     }
@@ -461,6 +711,45 @@ impl Agent {
         }
         info!("stopped");
     }
+}
+
+/// "host:port": accounts on one server share its outages.
+fn server_of(account: &Account) -> String {
+    format!("{}:{}", account.server.host, account.server.port)
+}
+
+/// What the user can do about a problem that needs them.
+fn advice(account: &Account, problem: Problem, file: &std::path::Path) -> Option<String> {
+    use crate::config::PasswordSource;
+    let name = &account.name;
+    let file = file.display();
+    let then_poll = format!("then run: popsync poll --account {name}");
+    let secret = |what: &str| match &account.login.password {
+        PasswordSource::Keyring { .. } => {
+            format!("Store the {what} password with: popsync password set --account {name}")
+        }
+        PasswordSource::Inline(_) => {
+            format!("Correct password for account {name} in {file}, {then_poll}")
+        }
+        PasswordSource::Command(_) => {
+            format!("Check what password-command of account {name} prints, {then_poll}")
+        }
+        PasswordSource::TokenCommand(_) => format!(
+            "Check oauth2-token-command of account {name} (the sign-in may need renewing), {then_poll}"
+        ),
+    };
+    Some(match problem {
+        Problem::LoginRefused => secret("new"),
+        Problem::NoPassword => secret("missing"),
+        Problem::CertificateChanged => format!(
+            "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint in {file}; {then_poll}"
+        ),
+        Problem::CertificateUntrusted => format!(
+            "See the certificate with `popsync check --account {name}`; fix ca-file or the server, {then_poll}"
+        ),
+        Problem::Misconfigured => format!("Fix account {name} in {file}, {then_poll}"),
+        Problem::Other => return None,
+    })
 }
 
 /// Under systemd, `$STATE_DIRECTORY` (the first of its directories) takes the place of the
@@ -506,15 +795,39 @@ fn systemd_state_dir(
     first.is_absolute().then_some(first)
 }
 
+/// The titles of problems that need the user, by kind.
+const TITLES: &[(Problem, &str)] = &[
+    (
+        Problem::CertificateChanged,
+        "popsync: the server's certificate has changed",
+    ),
+    (
+        Problem::CertificateUntrusted,
+        "popsync: the server's certificate is not trusted",
+    ),
+    (Problem::LoginRefused, "popsync: login refused"),
+    (Problem::NoPassword, "popsync: no password"),
+    (
+        Problem::Misconfigured,
+        "popsync: the account cannot work as configured",
+    ),
+];
+
 fn problem_title(e: &FetchError) -> &'static str {
-    match e.problem() {
-        Problem::CertificateChanged => "popsync: the server's certificate has changed",
-        Problem::CertificateUntrusted => "popsync: the server's certificate is not trusted",
-        Problem::LoginRefused => "popsync: login refused",
-        Problem::NoPassword => "popsync: no password",
-        Problem::Misconfigured => "popsync: the account cannot work as configured",
-        Problem::Other => PLAIN_FAILURE,
-    }
+    let problem = e.problem();
+    TITLES
+        .iter()
+        .find(|(p, _)| *p == problem)
+        .map_or(PLAIN_FAILURE, |(_, t)| t)
+}
+
+/// The title recorded with a pause, as one of [`TITLES`].
+fn problem_title_named(text: &str) -> &'static str {
+    TITLES
+        .iter()
+        .chain(&[(Problem::Other, PLAIN_FAILURE)])
+        .find(|(_, t)| *t == text)
+        .map_or(PLAIN_FAILURE, |(_, t)| t)
 }
 
 /// The title of a problem that is told only once it has lasted `notify-failure-after`.

@@ -19,7 +19,7 @@
 
 mod text;
 
-pub use text::{escape_markup, human_size, new_mail_text, problem_text};
+pub use text::{escape_markup, first_start_text, human_size, new_mail_text, thousands};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,8 +49,20 @@ pub struct Note {
     pub body: String,
     pub icon: &'static str,
     pub category: &'static str,
-    /// The program the "Open" action runs.
-    pub open_command: Option<Vec<String>>,
+    /// What clicking it (or its button) does, where the notification server shows actions.
+    pub action: Option<Action>,
+    /// Notes with the same tag replace one another on screen (`replaces_id`): the news that
+    /// a problem has ended takes the place of the problem.
+    pub tag: Option<String>,
+}
+
+/// What a notification's action does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// "Open": runs the mail client (the account's `open-command`).
+    Open(Vec<String>),
+    /// "Retry now": polls these accounts at once.
+    Retry(Vec<String>),
 }
 
 impl Note {
@@ -67,19 +79,61 @@ impl Note {
             body,
             icon: "mail-message-new",
             category: "email.arrived",
-            open_command,
+            action: open_command.map(Action::Open),
+            tag: None,
         }
     }
 
-    /// A problem with `account` (or that it is working again).
-    pub fn problem(account: &str, title: &str, detail: &str) -> Self {
-        let (summary, body) = problem_text(account, title, detail);
+    /// The first polls after the agent started, summed up: `accounts` with their counts.
+    pub fn first_start(accounts: &[(String, u64)], open_command: Option<Vec<String>>) -> Self {
+        let (summary, body) = first_start_text(accounts);
         Self {
             summary,
             body,
+            icon: "mail-message-new",
+            category: "email.arrived",
+            action: open_command.map(Action::Open),
+            tag: None,
+        }
+    }
+
+    /// A problem: `summary` as it is, `detail` (plain text) as the body.
+    pub fn problem(summary: String, detail: &str) -> Self {
+        Self {
+            summary,
+            body: escape_markup(detail),
             icon: "dialog-warning",
             category: "network.error",
-            open_command: None,
+            action: None,
+            tag: None,
+        }
+    }
+
+    /// Good news after a problem: the same look as other good news, no warning sign.
+    pub fn all_clear(summary: String, detail: &str) -> Self {
+        Self {
+            summary,
+            body: escape_markup(detail),
+            icon: "mail-send-receive",
+            category: "network.connected",
+            action: None,
+            tag: None,
+        }
+    }
+
+    /// The same note, replacing whatever was last shown with `tag`.
+    pub fn tagged(self, tag: impl Into<String>) -> Self {
+        Self {
+            tag: Some(tag.into()),
+            ..self
+        }
+    }
+
+    /// The same note, with `action`.
+    pub fn with_action(self, action: Action) -> Self {
+        Self {
+            action: Some(action),
+            ..self
         }
     }
 }
@@ -89,26 +143,41 @@ impl Notifier {
         Self::default()
     }
 
-    /// Shows `note`. Returns whether it was shown; failures are logged here.
-    pub async fn show(&self, note: Note) -> bool {
-        match tokio::time::timeout(DEADLINE, platform::show(note)).await {
-            Ok(Ok(())) => {
+    /// Shows `note`, in place of the notification `replaces` (0: none). Returns the id the
+    /// notification server gave it, if it was shown; failures are logged here. A "Retry
+    /// now" action sends its accounts to `retries`.
+    pub async fn show(&self, note: Note, replaces: u32, retries: &Retries) -> Option<u32> {
+        let summary = note.summary.clone();
+        match tokio::time::timeout(DEADLINE, platform::show(note, replaces, retries.clone())).await
+        {
+            Ok(Ok(id)) => {
                 if self.failing.swap(false, Ordering::SeqCst) {
                     info!("desktop notifications work again");
                 }
-                true
+                debug!("notification {id} shown: {summary}");
+                Some(id)
             }
             Ok(Err(e)) => {
                 self.failed(&format!("desktop notification not shown: {e}"));
-                false
+                None
             }
             Err(_) => {
                 self.failed(&format!(
                     "desktop notification not shown: the notification server did not answer within {}s",
                     DEADLINE.as_secs()
                 ));
-                false
+                None
             }
+        }
+    }
+
+    /// Takes the notification `id` off the screen (failures only logged at debug level: it
+    /// may be gone already).
+    pub async fn close(&self, id: u32) {
+        match tokio::time::timeout(DEADLINE, platform::close(id)).await {
+            Ok(Ok(())) => debug!("notification {id} closed"),
+            Ok(Err(e)) => debug!("notification {id} not closed: {e}"),
+            Err(_) => debug!("notification {id} not closed: no answer"),
         }
     }
 
@@ -126,32 +195,74 @@ impl Notifier {
 /// end.
 pub const QUEUE: usize = 16;
 
+/// Where "Retry now" sends the accounts to poll.
+pub type Retries = tokio::sync::mpsc::Sender<Vec<String>>;
+
+/// What the courier is asked to do.
+#[derive(Debug)]
+enum Order {
+    Show(Note),
+    /// Take the notification last shown with this tag off the screen.
+    Close(String),
+}
+
 /// Shows notifications on a task of its own, one after another, each with [`DEADLINE`].
+/// It remembers the id of the last notification shown with each tag, so that a later one
+/// with the tag replaces it.
 #[derive(Debug, Clone)]
 pub struct Courier {
-    notes: tokio::sync::mpsc::Sender<Note>,
+    orders: tokio::sync::mpsc::Sender<Order>,
 }
 
 impl Courier {
-    /// Starts the courier on the current runtime.
-    pub fn start(notifier: Arc<Notifier>) -> Self {
-        let (notes, mut queue) = tokio::sync::mpsc::channel::<Note>(QUEUE);
+    /// Starts the courier on the current runtime. The receiver gets the accounts of every
+    /// "Retry now" the user clicks.
+    pub fn start(notifier: Arc<Notifier>) -> (Self, tokio::sync::mpsc::Receiver<Vec<String>>) {
+        let (orders, mut queue) = tokio::sync::mpsc::channel::<Order>(QUEUE);
+        let (retries, retried) = tokio::sync::mpsc::channel(QUEUE);
         tokio::spawn(async move {
-            while let Some(note) = queue.recv().await {
-                notifier.show(note).await;
+            let mut shown: std::collections::HashMap<String, u32> = Default::default();
+            while let Some(order) = queue.recv().await {
+                match order {
+                    Order::Show(note) => {
+                        let tag = note.tag.clone();
+                        let replaces = tag.as_ref().and_then(|t| shown.get(t)).copied();
+                        let id = notifier.show(note, replaces.unwrap_or(0), &retries).await;
+                        if let (Some(tag), Some(id)) = (tag, id) {
+                            shown.insert(tag, id);
+                        }
+                    }
+                    Order::Close(tag) => {
+                        if let Some(id) = shown.remove(&tag) {
+                            notifier.close(id).await;
+                        }
+                    }
+                }
             }
         });
-        Self { notes }
+        (Self { orders }, retried)
     }
 
-    /// Hands `note` over, without waiting. When [`QUEUE`] notes are already waiting for the
+    /// Hands `note` over, without waiting. When [`QUEUE`] orders are already waiting for the
     /// notification server, this one is dropped and that is logged.
     pub fn send(&self, note: Note) {
-        match self.notes.try_send(note) {
+        self.order(Order::Show(note));
+    }
+
+    /// Takes the notification last shown with `tag` off the screen, if it is there.
+    pub fn close(&self, tag: &str) {
+        self.order(Order::Close(tag.to_owned()));
+    }
+
+    fn order(&self, order: Order) {
+        match self.orders.try_send(order) {
             Ok(()) => {}
-            Err(tokio::sync::mpsc::error::TrySendError::Full(note)) => warn!(
+            Err(tokio::sync::mpsc::error::TrySendError::Full(order)) => warn!(
                 "desktop notification dropped, {QUEUE} are still waiting for the notification server: {}",
-                note.summary
+                match order {
+                    Order::Show(note) => note.summary,
+                    Order::Close(tag) => format!("closing {tag}"),
+                }
             ),
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -247,9 +358,9 @@ fn open_mail(argv: &[String]) {
 
 #[cfg(all(unix, not(target_os = "macos")))]
 mod platform {
-    use super::{ACTION_WINDOW, Note, run_open_command};
+    use super::{ACTION_WINDOW, Action, Note, Retries, run_open_command};
     use notify_rust::{Hint, Notification, NotificationResponse};
-    use tracing::debug;
+    use tracing::{debug, info};
 
     /// Whether the notification server shows action buttons.
     async fn supports_actions() -> Result<bool, String> {
@@ -273,8 +384,8 @@ mod platform {
         Ok(caps.iter().any(|c| c == "actions"))
     }
 
-    pub async fn show(note: Note) -> Result<(), String> {
-        let actions = note.open_command.is_some() && supports_actions().await?;
+    pub async fn show(note: Note, replaces: u32, retries: Retries) -> Result<u32, String> {
+        let actions = note.action.is_some() && supports_actions().await?;
         let mut n = Notification::new();
         n.appname("popsync")
             .summary(&note.summary)
@@ -282,12 +393,22 @@ mod platform {
             .icon(note.icon)
             .hint(Hint::Category(note.category.to_owned()))
             .hint(Hint::DesktopEntry("popsync".to_owned()));
-        if actions {
-            // The default action: clicking the notification, or its "Open" button.
-            n.action("default", "Open");
+        if replaces != 0 {
+            n.id(replaces);
+        }
+        match (&note.action, actions) {
+            // The default action: clicking the notification, or its button.
+            (Some(Action::Open(_)), true) => {
+                n.action("default", "Open");
+            }
+            (Some(Action::Retry(_)), true) => {
+                n.action("default", "Retry now");
+            }
+            _ => {}
         }
         let handle = n.show_async().await.map_err(|e| e.to_string())?;
-        if let (true, Some(argv)) = (actions, note.open_command) {
+        let id = handle.id();
+        if let (true, Some(action)) = (actions, note.action) {
             tokio::spawn(async move {
                 let wait = handle.wait_for_action_async(|response| {
                     // notify-rust reports the "default" action as `Default`, not as
@@ -295,24 +416,46 @@ mod platform {
                     if matches!(response, NotificationResponse::Default)
                         || matches!(response, NotificationResponse::Action(key) if key == "default")
                     {
-                        run_open_command(&argv);
+                        match &action {
+                            Action::Open(argv) => run_open_command(argv),
+                            Action::Retry(accounts) => {
+                                info!("\"Retry now\" clicked: polling {}", accounts.join(", "));
+                                let _ = retries.try_send(accounts.clone());
+                            }
+                        }
                     }
                 });
                 if tokio::time::timeout(ACTION_WINDOW, wait).await.is_err() {
-                    debug!("stopped listening for the notification's Open action");
+                    debug!("stopped listening for the notification's action");
                 }
             });
         }
-        Ok(())
+        Ok(id)
+    }
+
+    pub async fn close(id: u32) -> Result<(), String> {
+        let conn = zbus::Connection::session()
+            .await
+            .map_err(|e| format!("no D-Bus session bus: {e}"))?;
+        conn.call_method(
+            Some("org.freedesktop.Notifications"),
+            "/org/freedesktop/Notifications",
+            Some("org.freedesktop.Notifications"),
+            "CloseNotification",
+            &(id,),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
     }
 }
 
 #[cfg(any(not(unix), target_os = "macos"))]
 mod platform {
-    use super::Note;
+    use super::{Note, Retries};
 
-    pub async fn show(note: Note) -> Result<(), String> {
-        // The platform's own notification centre; no actions.
+    pub async fn show(note: Note, _replaces: u32, _retries: Retries) -> Result<u32, String> {
+        // The platform's own notification centre; no actions, nothing to replace.
         tokio::task::spawn_blocking(move || {
             let mut n = notify_rust::Notification::new();
             n.appname("popsync").summary(&note.summary).body(&note.body);
@@ -320,10 +463,14 @@ mod platform {
             // it with its display name), so Windows attributes them to popsync.
             #[cfg(windows)]
             n.app_id(crate::service::windows::APP_ID);
-            n.show().map(drop).map_err(|e| e.to_string())
+            n.show().map(|_| 0).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    pub async fn close(_id: u32) -> Result<(), String> {
+        Ok(())
     }
 }
 

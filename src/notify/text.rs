@@ -82,9 +82,21 @@ pub fn new_mail_text(account: &str, count: u64, newest: &[MessageSummary]) -> (S
     (summary, body)
 }
 
-/// Summary and (escaped) body of a problem notification.
-pub fn problem_text(account: &str, title: &str, detail: &str) -> (String, String) {
-    (format!("{title} — {account}"), escape_markup(detail))
+/// Summary and (escaped) body of the one notification that sums up the first polls after
+/// the agent starts, when several accounts brought mail: `accounts` with their counts.
+pub fn first_start_text(accounts: &[(String, u64)]) -> (String, String) {
+    let total: u64 = accounts.iter().map(|(_, n)| n).sum();
+    let summary = format!(
+        "{} new message{} in {} accounts",
+        thousands(total),
+        if total == 1 { "" } else { "s" },
+        accounts.len()
+    );
+    let lines: Vec<String> = accounts
+        .iter()
+        .map(|(name, n)| escape_markup(&format!("{name}: {} new", thousands(*n))))
+        .collect();
+    (summary, lines.join("\n"))
 }
 
 #[cfg(test)]
@@ -117,6 +129,17 @@ mod tests {
         let (summary, body) = new_mail_text("home", 1234, &[m("a", "b")]);
         assert_eq!(summary, "1,234 messages downloaded — home");
         assert_eq!(body, "");
+    }
+
+    #[test]
+    fn the_first_start_is_summed_up_per_account() {
+        let (summary, body) = first_start_text(&[
+            ("home".into(), 1200),
+            ("w<rk>".into(), 3),
+            ("shop".into(), 1),
+        ]);
+        assert_eq!(summary, "1,204 new messages in 3 accounts");
+        assert_eq!(body, "home: 1,200 new\nw&lt;rk&gt;: 3 new\nshop: 1 new");
     }
 
     #[test]

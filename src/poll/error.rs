@@ -96,6 +96,48 @@ impl FetchError {
         }
     }
 
+    /// The server could not be reached, broke off, or said it was busy: trouble every
+    /// account on that server shares (not a refused login, a certificate, our own disk, or
+    /// one mailbox being in use or asking for time between logins).
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, Self::Pop3(p) if p.is_transient()
+            && !matches!(p.kind(), pop3::ErrorKind::InUse(_) | pop3::ErrorKind::LoginDelay(_)))
+    }
+
+    /// What went wrong, in words for people rather than for a log: "connection refused by
+    /// pop.example.net:995", without error numbers.
+    pub fn plainly(&self) -> String {
+        use pop3::ErrorKind;
+        let text = match self {
+            Self::Pop3(p) => match p.kind() {
+                ErrorKind::Connect { address, source } => match source.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        format!("connection refused by {address}")
+                    }
+                    std::io::ErrorKind::TimedOut => {
+                        format!(
+                            "no answer from {address} (it may be down, or a firewall is in the way)"
+                        )
+                    }
+                    std::io::ErrorKind::NetworkUnreachable
+                    | std::io::ErrorKind::HostUnreachable => {
+                        format!("{address} cannot be reached from this network")
+                    }
+                    _ => format!("cannot connect to {address}: {source}"),
+                },
+                ErrorKind::Resolve { host, .. } => format!(
+                    "the server name {host} cannot be looked up (no network yet, or a typo in host)"
+                ),
+                ErrorKind::Timeout { phase, .. } => {
+                    format!("the server stopped answering (while waiting for {phase})")
+                }
+                _ => crate::error_chain(self),
+            },
+            _ => crate::error_chain(self),
+        };
+        without_error_numbers(&text)
+    }
+
     /// How long the server asked to be left alone, if it did.
     pub fn server_asks_to_wait(&self) -> Option<Duration> {
         match self {
@@ -106,5 +148,66 @@ impl FetchError {
             },
             _ => None,
         }
+    }
+}
+
+/// `text` without the " (os error 111)" the standard library adds to system errors.
+fn without_error_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " (os error ".len()..];
+        let digits = after.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(')') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(" (os error ");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(kind: std::io::ErrorKind) -> FetchError {
+        FetchError::Pop3(
+            pop3::ErrorKind::Connect {
+                address: "pop.example.net:995".into(),
+                source: std::io::Error::from(kind),
+            }
+            .into(),
+        )
+    }
+
+    #[test]
+    fn errors_read_plainly_for_people() {
+        let refused = connect(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            refused.plainly(),
+            "connection refused by pop.example.net:995"
+        );
+        assert!(refused.is_server_side());
+        assert!(
+            connect(std::io::ErrorKind::TimedOut)
+                .plainly()
+                .starts_with("no answer from pop.example.net:995")
+        );
+        let io =
+            FetchError::Pop3(pop3::ErrorKind::Io(std::io::Error::from_raw_os_error(104)).into());
+        assert!(!io.plainly().contains("os error"), "{}", io.plainly());
+        assert!(
+            io.plainly().starts_with("connection error: "),
+            "{}",
+            io.plainly()
+        );
+        assert_eq!(
+            without_error_numbers("a (os error 2): b (os error x) c (os error 13)"),
+            "a: b (os error x) c"
+        );
     }
 }

@@ -107,6 +107,8 @@ pub struct FetchOptions {
     pub mark_seen: bool,
     /// If another process holds the account, fail at once instead of waiting.
     pub no_wait: bool,
+    /// The caller runs the new-mail hook itself (the agent does, off its scheduling path).
+    pub skip_hook: bool,
 }
 
 /// What a fetch did (also when it ended in an error part-way).
@@ -175,6 +177,7 @@ async fn fetch_logged(account: &Account, ctx: &Context<'_>, options: &FetchOptio
     let error = locked(account, ctx, options, &mut report).await.err();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     if report.new_messages > 0
+        && !options.skip_hook
         && let Some(argv) = &account.notifications.on_new_mail
     {
         report.hook = Some(

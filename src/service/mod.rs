@@ -13,6 +13,7 @@
 //! created; a file is replaced in one rename, never left half-written.
 
 pub mod command;
+pub mod desktop;
 pub mod launchd;
 pub mod systemd;
 pub mod windows;
@@ -67,6 +68,8 @@ pub struct Target {
     pub home: PathBuf,
     /// `$XDG_CONFIG_HOME`, else `~/.config` (systemd's unit directory is below it).
     pub config_home: PathBuf,
+    /// `$XDG_DATA_HOME`, else `~/.local/share` (desktop entries are below it).
+    pub data_home: PathBuf,
     /// The user's id (launchd's domain is `gui/UID`).
     pub uid: u32,
 }
@@ -162,20 +165,28 @@ pub fn install_plan(
             let path = systemd::unit_path(&target.config_home);
             let unit = systemd::unit(&target.exe, &target.config)?;
             let dir = parent(&path);
-            let write = write(path, unit);
+            let unit_write = write(path, unit);
             let changed = matches!(
-                write,
+                unit_write,
                 Action::Write {
                     existing: Existing::Different,
                     ..
                 }
             );
+            let entry_path = desktop::entry_path(&target.data_home);
+            let entry = desktop::entry(&target.exe, &target.config)?;
             let mut actions = vec![
                 Action::CreateDir {
                     path: dir,
                     mode: 0o755,
                 },
-                write,
+                unit_write,
+                // Notifications name it (desktop-entry=popsync): there before the agent runs.
+                Action::CreateDir {
+                    path: parent(&entry_path),
+                    mode: 0o755,
+                },
+                write(entry_path, entry),
             ];
             actions.extend(
                 systemd::install_commands(changed)
@@ -241,14 +252,19 @@ pub fn uninstall_plan(
     match platform {
         Platform::Systemd => {
             let path = systemd::unit_path(&target.config_home);
-            if !exists(&path) {
-                return Vec::new();
+            let entry = desktop::entry_path(&target.data_home);
+            let mut actions = Vec::new();
+            if exists(&path) {
+                actions.extend([
+                    Action::run(systemd::systemctl(&["disable", "--now", systemd::UNIT])),
+                    Action::Remove { path },
+                    Action::run(systemd::systemctl(&["daemon-reload"])),
+                ]);
             }
-            vec![
-                Action::run(systemd::systemctl(&["disable", "--now", systemd::UNIT])),
-                Action::Remove { path },
-                Action::run(systemd::systemctl(&["daemon-reload"])),
-            ]
+            if exists(&entry) {
+                actions.push(Action::Remove { path: entry });
+            }
+            actions
         }
         Platform::Launchd => {
             let path = launchd::plist_path(&target.home);
@@ -552,6 +568,7 @@ mod tests {
             config: "/home/me/.config/popsync/config.toml".into(),
             home: "/home/me".into(),
             config_home: "/home/me/.config".into(),
+            data_home: "/home/me/.local/share".into(),
             uid: 1000,
         }
     }
@@ -609,7 +626,8 @@ mod tests {
             [
                 "systemctl --user disable --now popsync.service",
                 "rm -f /home/me/.config/systemd/user/popsync.service",
-                "systemctl --user daemon-reload"
+                "systemctl --user daemon-reload",
+                "rm -f /home/me/.local/share/applications/popsync.desktop"
             ]
         );
     }

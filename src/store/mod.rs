@@ -36,7 +36,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use messages::{Known, Listing, MessageState, PendingRow, Place, Uid};
 pub use schema::VERSION as SCHEMA_VERSION;
-pub use status::{AccountStatus, PollRecord};
+pub use status::{AccountStatus, Pause, PollRecord};
 
 /// Account row id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,6 +73,12 @@ ALTER TABLE message_v3 RENAME TO message;
 CREATE INDEX message_pending ON message (account_id) WHERE state = 'pending';
 CREATE INDEX message_delivered_at ON message (account_id, delivered_at);
 "#,
+    r#"
+ALTER TABLE account ADD COLUMN paused_since INTEGER;
+ALTER TABLE account ADD COLUMN paused_until INTEGER;
+ALTER TABLE account ADD COLUMN paused_problem TEXT;
+ALTER TABLE account ADD COLUMN paused_config TEXT;
+"#,
 ];
 
 /// The schema version this popsync writes.

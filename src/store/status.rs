@@ -14,12 +14,25 @@ pub struct PollRecord {
     pub new_messages: u64,
 }
 
+/// An account the agent left alone after a problem that needs the user (a refused login,
+/// say): it is tried again at `until`, or at once when the user asks for a poll, stores a
+/// password, or changes the account's configuration (`config` is a digest of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub since: i64,
+    pub until: i64,
+    /// The problem, as told to the user ("popsync: login refused").
+    pub problem: String,
+    pub config: String,
+}
+
 /// What `status` shows about an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountStatus {
     pub last_poll: Option<PollRecord>,
     pub last_success_at: Option<i64>,
     pub next_poll_at: Option<i64>,
+    pub paused: Option<Pause>,
     /// Messages popsync knows (in any state).
     pub known: u64,
     /// Messages downloaded and still remembered (including those since deleted from the
@@ -41,7 +54,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let r = self.conn.execute(
             "UPDATE account SET last_poll_at = ?2, last_poll_ok = ?3, last_poll_error = ?4, last_poll_new = ?5,
-                                last_success_at = CASE WHEN ?3 THEN ?2 ELSE last_success_at END
+                                last_success_at = CASE WHEN ?3 THEN ?2 ELSE last_success_at END,
+                                paused_since = CASE WHEN ?3 THEN NULL ELSE paused_since END,
+                                paused_until = CASE WHEN ?3 THEN NULL ELSE paused_until END,
+                                paused_problem = CASE WHEN ?3 THEN NULL ELSE paused_problem END,
+                                paused_config = CASE WHEN ?3 THEN NULL ELSE paused_config END
              WHERE id = ?1",
             params![
                 account.0,
@@ -52,6 +69,48 @@ impl Store {
             ],
         );
         r.map(drop).map_err(|e| self.err(e))
+    }
+
+    /// Pauses the account (`Some`) or ends its pause (`None`). A good poll ends it too.
+    pub fn set_pause(
+        &mut self,
+        account: AccountId,
+        pause: Option<&Pause>,
+    ) -> Result<(), StoreError> {
+        let r = self.conn.execute(
+            "UPDATE account SET paused_since = ?2, paused_until = ?3, paused_problem = ?4,
+                                paused_config = ?5
+             WHERE id = ?1",
+            params![
+                account.0,
+                pause.map(|p| p.since),
+                pause.map(|p| p.until),
+                pause.map(|p| p.problem.as_str()),
+                pause.map(|p| p.config.as_str())
+            ],
+        );
+        r.map(drop).map_err(|e| self.err(e))
+    }
+
+    /// The account's pause, if it is paused.
+    pub fn pause(&self, account: AccountId) -> Result<Option<Pause>, StoreError> {
+        let r = self
+            .conn
+            .query_row(
+                "SELECT paused_since, paused_until, paused_problem, paused_config FROM account
+                 WHERE id = ?1 AND paused_since IS NOT NULL",
+                [account.0],
+                |r| {
+                    Ok(Pause {
+                        since: r.get(0)?,
+                        until: r.get(1)?,
+                        problem: r.get(2)?,
+                        config: r.get(3)?,
+                    })
+                },
+            )
+            .optional();
+        r.map_err(|e| self.err(e))
     }
 
     /// When the daemon will poll the account next (unix seconds), for `status`.
@@ -98,6 +157,7 @@ impl Store {
                 last_poll: None,
                 last_success_at,
                 next_poll_at,
+                paused: None,
                 known: known as u64,
                 delivered_total: delivered_total as u64,
                 delivered_last_day: delivered_last_day as u64,
@@ -107,6 +167,7 @@ impl Store {
         })();
         let mut status = r.map_err(|e| self.err(e))?;
         status.last_poll = self.last_poll(id)?;
+        status.paused = self.pause(id)?;
         Ok(Some(status))
     }
 
@@ -175,6 +236,7 @@ mod tests {
                 }),
                 last_success_at: None,
                 next_poll_at: Some(1_000_300),
+                paused: None,
                 known: 4,
                 delivered_total: 2,
                 delivered_last_day: 1,
@@ -182,5 +244,48 @@ mod tests {
                 headers_only: 0,
             }
         );
+    }
+
+    #[test]
+    fn a_pause_is_kept_until_ended_or_a_good_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let a = s.account("home", 1).unwrap();
+        assert_eq!(s.pause(a).unwrap(), None);
+        let pause = Pause {
+            since: 100,
+            until: 21_700,
+            problem: "popsync: login refused".into(),
+            config: "abc".into(),
+        };
+        s.set_pause(a, Some(&pause)).unwrap();
+        drop(s);
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.pause(a).unwrap(), Some(pause.clone()));
+        let failed = PollRecord {
+            at: 200,
+            ok: false,
+            error: Some("refused".into()),
+            new_messages: 0,
+        };
+        s.record_poll(a, &failed).unwrap();
+        assert_eq!(
+            s.pause(a).unwrap(),
+            Some(pause.clone()),
+            "a failed poll keeps it"
+        );
+        s.record_poll(
+            a,
+            &PollRecord {
+                ok: true,
+                error: None,
+                ..failed.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.pause(a).unwrap(), None, "a good poll ends it");
+        s.set_pause(a, Some(&pause)).unwrap();
+        s.set_pause(a, None).unwrap();
+        assert_eq!(s.pause(a).unwrap(), None);
     }
 }

@@ -214,7 +214,23 @@ impl Dovecot {
             .sum()
     }
 
-    fn stop(&self) {
+    /// Starts the server again after [`stop`](Self::stop), on the same ports.
+    pub fn restart(&self) {
+        let status = Command::new("dovecot")
+            .arg("-c")
+            .arg(&self.conf)
+            .status()
+            .unwrap();
+        assert!(
+            status.success() && self.wait_ready(),
+            "dovecot did not start again:\n{}",
+            self.log()
+        );
+    }
+
+    /// Stops the server (as an outage would): its ports refuse connections until
+    /// [`restart`](Self::restart).
+    pub fn stop(&self) {
         if let Some(pid) = self.master_pid() {
             let _ = Command::new("kill")
                 .arg("-TERM")
