@@ -7,9 +7,15 @@
 //! - SIGTERM/SIGINT stop it within a few seconds, a running fetch included: fetches stop at
 //!   the next message boundary and everything already stored stays stored (the fetch's own
 //!   guarantees make even a kill safe);
-//! - SIGHUP reloads the configuration; a broken one is reported and the old one kept;
+//! - what it tells the user about trouble, and when, is in [`health`]: an outage once per
+//!   server, a refused login at once; a refused login's pause is kept in the state database
+//!   across restarts;
+//! - SIGHUP reloads the configuration; a broken one is reported (log and notification) and
+//!   the old one kept;
 //! - SIGUSR1 (what `popsync poll` sends) polls now — the accounts named in the request
-//!   files, or all;
+//!   files, or all — after reading the configuration again if its file was edited;
+//! - the first polls after a start are told in one notification when several accounts
+//!   brought mail;
 //! - a wall clock running ahead of the monotonic one means the machine slept: everything is
 //!   polled at once;
 //! - under systemd it reports READY/STATUS/STOPPING and pings the watchdog, and keeps its
@@ -18,10 +24,12 @@
 //!   stderr, which systemd hands to the journal;
 //! - on Windows, Ctrl-C, Ctrl-Break and closing its console window stop it the same way.
 //!
-//! Fetches run on threads of their own (they block on disk and SQLite) and notifications
-//! go out through a task of their own (`notify::Courier`): the agent's own loop only waits,
-//! so a slow or silent notification server never holds up a poll, a request or a stop.
+//! Fetches run on threads of their own (they block on disk and SQLite); notifications go out
+//! through a task of their own (`notify::Courier`) and new-mail hooks through another
+//! ([`hooks`]): the agent's own loop only waits, so a slow or silent notification server or
+//! hook never holds up a poll, a request or a stop.
 
+mod alarm;
 pub mod control;
 mod health;
 mod hooks;
@@ -47,6 +55,7 @@ use crate::scheduler::{PollResult, ResumeDetector, Schedule};
 use crate::store::Pause;
 use crate::store::Store;
 
+use alarm::Alarm;
 use control::DaemonLock;
 use health::{Event, Failure, Health, Member};
 use hooks::Hooks;
@@ -54,8 +63,6 @@ use sdnotify::SdNotify;
 
 /// How long a stop waits for running fetches before leaving them (they are safe to kill).
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
-/// How often the clocks are compared to notice a sleep.
-const RESUME_CHECK: Duration = Duration::from_secs(30);
 /// How far the wall clock must run ahead to count as a sleep.
 const RESUME_THRESHOLD: Duration = Duration::from_secs(60);
 
@@ -68,6 +75,8 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
+    #[error("cannot set up the agent's timer")]
+    Alarm(#[source] std::io::Error),
 }
 
 /// New mail held back during quiet hours.
@@ -172,20 +181,43 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
 
     let mut resume = ResumeDetector::new(RESUME_THRESHOLD);
     resume.check(Instant::now(), SystemTime::now());
-    let mut resume_tick = tokio::time::interval(RESUME_CHECK);
-    resume_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let watchdog_every = agent
-        .sd
-        .watchdog_interval()
-        .unwrap_or(Duration::from_secs(3600));
-    let mut watchdog_tick = tokio::time::interval(watchdog_every);
+    let mut alarm = Alarm::new().map_err(DaemonError::Alarm)?;
+    let watchdog_every = agent.sd.watchdog_interval();
+    let mut watchdog_next = watchdog_every.map(|every| Instant::now() + every);
 
     loop {
         agent.start_due();
-        let next = agent.schedule.next_due();
         let first_round_ends = agent.first_round.as_ref().map(|r| r.deadline);
+        // One timer for everything the loop waits for: between polls the agent wakes only
+        // for the next one (and the watchdog, under systemd).
+        alarm.set(alarm::earliest([
+            agent.schedule.next_due(),
+            first_round_ends,
+            watchdog_next,
+        ]));
         tokio::select! {
-            _ = sleep_until(next) => {}
+            wake = alarm.wait() => {
+                let now = Instant::now();
+                if resume.check(now, SystemTime::now()) {
+                    info!("the machine woke from sleep: polling every account now");
+                    agent.schedule.resumed(now);
+                }
+                if first_round_ends.is_some_and(|t| t <= now) {
+                    agent.end_first_round();
+                }
+                if let (Some(next), Some(every)) = (watchdog_next, watchdog_every)
+                    && next <= now
+                {
+                    agent.sd.watchdog();
+                    watchdog_next = Some(now + every);
+                }
+                #[cfg(not(unix))]
+                if wake == alarm::Wake::Clock {
+                    agent.poll_requested_quietly();
+                }
+                #[cfg(unix)]
+                let _ = wake;
+            }
             Some(done) = agent.polls.join_next(), if !agent.polls.is_empty() => {
                 match done {
                     Ok((name, outcome)) => {
@@ -204,29 +236,10 @@ pub async fn run(config: Config, state_override: Option<PathBuf>) -> Result<(), 
                 Signal::PollNow => agent.poll_requested(),
             },
             Some(accounts) = retried.recv() => agent.retry_clicked(&accounts),
-            _ = sleep_until(first_round_ends), if first_round_ends.is_some() => {
-                agent.end_first_round();
-            }
-            _ = resume_tick.tick() => {
-                if resume.check(Instant::now(), SystemTime::now()) {
-                    info!("the machine woke from sleep: polling every account now");
-                    agent.schedule.resumed(Instant::now());
-                }
-                #[cfg(not(unix))]
-                agent.poll_requested_quietly();
-            }
-            _ = watchdog_tick.tick() => agent.sd.watchdog(),
         }
     }
     agent.stop().await;
     Ok(())
-}
-
-async fn sleep_until(when: Option<Instant>) {
-    match when {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Agent {
@@ -565,6 +578,9 @@ impl Agent {
             }
             Ok(new) => {
                 let new = with_systemd_state_dir(new, self.state_override.as_deref());
+                // TLS is set up again from the new `ca-file`s and the system's CA bundle as
+                // it is now (the connectors of running polls stay theirs).
+                crate::pop3::forget_connectors();
                 if new.state_dir != self.config.state_dir {
                     warn!(
                         "the state directory changed to {}; that takes a restart (the old one, {}, stays in use)",

@@ -43,4 +43,6 @@ pub use session::{
     Authenticated, BodyCommand, ConnectOptions, Connector, Greeted, RetrieveHandler, Security, Tcp,
     Timeouts, connect, over,
 };
-pub use tls::{CertificateInfo, TlsOptions, format_fingerprint, parse_fingerprint};
+pub use tls::{
+    CertificateInfo, TlsOptions, forget_connectors, format_fingerprint, parse_fingerprint,
+};

@@ -255,6 +255,7 @@ async fn tls_handshake(
         })?
         .map_err(handshake_error)?;
     let der = tls
+        .get_ref()
         .peer_certificate()
         .ok()
         .flatten()

@@ -9,13 +9,20 @@
 //!   else is [`ErrorKind::FingerprintMismatch`], showing both fingerprints;
 //! - `dangerous-accept-invalid-certs`: no check at all (for broken servers; loud in the log).
 //!
+//! Building a connector is most of what a TLS session costs the client — OpenSSL reads and
+//! parses the system's whole CA bundle, twice — so it is built once per trust setting and
+//! process and shared by every session after that: every account of a `fetch`, both
+//! sessions of a poll, every poll of the agent. A reload that changes an account's
+//! `ca-file` gives it a new one.
+//!
 //! [`CertificateInfo`] reads the few fields `popsync check` shows (subject, issuer, validity)
 //! straight from the DER, and the SHA-256 fingerprint of the whole certificate, in the form
 //! `tls-fingerprint` takes.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 
-use async_native_tls::{Certificate, Protocol, TlsConnector};
+use native_tls::{Certificate, Protocol, TlsConnector};
 use sha2::{Digest as _, Sha256};
 
 use super::error::{Error, ErrorKind};
@@ -101,22 +108,81 @@ impl TlsOptions {
         Ok(n)
     }
 
-    pub(crate) fn connector(&self) -> Result<TlsConnector, Error> {
-        let mut connector = TlsConnector::new().min_protocol_version(Some(Protocol::Tlsv12));
-        if self.pinned_sha256.is_some() || self.dangerous_accept_invalid {
-            // A pin is checked after the handshake, against the exact certificate.
-            return Ok(connector
-                .danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true));
+    /// The connector for these settings: built at the first use, shared after that.
+    pub(crate) fn connector(&self) -> Result<tokio_native_tls::TlsConnector, Error> {
+        let key = Trust::of(self);
+        let mut built = CONNECTORS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = built.iter().position(|(k, _)| *k == key) {
+            // Most recently used last: the first is the one to drop when there are too many.
+            let entry = built.remove(i);
+            let connector = entry.1.clone();
+            built.push(entry);
+            return Ok(connector.into());
         }
-        for root in &self.extra_roots {
-            for cert in parse_roots(root).map_err(ErrorKind::Certificate)? {
-                connector = connector.add_root_certificate(cert);
+        let connector = self.build()?;
+        if built.len() >= MAX_CONNECTORS {
+            built.remove(0);
+        }
+        built.push((key, connector.clone()));
+        Ok(connector.into())
+    }
+
+    fn build(&self) -> Result<TlsConnector, Error> {
+        let mut builder = TlsConnector::builder();
+        builder.min_protocol_version(Some(Protocol::Tlsv12));
+        if self.pinned_sha256.is_some() || self.dangerous_accept_invalid {
+            // A pin is checked after the handshake, against the exact certificate. No CA
+            // is consulted, so none is kept.
+            builder
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true)
+                .disable_built_in_roots(true);
+        } else {
+            for root in &self.extra_roots {
+                for cert in parse_roots(root).map_err(ErrorKind::Certificate)? {
+                    builder.add_root_certificate(cert);
+                }
             }
         }
-        Ok(connector)
+        builder.build().map_err(|e| ErrorKind::Tls(e).into())
     }
 }
+
+/// What a connector depends on: the extra roots, and whether certificates are checked at
+/// all (a pin is checked apart from the connector).
+#[derive(Debug, PartialEq, Eq)]
+struct Trust {
+    extra_roots: Vec<Vec<u8>>,
+    verify: bool,
+}
+
+impl Trust {
+    fn of(options: &TlsOptions) -> Self {
+        let verify = options.pinned_sha256.is_none() && !options.dangerous_accept_invalid;
+        Self {
+            extra_roots: if verify {
+                options.extra_roots.clone()
+            } else {
+                Vec::new()
+            },
+            verify,
+        }
+    }
+}
+
+/// Drops every connector built so far: the next session builds its own, reading the
+/// system's CA bundle again (the agent does this when its configuration is reloaded, so that
+/// an updated bundle is taken up without a restart).
+pub fn forget_connectors() {
+    CONNECTORS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Connectors built so far, least recently used first.
+static CONNECTORS: Mutex<Vec<(Trust, TlsConnector)>> = Mutex::new(Vec::new());
+/// More trust settings than this in one process (accounts with many different `ca-file`s,
+/// or a long-running agent whose `ca-file`s were edited): the least recently used is
+/// dropped, and built again if it is needed again.
+const MAX_CONNECTORS: usize = 8;
 
 fn parse_roots(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
     if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
@@ -127,9 +193,12 @@ fn parse_roots(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
         }
         Ok(certs)
     } else {
-        Certificate::from_der(bytes)
-            .map(|c| vec![c])
-            .map_err(|e| format!("the CA file is neither PEM nor DER: {e}"))
+        // OpenSSL's own words here are about ASN.1 and its source lines: not for people.
+        Certificate::from_der(bytes).map(|c| vec![c]).map_err(|_| {
+            "the CA file is neither PEM (text beginning \"-----BEGIN CERTIFICATE-----\") \
+             nor DER (a binary certificate)"
+                .to_owned()
+        })
     }
 }
 
