@@ -570,7 +570,7 @@ impl Agent {
                         "popsync: the configuration was not reloaded".to_owned(),
                         &format!(
                             "{first}\n\nThe configuration read before stays in force until {} is fixed.",
-                            self.config.file.display()
+                            as_user_writes(&self.config.file)
                         ),
                     )
                     .tagged(RELOAD_TAG),
@@ -729,6 +729,18 @@ impl Agent {
     }
 }
 
+/// A path as a user writes it in a popup: "~/.config/popsync/config.toml", not the whole
+/// home directory.
+fn as_user_writes(path: &std::path::Path) -> String {
+    let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+    match home.as_deref().and_then(|h| path.strip_prefix(h).ok()) {
+        Some(rest) if !rest.as_os_str().is_empty() && cfg!(unix) => {
+            format!("~/{}", rest.display())
+        }
+        _ => path.display().to_string(),
+    }
+}
+
 /// "host:port": accounts on one server share its outages.
 fn server_of(account: &Account) -> String {
     format!("{}:{}", account.server.host, account.server.port)
@@ -738,7 +750,7 @@ fn server_of(account: &Account) -> String {
 fn advice(account: &Account, problem: Problem, file: &std::path::Path) -> Option<String> {
     use crate::config::PasswordSource;
     let name = &account.name;
-    let file = file.display();
+    let file = as_user_writes(file);
     let then_poll = format!("then run: popsync poll --account {name}");
     let secret = |what: &str| match &account.login.password {
         PasswordSource::Keyring { .. } => {
@@ -945,6 +957,20 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_in_popups_are_written_from_home() {
+        let home = directories::BaseDirs::new().unwrap().home_dir().to_owned();
+        assert_eq!(
+            as_user_writes(&home.join(".config/popsync/config.toml")),
+            "~/.config/popsync/config.toml"
+        );
+        assert_eq!(
+            as_user_writes(std::path::Path::new("/etc/popsync.toml")),
+            "/etc/popsync.toml"
+        );
+    }
     use std::ffi::OsStr;
     use std::path::Path;
 
