@@ -62,6 +62,13 @@ pub struct Listed<'a> {
     pub uid: &'a [u8],
 }
 
+/// The fewest new messages a listing holds when it may be a portion. Servers that portion
+/// their mailbox hand out hundreds of messages at a time, and a server's last portion is
+/// whatever remains, so a shorter listing can only be a last portion: asking again would
+/// cost a login and list nothing. (Were a server to hand out smaller portions, the rest
+/// would come with the next poll: nothing is lost, only later.)
+pub const PORTION_MIN: usize = 100;
+
 /// What one session will do.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan<'a> {
@@ -99,13 +106,15 @@ impl<'a> Plan<'a> {
         self.duplicates > 0
     }
 
-    /// Whether the listing looks like one portion of a larger mailbox: there is new mail and
-    /// nothing the server listed was known before. Servers that hand out mail in portions
-    /// (Gmail: about 250 messages per session) list only messages not yet handed out, so
-    /// after such a session another one may bring more. A server that keeps the mail it
-    /// handed out lists known messages alongside new ones, and one session is enough.
+    /// Whether the listing looks like one portion of a larger mailbox: at least
+    /// [`PORTION_MIN`] new messages, and nothing the server listed was known before.
+    /// Servers that hand out mail in portions (Gmail: about 250 messages per session) list
+    /// only messages not yet handed out, so after such a session another one may bring more.
+    /// A server that keeps the mail it handed out lists known messages alongside new ones;
+    /// a listing of a few new messages (every poll that finds mail, when mail is deleted as
+    /// it is fetched) is all there is: one session is enough.
     pub fn may_be_partial(&self) -> bool {
-        !self.fetch.is_empty() && self.known_listed == 0
+        self.fetch.len() >= PORTION_MIN && self.known_listed == 0
     }
 
     /// Of the messages too big to download, those to delete without downloading them
@@ -472,9 +481,23 @@ mod tests {
     #[test]
     fn only_a_listing_of_nothing_but_new_mail_may_be_a_portion() {
         let k = known(&[("old", Delivered, Some(NOW), None)]);
-        let l = listing(&["a", "b"]);
+        let many: Vec<String> = (0..PORTION_MIN).map(|i| format!("new-{i}")).collect();
+        let names = |extra: &[&'static str]| -> Vec<&str> {
+            extra
+                .iter()
+                .copied()
+                .chain(many.iter().map(String::as_str))
+                .collect()
+        };
+        let l = listing(&names(&[]));
         assert!(plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
-        let l = listing(&["old", "a"]);
+        // Something known among them: the server keeps what it handed out.
+        let l = listing(&names(&["old"]));
+        assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
+        // A few new messages, as every poll in delete mode finds them: all there is.
+        let l = listing(&["a", "b"]);
+        assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
+        let l = listing(&many[1..].iter().map(String::as_str).collect::<Vec<_>>());
         assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());
         let l = listing(&[]);
         assert!(!plan(&l, &k, &policy(Retention::Keep), NOW).may_be_partial());

@@ -5,10 +5,9 @@
 //! user would notice: the exit status, the message printed, the files in the Maildir and the
 //! state database.
 //!
-//! A session that downloads something and listed nothing popsync knew before is followed by
-//! another in the same run (some providers hand out mail in portions), until one brings
-//! nothing new; so a script for a first download ends with a session that lists nothing
-//! new.
+//! A session that listed a portion's worth of new mail (`PORTION_MIN` messages) and nothing
+//! popsync knew before is followed by another in the same run (some providers hand out mail
+//! in portions); a script for a smaller first download is one session.
 
 mod script;
 
@@ -20,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use popsync::plan::PORTION_MIN;
 use popsync::store::MessageState::{self, DeletePending, Deleted, Delivered};
 use popsync::store::Store;
 use script::{
@@ -607,7 +607,6 @@ fn a_dot_line_after_a_bare_lf_inside_a_message_does_not_end_it() {
                 quit(),
             ]
             .concat(),
-            nothing_new(CAPS, &Mailbox::empty()),
         ],
     );
     run.assert_exit(0);
@@ -744,54 +743,72 @@ fn a_message_the_server_refuses_to_hand_out_is_fetched_next_time_and_the_others_
     );
 }
 
+/// A listing as long as a server's portion, all new: `uid-1` … `uid-N`.
+fn a_portion() -> Mailbox {
+    let uids: Vec<String> = (1..=PORTION_MIN).map(|n| format!("uid-{n}")).collect();
+    Mailbox::new(&uids)
+}
+
 #[test]
 fn a_server_that_hands_out_mail_in_portions_is_asked_again_until_it_has_nothing_new() {
-    // Like Gmail: each session lists only messages not handed out before.
+    // Like Gmail: each session lists only messages not handed out before, a portion at a
+    // time; the last portion (shorter) is the rest, and no session follows it.
     let fx = Fixture::new();
     let setup = Setup::default();
-    let first = Mailbox::new(&["uid-1", "uid-2"]);
-    let second = Mailbox::new(&["uid-3"]);
+    let first = a_portion();
+    let rest = Mailbox::new(&["uid-101", "uid-102"]);
     let run = fx.fetch(
         &setup,
         &[],
         vec![
-            [login(CAPS), first.listings(), retr(1), retr(2), quit()].concat(),
             [
                 login(CAPS),
-                second.listings(),
-                vec![expect("RETR 1"), message(&mail(3))],
+                first.listings(),
+                (1..=PORTION_MIN).flat_map(retr).collect(),
                 quit(),
             ]
             .concat(),
-            nothing_new(CAPS, &Mailbox::empty()),
+            [
+                login(CAPS),
+                rest.listings(),
+                vec![expect("RETR 1"), message(&mail(PORTION_MIN + 1))],
+                vec![expect("RETR 2"), message(&mail(PORTION_MIN + 2))],
+                quit(),
+            ]
+            .concat(),
         ],
     );
     run.assert_exit(0);
-    fx.assert_maildir_holds(&[1, 2, 3]);
-    assert_eq!(
-        fx.states(),
-        states(&[
-            ("uid-1", Delivered),
-            ("uid-2", Delivered),
-            ("uid-3", Delivered)
-        ])
-    );
+    let all: Vec<usize> = (1..=PORTION_MIN + 2).collect();
+    fx.assert_maildir_holds(&all);
+    let uids: Vec<String> = all.iter().map(|n| format!("uid-{n}")).collect();
+    let want: Vec<(&str, MessageState)> = uids.iter().map(|u| (u.as_str(), Delivered)).collect();
+    assert_eq!(fx.states(), states(&want));
 }
 
 #[test]
 fn asking_again_for_more_mail_and_being_refused_keeps_the_first_sessions_mail() {
     let fx = Fixture::new();
     let setup = Setup::default();
-    let mailbox = Mailbox::new(&["uid-1"]);
-    let mut sessions = vec![[login(CAPS), mailbox.listings(), retr(1), quit()].concat()];
+    let mailbox = a_portion();
+    let mut sessions = vec![
+        [
+            login(CAPS),
+            mailbox.listings(),
+            (1..=PORTION_MIN).flat_map(retr).collect(),
+            quit(),
+        ]
+        .concat(),
+    ];
     // The second login comes too soon for this server.
     sessions.extend(refused_login(
         "-ERR [LOGIN-DELAY] Only one login every 15 minutes",
     ));
     let run = fx.fetch(&setup, &[], sessions);
     run.assert_exit(0);
-    fx.assert_maildir_holds(&[1]);
-    assert_eq!(fx.states(), states(&[("uid-1", Delivered)]));
+    let all: Vec<usize> = (1..=PORTION_MIN).collect();
+    fx.assert_maildir_holds(&all);
+    assert_eq!(fx.states().len(), PORTION_MIN);
 }
 
 #[test]
@@ -815,7 +832,7 @@ fn a_server_that_keeps_what_it_handed_out_gets_one_session() {
     let run = fx.fetch(
         &setup,
         &[],
-        // A first fetch lists nothing known, so popsync asks once more.
+        // A first fetch lists nothing known, but one message is no portion: one session.
         vec![
             [
                 login(CAPS),
@@ -824,7 +841,6 @@ fn a_server_that_keeps_what_it_handed_out_gets_one_session() {
                 quit(),
             ]
             .concat(),
-            nothing_new(CAPS, &Mailbox::new(&["uid-1"])),
         ],
     );
     run.assert_exit(0);
@@ -855,10 +871,7 @@ fn a_server_that_briefly_lists_nothing_causes_no_download_again() {
     let fx = Fixture::new();
     let setup = Setup::default();
     let mailbox = Mailbox::new(&["uid-1", "uid-2"]);
-    let first = vec![
-        [login(CAPS), mailbox.listings(), retr(1), retr(2), quit()].concat(),
-        nothing_new(CAPS, &mailbox),
-    ];
+    let first = vec![[login(CAPS), mailbox.listings(), retr(1), retr(2), quit()].concat()];
     fx.fetch(&setup, &[], first).assert_exit(0);
     // The server lists nothing (a glitch, or mail moved away and back) ...
     fx.fetch(&setup, &[], vec![nothing_new(CAPS, &Mailbox::empty())])
@@ -880,10 +893,7 @@ fn a_message_missing_for_longer_than_forget_after_is_forgotten() {
     let fx = Fixture::new();
     let setup = Setup::default().forget_after("0s");
     let mailbox = Mailbox::new(&["uid-1"]);
-    let first = vec![
-        [login(CAPS), mailbox.listings(), retr(1), quit()].concat(),
-        nothing_new(CAPS, &mailbox),
-    ];
+    let first = vec![[login(CAPS), mailbox.listings(), retr(1), quit()].concat()];
     fx.fetch(&setup, &[], first).assert_exit(0);
     // Missing once: remembered as missing. Missing again, past the grace period: forgotten.
     fx.fetch(&setup, &[], vec![nothing_new(CAPS, &Mailbox::empty())])
@@ -1004,7 +1014,6 @@ fn hostile_unique_ids_never_become_paths_and_a_duplicate_switches_deletion_off()
                 quit(),
             ]
             .concat(),
-            nothing_new(CAPS, &mailbox),
         ],
     );
     run.assert_exit(0);
@@ -1061,7 +1070,6 @@ fn list_sizes_that_lie_change_neither_framing_nor_content() {
                 quit(),
             ]
             .concat(),
-            nothing_new(CAPS, &mailbox),
         ],
     );
     run.assert_exit(0);
@@ -1325,11 +1333,7 @@ fn with_pipelining_32_retrs_and_32_deles_are_in_flight_before_the_first_answer()
         }
     }
     session.extend(quit());
-    let run = fx.fetch(
-        &Setup::default().retention("delete"),
-        &[],
-        vec![session, nothing_new(CAPS_PIPELINING, &Mailbox::empty())],
-    );
+    let run = fx.fetch(&Setup::default().retention("delete"), &[], vec![session]);
     run.assert_exit(0);
     fx.assert_maildir_holds(&(1..=MESSAGES).collect::<Vec<_>>());
     let expected: BTreeMap<String, MessageState> =
@@ -1345,23 +1349,20 @@ fn without_pipelining_every_command_waits_for_its_answer() {
     let run = fx.fetch(
         &Setup::default().retention("delete"),
         &[],
-        vec![
-            lockstep(
-                [
-                    login(CAPS),
-                    mailbox.listings(),
-                    retr(1),
-                    retr(2),
-                    retr(3),
-                    dele(1),
-                    dele(2),
-                    dele(3),
-                    quit(),
-                ]
-                .concat(),
-            ),
-            lockstep(nothing_new(CAPS, &Mailbox::empty())),
-        ],
+        vec![lockstep(
+            [
+                login(CAPS),
+                mailbox.listings(),
+                retr(1),
+                retr(2),
+                retr(3),
+                dele(1),
+                dele(2),
+                dele(3),
+                quit(),
+            ]
+            .concat(),
+        )],
     );
     run.assert_exit(0);
     fx.assert_maildir_holds(&[1, 2, 3]);
@@ -1428,10 +1429,7 @@ fn the_trace_transcript_shows_pass_redacted_and_never_the_password() {
     let run = fx.fetch(
         &Setup::default(),
         &["-vvv"],
-        vec![
-            [login(CAPS), mailbox.listings(), retr(1), quit()].concat(),
-            nothing_new(CAPS, &mailbox),
-        ],
+        vec![[login(CAPS), mailbox.listings(), retr(1), quit()].concat()],
     );
     run.assert_exit(0);
     run.assert_stderr_says(&format!("C: USER {USER}"));

@@ -67,8 +67,7 @@ fn a_valid_token_logs_in_with_oauthbearer_and_a_refreshed_one_is_used_next_time(
         "{}",
         server.log()
     );
-    // One session, and a second asking whether a server handing out mail in portions has
-    // more: the token command runs before each.
+    // The token command ran before the session, and gave the good token.
     let asked = endpoint.asked();
     assert!(
         !asked.is_empty() && asked.iter().all(|t| t == GOOD),

@@ -225,12 +225,8 @@ async fn retrieval_and_deletion_keep_the_pipelining_window() {
         }
     }
     s.extend(quit());
-    // Everything listed was new: the server may hand out mail in portions, so popsync asks
-    // again, and the empty listing ends the run.
-    let mut again = login(&["UIDL", "PIPELINING"]);
-    again.extend(listing(&[], false));
-    again.extend(quit());
-    let out = f.fetch(vec![s, again]).await;
+    // Everything listed was new, but too few to be a portion: one session.
+    let out = f.fetch(vec![s]).await;
     assert!(out.error.is_none(), "{:?}", out.error);
     assert_eq!((out.report.new_messages, out.report.deleted), (40, 40));
     let mut want: Vec<Vec<u8>> = numbers.iter().map(|n| stored(*n)).collect();
@@ -253,12 +249,22 @@ async fn a_server_handing_out_mail_in_portions_is_asked_again_until_nothing_is_n
         s.extend(quit());
         s
     };
+    // Two full portions, then the rest: a listing shorter than a portion is all there is.
+    let portion = crate::plan::PORTION_MIN;
+    let first: Vec<usize> = (1..=portion).collect();
+    let second: Vec<usize> = (portion + 1..=2 * portion).collect();
+    let rest = [2 * portion + 1, 2 * portion + 2];
     let out = f
-        .fetch(vec![session(&[1, 2]), session(&[3]), session(&[])])
+        .fetch(vec![session(&first), session(&second), session(&rest)])
         .await;
     assert!(out.error.is_none(), "{:?}", out.error);
-    assert_eq!((out.report.new_messages, out.report.sessions), (3, 3));
-    assert_eq!(f.delivered(), vec![stored(1), stored(2), stored(3)]);
+    assert_eq!(
+        (out.report.new_messages, out.report.sessions),
+        (2 * portion as u64 + 2, 3)
+    );
+    let mut want: Vec<Vec<u8>> = (1..=2 * portion + 2).map(stored).collect();
+    want.sort();
+    assert_eq!(f.delivered(), want);
 }
 
 /// A server that asks for time between logins is not asked again in the same run, even
@@ -266,18 +272,19 @@ async fn a_server_handing_out_mail_in_portions_is_asked_again_until_nothing_is_n
 #[tokio::test]
 async fn a_login_delay_means_one_session_per_run() {
     let f = Fixture::new("");
+    let portion: Vec<usize> = (1..=crate::plan::PORTION_MIN).collect();
     let mut s = login(&["UIDL", "LOGIN-DELAY 900"]);
-    s.extend(listing(&[1, 2], true));
-    s.extend([
-        expect_alone("RETR 1"),
-        message(&msg(1)),
-        expect_alone("RETR 2"),
-        message(&msg(2)),
-    ]);
+    s.extend(listing(&portion, true));
+    for n in &portion {
+        s.extend([expect_alone(&format!("RETR {n}")), message(&msg(*n))]);
+    }
     s.extend(quit());
     let out = f.fetch(vec![s]).await;
     assert!(out.error.is_none(), "{:?}", out.error);
-    assert_eq!((out.report.new_messages, out.report.sessions), (2, 1));
+    assert_eq!(
+        (out.report.new_messages, out.report.sessions),
+        (portion.len() as u64, 1)
+    );
 }
 
 /// A session cut off after DELE but before QUIT deleted nothing: the next one sends the
