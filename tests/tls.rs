@@ -205,3 +205,71 @@ fn bad_trust_settings_are_config_errors_naming_the_key() {
         );
     }
 }
+
+/// The system's roots as OpenSSL keeps them, with the tests' CA among them: in a hashed
+/// directory (`<subject hash>.0`, as `update-ca-certificates` leaves /etc/ssl/certs) popsync
+/// looks the root up when the chain needs it; a bundle named by `SSL_CERT_FILE` is read.
+/// Either way the account needs no `ca-file`. (Linux and the other Unix systems: Windows and
+/// macOS use their own stores.)
+#[test]
+fn the_system_roots_are_found_in_a_hashed_directory_or_a_bundle_named_by_ssl_cert_file() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(62, 5, None);
+    server.add_messages("user1", &messages);
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-hash", "-in"])
+        .arg(&server.ca_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let roots = tempfile::tempdir().unwrap();
+    let hashed = roots.path().join("certs");
+    std::fs::create_dir(&hashed).unwrap();
+    std::fs::copy(&server.ca_file, hashed.join(format!("{hash}.0"))).unwrap();
+    let bundle = roots.path().join("bundle.pem");
+    std::fs::copy(&server.ca_file, &bundle).unwrap();
+    let empty = roots.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+
+    // The directory alone: the bundle the system has does not hold the tests' CA.
+    let home = Home::new();
+    home.write_config(&account(&server, &home, ""));
+    let out = home
+        .command(&["fetch", "--no-progress"])
+        .env("SSL_CERT_DIR", &hashed)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&messages),
+    );
+
+    // The bundle, with a directory that holds nothing.
+    let home = Home::new();
+    home.write_config(&account(&server, &home, ""));
+    let out = home
+        .command(&["fetch", "--no-progress"])
+        .env("SSL_CERT_DIR", &empty)
+        .env("SSL_CERT_FILE", &bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&messages),
+    );
+
+    // Neither: refused, as without them.
+    let home = Home::new();
+    home.write_config(&account(&server, &home, ""));
+    let out = home
+        .command(&["fetch", "--no-progress"])
+        .env("SSL_CERT_DIR", &empty)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+}

@@ -62,7 +62,7 @@ pub enum ErrorKind {
     )]
     FingerprintMismatch { expected: String, presented: String },
     #[error("TLS handshake failed")]
-    Tls(#[source] native_tls::Error),
+    Tls(#[source] super::tls::Failure),
     #[error(
         "the server does not speak TLS on this port ({0}); check `port` and `security` \
          (implicit TLS is usually port 995; port 110 wants security = \"starttls\")"

@@ -245,7 +245,7 @@ async fn tls_handshake(
     // below TLS turns thousands of small reads into a few large ones.
     let stream = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
     let handshake = connector.connect(options.host.as_str(), stream);
-    let tls = tokio::time::timeout(options.timeouts.handshake, handshake)
+    let (tls, der) = tokio::time::timeout(options.timeouts.handshake, handshake)
         .await
         .map_err(|_| {
             Error::from(ErrorKind::Timeout {
@@ -254,12 +254,6 @@ async fn tls_handshake(
             })
         })?
         .map_err(handshake_error)?;
-    let der = tls
-        .get_ref()
-        .peer_certificate()
-        .ok()
-        .flatten()
-        .and_then(|c| c.to_der().ok());
     check_pin(&options.tls, der.as_deref())?;
     if options.tls.pinned_sha256.is_some() {
         debug!(
@@ -277,7 +271,7 @@ async fn tls_handshake(
         debug!("TLS established with {}", options.host);
     }
     let certificate = der.map(|der| CertificateInfo::from_der(&der));
-    Ok((Box::new(tls), certificate))
+    Ok((tls, certificate))
 }
 
 async fn capabilities(conn: &mut Connection) -> Result<Capabilities, Error> {
