@@ -159,12 +159,13 @@ fn client_context() -> Result<SslContextBuilder, ErrorStack> {
 /// directory found). Where neither is found, OpenSSL's own compiled-in locations.
 fn system_roots(ctx: &mut SslContextBuilder) -> Result<(), ErrorStack> {
     let probe = openssl_probe::probe();
-    let hashed: Vec<&Path> = probe
-        .cert_dir
-        .iter()
-        .map(|d| d.as_path())
-        .filter(|d| is_hashed(d))
-        .collect();
+    let mut hashed: Vec<&Path> = Vec::new();
+    for dir in &probe.cert_dir {
+        // SSL_CERT_DIR is often the usual directory itself.
+        if !hashed.contains(&dir.as_path()) && is_hashed(dir) {
+            hashed.push(dir);
+        }
+    }
     let file_asked_for = std::env::var_os("SSL_CERT_FILE").is_some();
     let file = probe
         .cert_file
