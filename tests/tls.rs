@@ -232,44 +232,30 @@ fn the_system_roots_are_found_in_a_hashed_directory_or_a_bundle_named_by_ssl_cer
     let empty = roots.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
 
-    // The directory alone: the bundle the system has does not hold the tests' CA.
-    let home = Home::new();
-    home.write_config(&account(&server, &home, ""));
-    let out = home
-        .command(&["fetch", "--no-progress"])
-        .env("SSL_CERT_DIR", &hashed)
-        .env_remove("SSL_CERT_FILE")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_same_messages(
-        &maildir_contents(&home.maildir("home")),
-        &expected_contents(&messages),
-    );
-
-    // The bundle, with a directory that holds nothing.
-    let home = Home::new();
-    home.write_config(&account(&server, &home, ""));
-    let out = home
-        .command(&["fetch", "--no-progress"])
-        .env("SSL_CERT_DIR", &empty)
-        .env("SSL_CERT_FILE", &bundle)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_same_messages(
-        &maildir_contents(&home.maildir("home")),
-        &expected_contents(&messages),
-    );
-
+    // A fetch into a new home with this environment: its exit status and the home.
+    let fetch = |dir: &std::path::Path, file: Option<&std::path::Path>| {
+        let home = Home::new();
+        home.write_config(&account(&server, &home, ""));
+        let mut cmd = home.command(&["fetch", "--no-progress"]);
+        cmd.env("SSL_CERT_DIR", dir);
+        match file {
+            Some(file) => cmd.env("SSL_CERT_FILE", file),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        let out = cmd.output().unwrap();
+        (out, home)
+    };
+    // The directory alone (the bundle the system has does not hold the tests' CA), then the
+    // bundle with a directory that holds nothing: both fetch everything.
+    for (dir, file) in [(&hashed, None), (&empty, Some(bundle.as_path()))] {
+        let (out, home) = fetch(dir, file);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        assert_same_messages(
+            &maildir_contents(&home.maildir("home")),
+            &expected_contents(&messages),
+        );
+    }
     // Neither: refused, as without them.
-    let home = Home::new();
-    home.write_config(&account(&server, &home, ""));
-    let out = home
-        .command(&["fetch", "--no-progress"])
-        .env("SSL_CERT_DIR", &empty)
-        .env_remove("SSL_CERT_FILE")
-        .output()
-        .unwrap();
+    let (out, _home) = fetch(&empty, None);
     assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
 }

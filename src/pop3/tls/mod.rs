@@ -15,12 +15,12 @@
 //!
 //! Two back ends do the TLS itself, with the same behaviour:
 //!
-//! - [`openssl`] on Linux and the other Unix systems but macOS. It looks the system's roots up
+//! - `openssl.rs` on Linux and the other Unix systems but macOS. It looks the system's roots up
 //!   in the hashed certificate directory (`/etc/ssl/certs`) when the issuer is needed, instead
 //!   of parsing the whole CA bundle before the first connection — twice, as native-tls does
 //!   it. That parsing was most of what a one-shot TLS poll cost (about 40 ms of CPU and
 //!   1.5 MB).
-//! - [`native`] (native-tls: SChannel on Windows, Security.framework on macOS), where the
+//! - `native.rs` (native-tls: SChannel on Windows, Security.framework on macOS), where the
 //!   system's own store is already consulted lazily.
 //!
 //! [`CertificateInfo`] reads the few fields `popsync check` shows (subject, issuer, validity)
@@ -186,14 +186,27 @@ static CONNECTORS: Mutex<Vec<(Trust, Connector)>> = Mutex::new(Vec::new());
 /// dropped, and built again if it is needed again.
 const MAX_CONNECTORS: usize = 8;
 
-/// What a CA file that is not PEM is told, whatever the library says: its own words are
-/// about ASN.1 and its source lines, not for people.
-const NOT_A_CERTIFICATE: &str = "the CA file is neither PEM (text beginning \"-----BEGIN CERTIFICATE-----\") \
-     nor DER (a binary certificate)";
-
-/// Whether a CA file's bytes are PEM text (else they are taken as DER).
-fn is_pem(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ")
+/// The certificates of a CA file, read by the back end's own parsers: PEM (one or more) or
+/// DER (one). A file that is neither is told in words for people: the library's own are
+/// about ASN.1 and its source lines.
+fn read_roots<C, E: std::fmt::Display, F>(
+    bytes: &[u8],
+    pem: impl FnOnce(&[u8]) -> Result<Vec<C>, E>,
+    der: impl FnOnce(&[u8]) -> Result<C, F>,
+) -> Result<Vec<C>, String> {
+    if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        let certs = pem(bytes).map_err(|e| format!("the CA file is not valid PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("the CA file holds no certificate".into());
+        }
+        Ok(certs)
+    } else {
+        der(bytes).map(|c| vec![c]).map_err(|_| {
+            "the CA file is neither PEM (text beginning \"-----BEGIN CERTIFICATE-----\") \
+             nor DER (a binary certificate)"
+                .to_owned()
+        })
+    }
 }
 
 /// Classifies a handshake failure: certificate problems are their own kind of error (the

@@ -5,7 +5,6 @@ use native_tls::{Certificate, Protocol, TlsConnector};
 
 use super::super::connection::Stream;
 use super::super::error::{Error, ErrorKind};
-use super::{NOT_A_CERTIFICATE, is_pem};
 
 /// Why a TLS set-up or handshake failed.
 pub type Failure = native_tls::Error;
@@ -62,16 +61,5 @@ impl Connector {
 
 /// The certificates of a CA file: PEM (one or more) or DER (one).
 pub(super) fn parse_roots(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
-    if is_pem(bytes) {
-        let certs = Certificate::stack_from_pem(bytes)
-            .map_err(|e| format!("the CA file is not valid PEM: {e}"))?;
-        if certs.is_empty() {
-            return Err("the CA file holds no certificate".into());
-        }
-        Ok(certs)
-    } else {
-        Certificate::from_der(bytes)
-            .map(|c| vec![c])
-            .map_err(|_| NOT_A_CERTIFICATE.to_owned())
-    }
+    super::read_roots(bytes, Certificate::stack_from_pem, Certificate::from_der)
 }

@@ -23,7 +23,6 @@ use tracing::debug;
 
 use super::super::connection::Stream;
 use super::super::error::{Error, ErrorKind};
-use super::{NOT_A_CERTIFICATE, is_pem};
 
 /// Why a TLS set-up or handshake failed, in OpenSSL's words (and, for a refused
 /// certificate, the reason the chain was refused).
@@ -208,18 +207,7 @@ fn is_hashed(dir: &Path) -> bool {
 
 /// The certificates of a CA file: PEM (one or more) or DER (one).
 pub(super) fn parse_roots(bytes: &[u8]) -> Result<Vec<X509>, String> {
-    if is_pem(bytes) {
-        let certs = X509::stack_from_pem(bytes)
-            .map_err(|e| format!("the CA file is not valid PEM: {e}"))?;
-        if certs.is_empty() {
-            return Err("the CA file holds no certificate".into());
-        }
-        Ok(certs)
-    } else {
-        X509::from_der(bytes)
-            .map(|c| vec![c])
-            .map_err(|_| NOT_A_CERTIFICATE.to_owned())
-    }
+    super::read_roots(bytes, X509::stack_from_pem, X509::from_der)
 }
 
 #[cfg(test)]
