@@ -23,8 +23,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::config::{Oversize, Retention};
-use crate::pop3::{MsgNum, UidlEntry};
-use crate::store::{Known, MessageState, Uid};
+use crate::pop3::{MsgNum, Uidl};
+use crate::store::{KnownMessages, MessageState};
 
 /// The account's policy for one session.
 #[derive(Debug, Clone, Copy)]
@@ -204,8 +204,8 @@ pub fn due_for_deletion(retention: Retention, delivered_at: Option<i64>, now: i6
 
 /// Makes the plan for one session. `now` is unix seconds.
 pub fn plan<'a>(
-    listing: &'a [UidlEntry],
-    known: &'a HashMap<Uid, Known>,
+    listing: &'a Uidl,
+    known: &'a KnownMessages,
     policy: &Policy,
     now: i64,
 ) -> Plan<'a> {
@@ -213,8 +213,8 @@ pub fn plan<'a>(
     let mut listed: HashSet<&[u8]> = HashSet::with_capacity(listing.len());
     let mut numbers: HashSet<MsgNum> = HashSet::with_capacity(listing.len());
     let mut delete = Vec::new();
-    for entry in listing {
-        let uid = entry.uid.as_slice();
+    for entry in listing.iter() {
+        let uid = entry.uid;
         // A repeated unique-id, or a repeated message number (a broken or hostile listing):
         // the entries cannot be told apart.
         if !numbers.insert(entry.msg) || !listed.insert(uid) {
@@ -252,8 +252,8 @@ pub fn plan<'a>(
         p.delete = delete;
     }
     let grace = policy.forget_after.as_secs() as i64;
-    for (uid, k) in known {
-        if listed.contains(uid.as_slice()) || k.state == MessageState::Pending {
+    for (uid, k) in known.iter() {
+        if listed.contains(uid) || k.state == MessageState::Pending {
             continue;
         }
         if k.state == MessageState::DeletePending {
@@ -271,34 +271,33 @@ pub fn plan<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pop3::UidlEntry;
+    use crate::store::Known;
 
     const DAY: i64 = 86_400;
     const NOW: i64 = 1_800_000_000;
 
-    fn listing(uids: &[&str]) -> Vec<UidlEntry> {
+    fn listing(uids: &[&str]) -> Uidl {
         uids.iter()
             .enumerate()
             .map(|(i, u)| UidlEntry {
                 msg: MsgNum(i as u32 + 1),
-                uid: u.as_bytes().to_vec(),
+                uid: u.as_bytes(),
             })
             .collect()
     }
 
-    fn known(entries: &[(&str, MessageState, Option<i64>, Option<i64>)]) -> HashMap<Uid, Known> {
-        entries
-            .iter()
-            .map(|(u, state, delivered_at, unlisted_since)| {
-                (
-                    u.as_bytes().to_vec(),
-                    Known {
-                        state: *state,
-                        delivered_at: *delivered_at,
-                        unlisted_since: *unlisted_since,
-                    },
-                )
-            })
-            .collect()
+    fn known(entries: &[(&str, MessageState, Option<i64>, Option<i64>)]) -> KnownMessages {
+        let mut set = KnownMessages::default();
+        for (u, state, delivered_at, unlisted_since) in entries {
+            let k = Known {
+                state: *state,
+                delivered_at: *delivered_at,
+                unlisted_since: *unlisted_since,
+            };
+            set.insert(u.as_bytes(), k).unwrap();
+        }
+        set
     }
 
     fn policy(retention: Retention) -> Policy {
@@ -424,9 +423,14 @@ mod tests {
 
     #[test]
     fn a_repeated_message_number_counts_as_a_duplicate() {
-        let mut l = listing(&["a", "b"]);
-        l[1].msg = MsgNum(1);
-        let none = HashMap::new();
+        let l: Uidl = [(1, "a"), (1, "b")]
+            .into_iter()
+            .map(|(msg, uid)| UidlEntry {
+                msg: MsgNum(msg),
+                uid: uid.as_bytes(),
+            })
+            .collect();
+        let none = KnownMessages::default();
         let p = plan(&l, &none, &policy(Retention::Delete), NOW);
         assert_eq!(uids(&p.fetch), vec![b"a".as_slice()]);
         assert!(p.deletion_refused());
@@ -510,7 +514,7 @@ mod tests {
             .iter()
             .map(|e| Listed {
                 msg: e.msg,
-                uid: &e.uid,
+                uid: e.uid,
             })
             .collect();
         let sizes: HashMap<MsgNum, u64> = [
@@ -563,11 +567,11 @@ mod tests {
         );
     }
 
-    fn listed(l: &[UidlEntry]) -> Vec<Listed<'_>> {
+    fn listed(l: &Uidl) -> Vec<Listed<'_>> {
         l.iter()
             .map(|e| Listed {
                 msg: e.msg,
-                uid: &e.uid,
+                uid: e.uid,
             })
             .collect()
     }
@@ -585,7 +589,7 @@ mod tests {
     #[test]
     fn delete_after_days_keeps_what_this_session_delivered() {
         let l = listing(&["new"]);
-        let none = HashMap::new();
+        let none = KnownMessages::default();
         let fourteen = policy(Retention::After(Duration::from_secs(14 * DAY as u64)));
         let p = plan(&l, &none, &fourteen, NOW);
         assert!(p.deletions(&listed(&l), &[], &fourteen, NOW).is_empty());
@@ -601,7 +605,7 @@ mod tests {
     #[test]
     fn keep_deletes_only_oversize_messages_the_account_asked_to_delete() {
         let l = listing(&["new", "huge"]);
-        let none = HashMap::new();
+        let none = KnownMessages::default();
         let mut keep = policy(Retention::Keep);
         keep.max_size = Some(1_000);
         keep.oversize = crate::config::Oversize::Delete;
@@ -617,7 +621,7 @@ mod tests {
     #[test]
     fn duplicate_uids_delete_nothing_not_even_oversize_messages() {
         let l = listing(&["dup", "dup", "huge"]);
-        let none = HashMap::new();
+        let none = KnownMessages::default();
         let mut del = policy(Retention::Delete);
         del.max_size = Some(1_000);
         del.oversize = crate::config::Oversize::Delete;

@@ -191,7 +191,8 @@ fn crash_and_recover_into(sink: Sink, retention: &str) {
     if retention == "delete" {
         assert_eq!(server.message_count("user1"), 0, "the server is empty");
         let not_deleted: Vec<_> = known
-            .values()
+            .iter()
+            .map(|(_, k)| k)
             .filter(|k| k.state != MessageState::Deleted)
             .collect();
         assert!(
@@ -202,7 +203,8 @@ fn crash_and_recover_into(sink: Sink, retention: &str) {
         assert_eq!(server.message_count("user1"), sent.len());
         assert_eq!(known.len(), sent.len());
         let odd: Vec<_> = known
-            .values()
+            .iter()
+            .map(|(_, k)| k)
             .filter(|k| k.state != MessageState::Delivered)
             .collect();
         assert!(

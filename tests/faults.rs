@@ -478,8 +478,8 @@ impl Fixture {
         store
             .known(id)
             .unwrap()
-            .into_iter()
-            .map(|(uid, known)| (String::from_utf8(uid).unwrap(), known.state))
+            .iter()
+            .map(|(uid, known)| (String::from_utf8(uid.to_vec()).unwrap(), known.state))
             .collect()
     }
 

@@ -72,8 +72,8 @@ impl Fixture {
         let mut out: Vec<(String, MessageState)> = store
             .known(id)
             .unwrap()
-            .into_iter()
-            .map(|(u, k)| (String::from_utf8(u).unwrap(), k.state))
+            .iter()
+            .map(|(u, k)| (String::from_utf8(u.to_vec()).unwrap(), k.state))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

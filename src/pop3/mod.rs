@@ -37,7 +37,7 @@ pub mod tls;
 
 pub use auth::{AuthMethod, Credentials};
 pub use error::{Error, ErrorKind};
-pub use response::{Capabilities, ListEntry, MsgNum, ResponseCode, Status, UidlEntry};
+pub use response::{Capabilities, ListEntry, MsgNum, ResponseCode, Status, Uidl, UidlEntry};
 pub use secret::Secret;
 pub use session::{
     Authenticated, BodyCommand, ConnectOptions, Connector, Greeted, RetrieveHandler, Security, Tcp,

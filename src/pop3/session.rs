@@ -18,7 +18,7 @@ use super::auth::{self, AuthMethod, Credentials};
 use super::command::Command;
 use super::connection::{Connection, ListingLimit, Stream};
 use super::error::{Error, ErrorKind, Phase, command_error, greeting_error};
-use super::response::{Capabilities, ListEntry, MsgNum, Status, UidlEntry, parse_stat};
+use super::response::{Capabilities, ListEntry, MsgNum, Status, Uidl, UidlEntry, parse_stat};
 use super::tls::{CertificateInfo, TlsOptions, check_pin, handshake_error};
 
 /// How the connection is protected.
@@ -465,20 +465,24 @@ impl Authenticated {
         })
     }
 
-    async fn read_uidl(&mut self, status: Status) -> Result<Vec<UidlEntry>, Error> {
+    async fn read_uidl(&mut self, status: Status) -> Result<Uidl, Error> {
         match status {
             Status::Ok { .. } => {}
             Status::Err { code: None, .. } => return Err(ErrorKind::NoUidl.into()),
             status => return Err(command_error("UIDL", status)),
         }
-        let mut entries = Vec::new();
+        let mut entries = Uidl::default();
         let mut bad = 0usize;
+        let mut too_long = false;
         self.conn
             .read_listing(MAX_LISTING, |line| match UidlEntry::parse(line) {
-                Some(e) => entries.push(e),
+                Some(e) => too_long |= entries.push(e).is_err(),
                 None => bad += 1,
             })
             .await?;
+        if too_long {
+            return Err(ErrorKind::Protocol("the UIDL listing is too long".into()).into());
+        }
         if bad > 0 {
             warn!("ignored {bad} unreadable lines in the server's UIDL listing");
         }
@@ -501,7 +505,7 @@ impl Authenticated {
     }
 
     /// UIDL for all messages. A server without UIDL gives [`ErrorKind::NoUidl`].
-    pub async fn uidl(&mut self) -> Result<Vec<UidlEntry>, Error> {
+    pub async fn uidl(&mut self) -> Result<Uidl, Error> {
         let status = self.conn.command(&Command::Uidl(None)).await?;
         self.read_uidl(status).await
     }

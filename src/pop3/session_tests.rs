@@ -116,7 +116,7 @@ async fn a_session_greets_logs_in_lists_and_quits_line_by_line() {
         uidl
     })
     .await;
-    let uids: Vec<&[u8]> = uidl.iter().map(|e| e.uid.as_slice()).collect();
+    let uids: Vec<&[u8]> = uidl.iter().map(|e| e.uid).collect();
     assert_eq!(uids, vec![b"a1".as_slice(), b"b2"]);
 }
 

@@ -5,11 +5,11 @@
 //! in the states it names; a message in any other state is left as it is. Callers therefore
 //! cannot move a message along a path the delivery protocol does not have.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::known::KnownMessages;
 use super::{AccountId, Store, StoreError, path_from_bytes, path_to_bytes};
 
 pub type Uid = Vec<u8>;
@@ -108,33 +108,45 @@ pub struct Listing<'a> {
 
 impl Store {
     /// Everything known about the account's messages, by unique-id.
-    pub fn known(&self, account: AccountId) -> Result<HashMap<Uid, Known>, StoreError> {
+    pub fn known(&self, account: AccountId) -> Result<KnownMessages, StoreError> {
         let r = (|| {
+            // Sized once: growing a table of 100,000 entries holds the old and the new
+            // table at once, which would be the session's peak of memory.
+            let count: i64 = self.conn.query_row(
+                "SELECT count(*) FROM message WHERE account_id = ?1",
+                [account.0],
+                |row| row.get(0),
+            )?;
+            let count = usize::try_from(count).unwrap_or(0);
+            let mut set = KnownMessages::with_capacity(count, count.saturating_mul(16));
             let mut stmt = self.conn.prepare_cached(
                 "SELECT uid, state, delivered_at, unlisted_since FROM message WHERE account_id = ?1",
             )?;
             let mut rows = stmt.query([account.0])?;
-            let mut map = HashMap::new();
             while let Some(row) = rows.next()? {
-                let uid: Vec<u8> = row.get(0)?;
-                let state: String = row.get(1)?;
-                let state = MessageState::parse(&state).ok_or_else(|| {
+                let uid = row.get_ref(0)?.as_blob()?;
+                let state = row.get_ref(1)?.as_str()?;
+                let state = MessageState::parse(state).ok_or_else(|| {
                     rusqlite::Error::InvalidColumnType(
                         1,
-                        state.clone(),
+                        state.to_owned(),
                         rusqlite::types::Type::Text,
                     )
                 })?;
-                map.insert(
-                    uid,
-                    Known {
-                        state,
-                        delivered_at: row.get(2)?,
-                        unlisted_since: row.get(3)?,
-                    },
-                );
+                let known = Known {
+                    state,
+                    delivered_at: row.get(2)?,
+                    unlisted_since: row.get(3)?,
+                };
+                set.insert(uid, known).map_err(|_| {
+                    rusqlite::Error::InvalidColumnType(
+                        0,
+                        "more messages than one account can hold".to_owned(),
+                        rusqlite::types::Type::Blob,
+                    )
+                })?;
             }
-            Ok(map)
+            Ok(set)
         })();
         r.map_err(|e| match e {
             rusqlite::Error::InvalidColumnType(1, state, _) => StoreError::Corrupt {
@@ -486,8 +498,8 @@ mod tests {
         s.drop_pending(a, &[b"u2"]).unwrap();
         let known = s.known(a).unwrap();
         assert_eq!(known.len(), 1);
-        assert_eq!(known[&b"u1".to_vec()].state, MessageState::Delivered);
-        assert_eq!(known[&b"u1".to_vec()].delivered_at, Some(110));
+        assert_eq!(known.get(b"u1").unwrap().state, MessageState::Delivered);
+        assert_eq!(known.get(b"u1").unwrap().delivered_at, Some(110));
         assert!(s.is_delivered_under("n1").unwrap());
         assert!(!s.is_delivered_under("n2").unwrap());
         s.mark_delete_pending(a, &[b"u1"]).unwrap();
@@ -573,12 +585,12 @@ mod tests {
         };
         s.record_listing(a, &missing, 120).unwrap();
         assert_eq!(
-            s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since,
+            s.known(a).unwrap().get(b"u1").unwrap().unlisted_since,
             Some(120)
         );
         s.record_listing(a, &missing, 130).unwrap();
         assert_eq!(
-            s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since,
+            s.known(a).unwrap().get(b"u1").unwrap().unlisted_since,
             Some(120),
             "first time kept"
         );
@@ -587,7 +599,7 @@ mod tests {
             ..Listing::default()
         };
         s.record_listing(a, &back, 135).unwrap();
-        assert_eq!(s.known(a).unwrap()[&b"u1".to_vec()].unlisted_since, None);
+        assert_eq!(s.known(a).unwrap().get(b"u1").unwrap().unlisted_since, None);
         let forget = Listing {
             forget: &[b"u1"],
             ..Listing::default()
@@ -603,6 +615,6 @@ mod tests {
         s.record_seen(a, &[odd, b"A", b"a"], 1).unwrap();
         let known = s.known(a).unwrap();
         assert_eq!(known.len(), 3);
-        assert!(known.contains_key(odd));
+        assert!(known.contains(odd));
     }
 }

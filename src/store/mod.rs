@@ -26,6 +26,7 @@
 //! (BLOB); they are never used in file names. Account rows and poll outcomes are in
 //! [`status`].
 
+pub mod known;
 pub mod messages;
 mod schema;
 pub mod status;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use known::KnownMessages;
 pub use messages::{Known, Listing, MessageState, PendingRow, Place, Uid};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use status::{AccountStatus, Pause, PollRecord};
