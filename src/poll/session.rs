@@ -76,13 +76,15 @@ pub(super) async fn session(
 
     // Sizes (for the size rules, batching and progress) only when there is something new:
     // in the common case of nothing new, a large mailbox's LIST would be wasted work.
-    let candidates: Vec<Listed<'_>> = plan.fetch.iter().chain(&plan.reconsider).copied().collect();
-    let sizes: HashMap<MsgNum, u64> = if candidates.is_empty() {
+    // (The candidates are not collected first: at 100,000 new messages each list of them
+    // is megabytes.)
+    let candidates = || plan.fetch.iter().chain(&plan.reconsider).copied();
+    let sizes: HashMap<MsgNum, u64> = if candidates().next().is_none() {
         HashMap::new()
     } else {
         s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
     };
-    let split = plan::split_by_size(candidates, &sizes, &sc.policy);
+    let split = plan::split_by_size(candidates(), &sizes, &sc.policy);
     let reconsidered: HashSet<&[u8]> = plan.reconsider.iter().map(|l| l.uid).collect();
     let too_big: Vec<(&[u8], u64)> = split
         .skip
