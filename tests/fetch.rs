@@ -48,6 +48,7 @@ fn first_fetch_brings_every_message_byte_for_byte_and_a_second_fetch_brings_noth
 #[test]
 fn newly_arrived_messages_and_only_they_are_fetched() {
     let server = Dovecot::start();
+    // Ten new among 50: their sizes are asked for one `LIST n` each, pipelined.
     let first = corpus::varied(2, 40, None);
     server.add_messages("user1", &first);
     let home = Home::new();
@@ -273,6 +274,52 @@ fn without_pipelining_on_the_server_the_client_waits_for_every_answer() {
         .filter(|c| c.starts_with("DELE "))
         .count();
     assert_eq!((retr, dele), (40, 40), "{:?}", rec.commands);
+}
+
+/// A few new among many, without pipelining: one `LIST n` for each of them, each answer
+/// awaited, and no listing of the whole mailbox.
+#[test]
+fn a_few_new_messages_are_sized_one_at_a_time_without_listing_the_mailbox() {
+    let server = Dovecot::start_with(dovecot::Options {
+        plaintext_auth: true,
+        ..dovecot::Options::default()
+    });
+    let first: Vec<Vec<u8>> = (0..2000)
+        .map(|i| corpus::message(12, i, corpus::Sizes::Small))
+        .collect();
+    server.add_messages("user1", &first);
+    let proxy = common::proxy::Proxy::start(server.plain_port);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let extra = format!("security = \"dangerous-plaintext\"\nport = {}", proxy.port);
+    let cfg = account_toml("home", &server, "user1", &md, &extra)
+        .replace(&format!("port = {}\n", server.tls_port), "");
+    home.write_config(&cfg);
+    let out = home.run(&["fetch", "--mark-seen"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    let later: Vec<Vec<u8>> = (5000..5002)
+        .map(|i| corpus::message(12, i, corpus::Sizes::Mixed))
+        .collect();
+    server.add_messages("user1", &later);
+    let seen = proxy.record.lock().unwrap().commands.len();
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&later));
+    let rec = proxy.record.lock().unwrap();
+    assert!(rec.capa_rewritten, "the proxy hid PIPELINING");
+    assert!(rec.violations.is_empty(), "{:?}", rec.violations);
+    let lists: Vec<&str> = rec.commands[seen..]
+        .iter()
+        .filter(|c| c.starts_with("LIST"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        lists,
+        ["LIST 2001", "LIST 2002"],
+        "{:?}",
+        &rec.commands[seen..]
+    );
 }
 
 #[test]

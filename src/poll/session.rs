@@ -75,12 +75,21 @@ pub(super) async fn session(
     record_listing(sc, &plan, now)?;
 
     // Sizes (for the size rules, batching and progress) only when there is something new:
-    // in the common case of nothing new, a large mailbox's LIST would be wasted work.
+    // in the common case of nothing new, a large mailbox's LIST would be wasted work, and
+    // when a few are new among many, only theirs are asked for (see `list_each`).
     // (The candidates are not collected first: at 100,000 new messages each list of them
     // is megabytes.)
     let candidates = || plan.fetch.iter().chain(&plan.reconsider).copied();
-    let sizes: HashMap<MsgNum, u64> = if candidates().next().is_none() {
+    let wanted = candidates().count();
+    let sizes: HashMap<MsgNum, u64> = if wanted == 0 {
         HashMap::new()
+    } else if list_each(wanted, uidl.len(), s.pipelining()) {
+        let msgs: Vec<MsgNum> = candidates().map(|l| l.msg).collect();
+        s.list_some(&msgs)
+            .await?
+            .iter()
+            .map(|e| (e.msg, e.size))
+            .collect()
     } else {
         s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
     };
@@ -150,6 +159,21 @@ pub(super) async fn session(
         fetched,
         may_be_partial: plan.may_be_partial() && login_delay == 0,
     })
+}
+
+/// Whether to ask for the sizes of the `wanted` messages one `LIST n` at a time rather than
+/// listing all `listed`: when they are few among many (a poll of a large mailbox kept on
+/// the server finds a handful new), where the whole listing would cost the server and the
+/// line a line per message for nothing. With pipelining up to 256 commands go out together
+/// (about one round trip), so this pays once the listing is four times longer; without
+/// it, each costs a round trip of its own, worth it only instead of a listing of thousands.
+fn list_each(wanted: usize, listed: usize, pipelining: bool) -> bool {
+    let (most, ratio) = if pipelining {
+        (pop3::session::LIST_WINDOW, 4)
+    } else {
+        (4, 1000)
+    };
+    wanted <= most && wanted.saturating_mul(ratio) <= listed
 }
 
 /// Records what the listing says: messages back, gone, to forget; deletions an interrupted

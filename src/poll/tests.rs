@@ -234,6 +234,68 @@ async fn retrieval_and_deletion_keep_the_pipelining_window() {
     assert_eq!(f.delivered(), want);
 }
 
+/// Keeps messages 1..=n on a server without pipelining: one first fetch.
+async fn keep_first(f: &Fixture, n: usize) {
+    let numbers: Vec<usize> = (1..=n).collect();
+    let mut s = login(&["UIDL"]);
+    s.extend(listing(&numbers, true));
+    for k in 1..=n {
+        s.extend([expect_alone(&format!("RETR {k}")), message(&msg(k))]);
+    }
+    s.extend(quit());
+    let out = f.fetch(vec![s]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+}
+
+/// UIDL listing `1..=n`, as [`listing`] gives without LIST.
+fn uidl_of(n: usize) -> Vec<Step> {
+    listing(&(1..=n).collect::<Vec<_>>(), false)
+}
+
+/// A few new among many: only their sizes are asked for, one `LIST n` each, sent together
+/// with pipelining; a message the server will not size is still downloaded.
+#[tokio::test]
+async fn a_few_new_among_many_are_sized_one_by_one_not_by_listing_the_mailbox() {
+    let f = Fixture::new("retention = \"keep\"");
+    keep_first(&f, 40).await;
+
+    let mut s = login(&["UIDL", "PIPELINING"]);
+    s.extend(uidl_of(42));
+    s.extend([
+        expect("LIST 41"),
+        expect_alone("LIST 42"),
+        send(&format!("+OK 41 {}", msg(41).len())),
+        send("-ERR no such message"),
+        expect("RETR 41"),
+        expect_alone("RETR 42"),
+        message(&msg(41)),
+        message(&msg(42)),
+    ]);
+    s.extend(quit());
+    let out = f.fetch(vec![s]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.report.new_messages, 2);
+    let mut want: Vec<Vec<u8>> = (1..=42).map(stored).collect();
+    want.sort();
+    assert_eq!(f.delivered(), want);
+
+    // An answer about another message than the one asked for is refused, and nothing is
+    // downloaded or recorded on the strength of it.
+    let mut s = login(&["UIDL", "PIPELINING"]);
+    s.extend(uidl_of(44));
+    s.extend([
+        expect("LIST 43"),
+        expect_alone("LIST 44"),
+        send(&format!("+OK 43 {}", msg(43).len())),
+        send("+OK 7 120"),
+    ]);
+    let out = f.fetch(vec![s]).await;
+    let err = out.error.expect("a wrong answer is an error");
+    assert!(err.to_string().contains("LIST 44"), "{err}");
+    assert_eq!(out.report.new_messages, 0);
+    assert_eq!(f.delivered().len(), 42);
+}
+
 /// A server that hands out mail in portions (Gmail) lists only what it has not handed out:
 /// popsync asks again until a session brings nothing new.
 #[tokio::test]

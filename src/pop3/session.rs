@@ -79,6 +79,10 @@ pub struct ConnectOptions {
 /// the window never comes near filling the socket buffer (RFC 2449 section 6.6).
 pub const PIPELINE_WINDOW: usize = 32;
 
+/// Most `LIST n` commands outstanding at once. Each command and each answer is a short
+/// line, so even this many cannot fill a socket buffer in either direction.
+pub const LIST_WINDOW: usize = 256;
+
 /// Read buffer beneath TLS.
 const TLS_READ_BUFFER: usize = 64 * 1024;
 
@@ -514,6 +518,42 @@ impl Authenticated {
     pub async fn list(&mut self) -> Result<Vec<ListEntry>, Error> {
         let status = self.conn.command(&Command::List(None)).await?;
         self.read_list(status).await
+    }
+
+    /// `LIST n` for each of `msgs`, pipelined: the sizes of a few messages without listing
+    /// the whole mailbox. A message the server refuses (`-ERR`) or answers unreadably is
+    /// left out, as an unreadable line of a whole listing is; an answer about another
+    /// message than the one asked for is a protocol error.
+    pub async fn list_some(&mut self, msgs: &[MsgNum]) -> Result<Vec<ListEntry>, Error> {
+        let window = if self.caps.pipelining { LIST_WINDOW } else { 1 };
+        let mut pipeline = Pipeline::new(window, msgs.len());
+        let mut entries = Vec::with_capacity(msgs.len());
+        for (received, &msg) in msgs.iter().enumerate() {
+            pipeline
+                .refill(&mut self.conn, received, |i| Command::List(Some(msgs[i])))
+                .await?;
+            match self.conn.read_status().await? {
+                Status::Ok { text } => match ListEntry::parse(text.as_bytes()) {
+                    Some(e) if e.msg == msg => entries.push(e),
+                    Some(e) => {
+                        return Err(ErrorKind::Protocol(format!(
+                            "the server answered LIST {msg} about message {}",
+                            e.msg
+                        ))
+                        .into());
+                    }
+                    None => warn!("ignored an unreadable answer to LIST {msg}: {text:?}"),
+                },
+                Status::Err { .. } => {}
+                other => {
+                    return Err(ErrorKind::Protocol(format!(
+                        "unexpected answer to LIST {msg}: {other}"
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// Retrieves `msgs` in order, streaming each body to `handler`.
