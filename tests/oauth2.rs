@@ -14,7 +14,7 @@ const GOOD: &str = "ya29.good-token-for-user1";
 
 fn server(introspection: &Introspection) -> Dovecot {
     Dovecot::start_with(dovecot::Options {
-        oauth2_introspection_port: Some(introspection.port),
+        oauth2: Some(introspection.passdb()),
         ..dovecot::Options::default()
     })
 }

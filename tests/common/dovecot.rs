@@ -20,8 +20,17 @@ pub struct Options {
     /// Allow USER/PASS and AUTH PLAIN without TLS (for dangerous-plaintext tests).
     pub plaintext_auth: bool,
     /// Also accept SASL XOAUTH2 and OAUTHBEARER, the tokens checked by Dovecot's oauth2
-    /// passdb against this token introspection endpoint (`http://127.0.0.1:PORT/introspect`).
-    pub oauth2_introspection_port: Option<u16>,
+    /// passdb against a token introspection endpoint (RFC 7662).
+    pub oauth2: Option<OAuth2Passdb>,
+}
+
+/// Where Dovecot's oauth2 passdb asks whether a token is active, and which attribute of the
+/// answer names the user.
+#[derive(Debug, Clone)]
+pub struct OAuth2Passdb {
+    /// `http://[client:secret@]127.0.0.1:PORT/path`: the token is POSTed as `token=...`.
+    pub introspection_url: String,
+    pub username_attribute: String,
 }
 
 pub struct Dovecot {
@@ -426,21 +435,22 @@ service anvil {{
 "#,
         users = users.display(),
         plain = if options.plaintext_auth { "no" } else { "yes" },
-        oauth_mechanisms = if options.oauth2_introspection_port.is_some() {
+        oauth_mechanisms = if options.oauth2.is_some() {
             " xoauth2 oauthbearer"
         } else {
             ""
         },
-        oauth_passdb = match options.oauth2_introspection_port {
+        oauth_passdb = match &options.oauth2 {
             None => String::new(),
-            Some(port) => {
+            Some(passdb) => {
                 // Read when the auth process starts. "mechanisms" keeps passwords away from
                 // the endpoint and tokens away from the passwd-file.
                 let ext = dir.join("dovecot-oauth2.conf.ext");
                 std::fs::write(
                     &ext,
                     format!(
-                        "introspection_mode = post\nintrospection_url = http://127.0.0.1:{port}/introspect\nusername_attribute = username\nactive_attribute = active\nactive_value = true\ntimeout_msecs = 5000\n"
+                        "introspection_mode = post\nintrospection_url = {}\nusername_attribute = {}\nactive_attribute = active\nactive_value = true\ntimeout_msecs = 5000\n",
+                        passdb.introspection_url, passdb.username_attribute,
                     ),
                 )
                 .unwrap();

@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod mbox;
 pub mod mount;
 pub mod oauth;
+pub mod oidc;
 pub mod proxy;
 
 use std::collections::BTreeMap;

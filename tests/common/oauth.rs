@@ -77,6 +77,14 @@ impl Introspection {
         Self { port, asked }
     }
 
+    /// Dovecot's oauth2 passdb asking this endpoint.
+    pub fn passdb(&self) -> super::dovecot::OAuth2Passdb {
+        super::dovecot::OAuth2Passdb {
+            introspection_url: format!("http://127.0.0.1:{}/introspect", self.port),
+            username_attribute: "username".into(),
+        }
+    }
+
     /// Every token Dovecot asked about, in order.
     pub fn asked(&self) -> Vec<String> {
         self.asked.lock().unwrap().clone()

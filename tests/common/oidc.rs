@@ -1,0 +1,383 @@
+//! A real OpenID Connect authorization server on loopback: node-oidc-provider, started from
+//! `tests/oidc/provider.mjs` (its package pinned in `tests/oidc/package-lock.json`, installed
+//! by `scripts/test`). See that file for how it is set up: a native client for popsync with
+//! PKCE required, the device grant, token introspection for Dovecot, refresh tokens rotated
+//! at every use, access tokens that expire in seconds.
+//!
+//! Also the test's side of a sign-in: a small HTTP/1.0 client that plays the user in the
+//! browser (the log-in and consent pages, the device code page) and, until popsync does it
+//! itself, the client's side of the device grant.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::dovecot::OAuth2Passdb;
+
+pub const CLIENT_ID: &str = "popsync-test";
+const DOVECOT_ID: &str = "dovecot";
+const DOVECOT_SECRET: &str = "dovecot-introspection-secret";
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+pub struct Provider {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub issuer: String,
+    port: u16,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Provider {
+    /// Starts the server; its access tokens expire after `access_ttl` seconds.
+    pub fn start(access_ttl: u64) -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "node-oidc-provider is not installed: run scripts/test, or `npm ci` in {}",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .env("OIDC_ACCESS_TTL", access_ttl.to_string())
+            .env("OIDC_CLIENT_ID", CLIENT_ID)
+            .env("OIDC_DOVECOT_ID", DOVECOT_ID)
+            .env("OIDC_DOVECOT_SECRET", DOVECOT_SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node (is Node.js installed?): {e}"));
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // Whatever it prints later is read and dropped: a closed pipe would end it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("the authorization server did not start: {line:?}"));
+        let issuer = ready["issuer"].as_str().unwrap().to_owned();
+        let port = issuer.rsplit(':').next().unwrap().parse().unwrap();
+        Self {
+            child,
+            issuer,
+            port,
+        }
+    }
+
+    /// Dovecot's oauth2 passdb, introspecting tokens here as its own confidential client.
+    pub fn passdb(&self) -> OAuth2Passdb {
+        OAuth2Passdb {
+            introspection_url: format!(
+                "http://{DOVECOT_ID}:{DOVECOT_SECRET}@127.0.0.1:{}/token/introspection",
+                self.port
+            ),
+            username_attribute: "sub".into(),
+        }
+    }
+
+    /// The client's side of the device grant, with the user (`login`) approving it in the
+    /// browser in between: the tokens the server issues.
+    pub fn device_sign_in(&self, login: &str) -> Tokens {
+        let started = self.post(
+            "/device/auth",
+            &[("client_id", CLIENT_ID), ("scope", "openid pop")],
+        );
+        assert_eq!(started.status, 200, "{}", started.body);
+        let grant: serde_json::Value = serde_json::from_str(&started.body).unwrap();
+        let user = Browser::new(self.port);
+        user.approve_device(grant["verification_uri_complete"].as_str().unwrap(), login);
+        let device_code = grant["device_code"].as_str().unwrap();
+        let interval = grant["interval"].as_u64().unwrap_or(5);
+        loop {
+            std::thread::sleep(Duration::from_secs(interval));
+            let answer = self.post(
+                "/token",
+                &[
+                    ("client_id", CLIENT_ID),
+                    ("grant_type", DEVICE_GRANT),
+                    ("device_code", device_code),
+                ],
+            );
+            match answer.status {
+                200 => return Tokens::parse(&answer.body),
+                _ if answer.body.contains("authorization_pending") => continue,
+                _ => panic!("device grant refused: {answer:?}"),
+            }
+        }
+    }
+
+    /// The refresh grant: new tokens, or the server's error (`invalid_grant` for a refresh
+    /// token used before, or of a revoked grant).
+    pub fn refresh(&self, refresh_token: &str) -> Result<Tokens, String> {
+        let answer = self.post(
+            "/token",
+            &[
+                ("client_id", CLIENT_ID),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        );
+        match answer.status {
+            200 => Ok(Tokens::parse(&answer.body)),
+            _ => Err(answer.body),
+        }
+    }
+
+    /// Whether the server still calls `token` active (RFC 7662, as Dovecot asks).
+    pub fn is_active(&self, token: &str) -> bool {
+        let answer = http(
+            self.port,
+            "POST",
+            "/token/introspection",
+            Some(&form(&[("token", token)])),
+            Some((DOVECOT_ID, DOVECOT_SECRET)),
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        v["active"] == serde_json::Value::Bool(true)
+    }
+
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        http(self.port, "POST", path, Some(&form(fields)), None, "")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: Option<String>,
+    pub expires_in: u64,
+}
+
+impl Tokens {
+    fn parse(body: &str) -> Self {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        Self {
+            access: v["access_token"].as_str().unwrap().to_owned(),
+            refresh: v["refresh_token"].as_str().map(str::to_owned),
+            expires_in: v["expires_in"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+/// The user's browser: keeps cookies and fills in the server's pages.
+pub struct Browser {
+    port: u16,
+    cookies: std::cell::RefCell<BTreeMap<String, String>>,
+}
+
+impl Browser {
+    pub fn new(port: u16) -> Self {
+        Self {
+            port,
+            cookies: Default::default(),
+        }
+    }
+
+    /// Opens the device page with the code filled in, confirms it, logs in as `login` and
+    /// consents; ends on the page that says the sign-in succeeded.
+    pub fn approve_device(&self, verification_uri_complete: &str, login: &str) {
+        let page = self.get(verification_uri_complete);
+        let xsrf = input_value(&page.body, "xsrf").expect("the device page has an xsrf field");
+        let code = input_value(&page.body, "user_code").expect("the code is filled in");
+        let next = self.submit(
+            "/device",
+            &[("xsrf", &xsrf), ("user_code", &code), ("confirm", "yes")],
+        );
+        let done = self.interact(next, login);
+        assert!(
+            done.body.contains("Sign-in Success"),
+            "the device sign-in did not succeed: {}",
+            done.body
+        );
+    }
+
+    /// Follows redirects from `response`, logging in as `login` and consenting where asked,
+    /// until a page that asks nothing (or a redirect away from the server) is reached.
+    pub fn interact(&self, mut response: Response, login: &str) -> Response {
+        for _ in 0..20 {
+            if let Some(location) = response.location.clone() {
+                if !location.starts_with(&format!("http://127.0.0.1:{}/", self.port))
+                    && !location.starts_with('/')
+                {
+                    return response;
+                }
+                response = self.get(&location);
+                continue;
+            }
+            let action = form_action(&response.body);
+            match (input_value(&response.body, "prompt").as_deref(), action) {
+                (Some("login"), Some(action)) => {
+                    response = self.submit(
+                        &action,
+                        &[("prompt", "login"), ("login", login), ("password", "x")],
+                    );
+                }
+                (Some("consent"), Some(action)) => {
+                    response = self.submit(&action, &[("prompt", "consent")]);
+                }
+                _ => return response,
+            }
+        }
+        panic!("too many steps in the sign-in pages");
+    }
+
+    pub fn get(&self, url: &str) -> Response {
+        self.request("GET", url, None)
+    }
+
+    pub fn submit(&self, url: &str, fields: &[(&str, &str)]) -> Response {
+        self.request("POST", url, Some(&form(fields)))
+    }
+
+    fn request(&self, method: &str, url: &str, body: Option<&str>) -> Response {
+        let path = path_of(url, self.port);
+        let cookie: Vec<String> = self
+            .cookies
+            .borrow()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let response = http(self.port, method, &path, body, None, &cookie.join("; "));
+        let mut jar = self.cookies.borrow_mut();
+        for c in &response.set_cookies {
+            if let Some((name, rest)) = c.split_once('=') {
+                let value = rest.split(';').next().unwrap_or("");
+                jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        response
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+    pub body: String,
+}
+
+/// The path (and query) of `url` on this server, which may be given absolute or as a path.
+fn path_of(url: &str, port: u16) -> String {
+    let prefix = format!("http://127.0.0.1:{port}");
+    match url.strip_prefix(&prefix) {
+        Some(rest) => rest.to_owned(),
+        None => {
+            assert!(url.starts_with('/'), "not on the test server: {url}");
+            url.to_owned()
+        }
+    }
+}
+
+/// One HTTP/1.0 exchange (so the answer is never chunked and ends with the connection).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    basic: Option<(&str, &str)>,
+    cookie: &str,
+) -> Response {
+    use base64::Engine as _;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    if let Some((id, secret)) = basic {
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        request.push_str(&format!("Authorization: Basic {pair}\r\n"));
+    }
+    if !cookie.is_empty() {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut location = None;
+    let mut set_cookies = Vec::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim().to_owned();
+            if name.eq_ignore_ascii_case("location") {
+                location = Some(value);
+            } else if name.eq_ignore_ascii_case("set-cookie") {
+                set_cookies.push(value);
+            }
+        }
+    }
+    Response {
+        status,
+        location,
+        set_cookies,
+        body: body.to_owned(),
+    }
+}
+
+/// `application/x-www-form-urlencoded`
+pub fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The value of the form field `name` on an HTML page.
+fn input_value(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name=\"{name}\""))?;
+    let tag_start = page[..at].rfind('<')?;
+    let tag_end = at + page[at..].find('>')?;
+    let tag = &page[tag_start..tag_end];
+    let v = tag.find("value=\"")? + 7;
+    let len = tag[v..].find('"')?;
+    Some(tag[v..v + len].to_owned())
+}
+
+/// Where the page's form is sent.
+fn form_action(page: &str) -> Option<String> {
+    let form = page.find("<form")?;
+    let tag = &page[form..form + page[form..].find('>')?];
+    let a = tag.find("action=\"")? + 8;
+    let len = tag[a..].find('"')?;
+    Some(tag[a..a + len].to_owned())
+}
