@@ -7,6 +7,7 @@ pub mod exit;
 pub mod failpoint;
 pub mod keys;
 pub mod lock;
+pub mod oauth2;
 pub mod plan;
 pub mod poll;
 pub mod pop3;

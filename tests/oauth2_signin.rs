@@ -81,3 +81,183 @@ fn tokens_from_the_authorization_server_log_in_until_they_expire_and_refreshed_o
         .expect_err("a rotated refresh token is refused");
     assert!(reused.contains("invalid_grant"), "{reused}");
 }
+
+/// An account that signs in with popsync itself, through the real server's discovery
+/// document, keeping its refresh token in a file.
+fn signin_account(provider: &Provider, server: &Dovecot, home: &Home) -> String {
+    common::account_toml("home", server, "user1", &home.maildir("home"), "").replace(
+        &format!("password = {:?}\n", dovecot::PASSWORD),
+        &format!(
+            "oauth2-provider = \"custom\"\noauth2-issuer = {:?}\noauth2-client-id = {:?}\n\
+             oauth2-scopes = \"openid pop\"\noauth2-token-store = \"file\"\n",
+            provider.issuer,
+            common::oidc::CLIENT_ID
+        ),
+    )
+}
+
+/// `popsync oauth2 login --device`, with the test approving the code in the "browser" as
+/// soon as popsync shows it.
+fn device_login(provider: &Provider, home: &Home) -> std::process::Output {
+    use std::io::BufRead as _;
+    let mut child = home
+        .command(&["oauth2", "login", "--device", "--account", "home"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut shown = String::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("popsync shows where to sign in")
+            .unwrap();
+        shown.push_str(&line);
+        shown.push('\n');
+        if let Some(at) = line.find("http")
+            && line.contains("user_code=")
+        {
+            let url = &line[at..];
+            break url.split([' ', ',']).next().unwrap().to_owned();
+        }
+    };
+    common::oidc::Browser::new(provider.port()).approve_device(&url, "user1");
+    for line in lines {
+        shown.push_str(&line.unwrap());
+        shown.push('\n');
+    }
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = shown.into_bytes();
+    out
+}
+
+/// The whole sign-in by popsync: device login, fetches that refresh the access token (each
+/// refresh rotates the refresh token, and popsync keeps the new one), a revoked grant (77,
+/// told to sign in again), the authorization server down (75), nothing secret shown.
+#[test]
+fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
+    let provider = Provider::start(3);
+    let server = Dovecot::start_with(dovecot::Options {
+        oauth2: Some(provider.passdb()),
+        ..dovecot::Options::default()
+    });
+    let first = corpus::varied(92, 5, None);
+    server.add_messages("user1", &first);
+    let home = Home::new();
+    home.write_config(&signin_account(&provider, &server, &home));
+    let token_file = home.state_dir().join("oauth2/home.token");
+
+    let out = home.run(&["oauth2", "status"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("home: not signed in"),
+        "{}",
+        describe(&out)
+    );
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("popsync oauth2 login --account home"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = device_login(&provider, &home);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("signed in"),
+        "{}",
+        describe(&out)
+    );
+    let signed_in = std::fs::read_to_string(&token_file).unwrap();
+    let signed_in = signed_in.trim().to_owned();
+    assert!(!signed_in.is_empty());
+    assert!(
+        !describe(&out).contains(&signed_in),
+        "the refresh token was shown"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = home.run(&["oauth2", "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("home: signed in"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = home.run(&["-vv", "fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&first),
+    );
+    assert!(
+        server
+            .log()
+            .contains("Login: user=<user1>, method=OAUTHBEARER"),
+        "{}",
+        server.log()
+    );
+    // The fetch refreshed the access token; the server rotated the refresh token and
+    // popsync stored the new one.
+    let after_fetch = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(after_fetch, signed_in);
+    assert!(
+        !describe(&out).contains(&after_fetch),
+        "the refresh token was logged"
+    );
+
+    // Another fetch later: refreshed again, with the token popsync kept (had it used the
+    // old one, the server would have refused it, and revoked the whole grant).
+    std::thread::sleep(Duration::from_secs(1));
+    let later = corpus::varied(93, 2, None);
+    server.add_messages("user1", &later);
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let all: Vec<Vec<u8>> = first.iter().chain(&later).cloned().collect();
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&all),
+    );
+
+    let current = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(current, after_fetch);
+
+    // A rotated refresh token used again (as a thief holding an old copy would): the server
+    // refuses it and revokes the grant. popsync is told so and says to sign in again.
+    let reused = provider
+        .refresh(&signed_in)
+        .expect_err("a rotated refresh token is refused");
+    assert!(reused.contains("invalid_grant"), "{reused}");
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("invalid_grant") && err.contains("popsync oauth2 login --account home"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!err.contains(&current));
+
+    // The authorization server down: temporary.
+    drop(provider);
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+
+    let out = home.run(&["oauth2", "logout", "--account", "home"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(!token_file.exists());
+}

@@ -6,6 +6,7 @@ mod daemon;
 mod fetch;
 mod generate;
 mod log;
+mod oauth2;
 mod password;
 mod poll;
 mod progress;
@@ -68,6 +69,8 @@ enum Command {
     Poll(poll::PollArgs),
     Status(status::StatusArgs),
     Password(password::PasswordArgs),
+    #[command(name = "oauth2")]
+    OAuth2(oauth2::OAuth2Args),
     Service(service::ServiceArgs),
     Generate(generate::GenerateArgs),
 }
@@ -99,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Poll(args) => poll::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
         Command::Password(args) => password::run(&cli, args),
+        Command::OAuth2(args) => oauth2::run(&cli, args),
         Command::Service(args) => service::run(&cli, args),
         Command::Generate(args) => generate::run(&cli, args),
     };

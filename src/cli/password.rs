@@ -109,7 +109,7 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
 
 /// A new password: an account paused after a refused login is tried again — now, if the
 /// agent runs (as `popsync poll --account` would ask), else by the next `fetch` or start.
-fn try_again_now(cli: &Cli, state_dir: &std::path::Path, name: &str) {
+pub(super) fn try_again_now(cli: &Cli, state_dir: &std::path::Path, name: &str) {
     if let Ok(mut store) = crate::store::Store::open(state_dir)
         && let Ok(Some(id)) = store.find_account(name)
         && let Ok(Some(_)) = store.pause(id)

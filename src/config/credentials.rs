@@ -18,6 +18,27 @@ keys! {
         password_keyring: "password-keyring" { default: "false", example: "true" },
         /// A command that prints an OAuth2 access token, run before every session.
         oauth2_token_command: "oauth2-token-command" { default: "", example: "[\"oama\", \"access\", \"me@gmail.com\"]" },
+        /// OAuth2 sign-in built in, with `popsync oauth2 login`: "google", "microsoft" or
+        /// "custom" (with oauth2-issuer, or oauth2-token-endpoint and the others).
+        oauth2_provider: "oauth2-provider" { default: "", example: "\"google\"" },
+        /// The OAuth2 application (client) id you registered (see README).
+        oauth2_client_id: "oauth2-client-id" { default: "", example: "\"1234.apps.googleusercontent.com\"" },
+        /// The application's client secret, if it has one (Google's installed applications do).
+        oauth2_client_secret: "oauth2-client-secret" { default: "", example: "\"GOCSPX-...\"" },
+        /// Microsoft's directory: "common", "organizations", "consumers" or a tenant id.
+        oauth2_tenant: "oauth2-tenant" { default: "\"common\"", example: "\"organizations\"" },
+        /// A custom provider's issuer, whose endpoints are found by OpenID Connect discovery.
+        oauth2_issuer: "oauth2-issuer" { default: "", example: "\"https://login.example.net\"" },
+        /// A custom provider's authorization endpoint (browser sign-in).
+        oauth2_authorization_endpoint: "oauth2-authorization-endpoint" { default: "", example: "\"https://login.example.net/authorize\"" },
+        /// A custom provider's token endpoint.
+        oauth2_token_endpoint: "oauth2-token-endpoint" { default: "", example: "\"https://login.example.net/token\"" },
+        /// A custom provider's device authorization endpoint (`oauth2 login --device`).
+        oauth2_device_endpoint: "oauth2-device-endpoint" { default: "", example: "\"https://login.example.net/device\"" },
+        /// The scopes asked for, space-separated (the presets know theirs).
+        oauth2_scopes: "oauth2-scopes" { default: "the provider's", example: "\"openid offline_access pop\"" },
+        /// Where the refresh token is kept: "keyring" or "file" (in the state directory).
+        oauth2_token_store: "oauth2-token-store" { default: "\"keyring\"", example: "\"file\"" },
         /// How to log in: "auto", "user", "apop", "plain", "xoauth2" or "oauthbearer".
         auth: "auth" { default: "\"auto\"", example: "\"plain\"" },
     }
@@ -109,11 +130,12 @@ fn password_source(
     keys: &CredentialKeys<'_>,
     name: &str,
 ) -> Option<PasswordSource> {
-    let sources: [&Key<'_>; 4] = [
+    let sources: [&Key<'_>; 5] = [
         &keys.password,
         &keys.password_command,
         &keys.password_keyring,
         &keys.oauth2_token_command,
+        &keys.oauth2_provider,
     ];
     let is_set = |key: &Key<'_>, from_defaults: Option<bool>| {
         key.is_set()
@@ -136,8 +158,8 @@ fn password_source(
             c.problem(
                 Some(at),
                 Some("password"),
-                "missing: set `password` or `password-command` (or `password-keyring` or \
-                 `oauth2-token-command`)",
+                "missing: set `password` or `password-command` (or `password-keyring`, \
+                 `oauth2-provider` or `oauth2-token-command`)",
             );
             None
         }
@@ -173,6 +195,9 @@ fn password_source(
             .oauth2_token_command
             .argv(c)
             .map(PasswordSource::TokenCommand),
+        [only] if only.name() == "oauth2-provider" => {
+            oauth2_settings(c, keys, name).map(|s| PasswordSource::OAuth2(Box::new(s)))
+        }
         [_keyring] => match keys.password_keyring.boolean(c, false) {
             (true, _) => Some(PasswordSource::Keyring {
                 account: name.to_owned(),
@@ -180,4 +205,133 @@ fn password_source(
             _ => None,
         },
     }
+}
+
+/// The OAuth2 sign-in of an account with `oauth2-provider`. The token store's state
+/// directory is filled in once the whole file is read.
+fn oauth2_settings(
+    c: &mut Checker<'_>,
+    keys: &CredentialKeys<'_>,
+    name: &str,
+) -> Option<crate::oauth2::Settings> {
+    use crate::oauth2::{Endpoints, Preset, Settings, store::Store};
+    let preset = keys.oauth2_provider.one_of(
+        c,
+        &[
+            ("google", Preset::Google),
+            ("microsoft", Preset::Microsoft),
+            ("custom", Preset::Custom),
+        ],
+    )?;
+    let client_id = keys.oauth2_client_id.required(
+        c,
+        "the OAuth2 application's client id, e.g. oauth2-client-id = \"1234.apps.googleusercontent.com\" (README: registering one)",
+    );
+    let client_secret = keys
+        .oauth2_client_secret
+        .string(c)
+        .map(|(s, _)| Secret::new(s));
+    let tenant = keys
+        .oauth2_tenant
+        .string(c)
+        .map_or_else(|| "common".to_owned(), |(s, _)| s.to_owned());
+    let url = |c: &mut Checker<'_>, key: &Key<'_>| -> Option<String> {
+        let (text, at) = key.string(c)?;
+        match crate::oauth2::http::Url::parse(text) {
+            Ok(_) => Some(text.to_owned()),
+            Err(e) => {
+                c.problem(Some(at), Some(key.name()), e);
+                None
+            }
+        }
+    };
+    let issuer = url(c, &keys.oauth2_issuer);
+    let authorization = url(c, &keys.oauth2_authorization_endpoint);
+    let token = url(c, &keys.oauth2_token_endpoint);
+    let device = url(c, &keys.oauth2_device_endpoint);
+    let scopes = keys.oauth2_scopes.string(c).map(|(s, _)| s.to_owned());
+    let (endpoints, scopes) = match preset.defaults(&tenant) {
+        Some((endpoints, preset_scopes)) => {
+            for key in [
+                &keys.oauth2_issuer,
+                &keys.oauth2_authorization_endpoint,
+                &keys.oauth2_token_endpoint,
+                &keys.oauth2_device_endpoint,
+            ] {
+                if key.is_set() && !key.from_defaults() {
+                    c.problem(
+                        key.at(),
+                        Some(key.name()),
+                        "the provider's endpoints are known: set this only with oauth2-provider = \"custom\"",
+                    );
+                }
+            }
+            (
+                endpoints,
+                scopes.unwrap_or_else(|| preset_scopes.to_owned()),
+            )
+        }
+        None => {
+            let endpoints = match (issuer, token) {
+                (Some(_), Some(_)) => {
+                    c.problem(
+                        keys.oauth2_token_endpoint.at(),
+                        Some("oauth2-token-endpoint"),
+                        "set oauth2-issuer (its endpoints are then discovered) or the endpoints, not both",
+                    );
+                    return None;
+                }
+                (Some(issuer), None) => Endpoints::Issuer(issuer),
+                (None, Some(token)) => Endpoints::Known {
+                    authorization,
+                    token,
+                    device,
+                },
+                // Set, but not a usable address (already reported).
+                (None, None)
+                    if keys.oauth2_issuer.is_set() || keys.oauth2_token_endpoint.is_set() =>
+                {
+                    return None;
+                }
+                (None, None) => {
+                    let at = keys.oauth2_provider.at();
+                    c.problem(
+                        at,
+                        Some("oauth2-provider"),
+                        "\"custom\" needs oauth2-issuer, or oauth2-token-endpoint (with oauth2-device-endpoint or oauth2-authorization-endpoint)",
+                    );
+                    return None;
+                }
+            };
+            let Some(scopes) = scopes else {
+                c.problem(
+                    keys.oauth2_provider.at(),
+                    Some("oauth2-scopes"),
+                    "missing: a custom provider's scopes, e.g. oauth2-scopes = \"openid offline_access\"",
+                );
+                return None;
+            };
+            (endpoints, scopes)
+        }
+    };
+    let in_file = if keys.oauth2_token_store.is_set() {
+        keys.oauth2_token_store
+            .one_of(c, &[("keyring", false), ("file", true)])?
+    } else {
+        false
+    };
+    let store = if in_file {
+        Store::File(std::path::PathBuf::new())
+    } else {
+        Store::Keyring
+    };
+    Some(Settings {
+        account: name.to_owned(),
+        preset,
+        client_id: client_id?.0,
+        client_secret,
+        endpoints,
+        scopes,
+        store,
+    })
 }

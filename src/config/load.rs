@@ -280,6 +280,14 @@ pub(super) fn parse(
             .sort_by_key(|p| p.position.unwrap_or((usize::MAX, 0)));
         return Err(ConfigError::Invalid(c.problems));
     }
+    let mut accounts = accounts;
+    for a in &mut accounts {
+        if let super::PasswordSource::OAuth2(s) = &mut a.login.password
+            && let crate::oauth2::store::Store::File(dir) = &mut s.store
+        {
+            dir.clone_from(&state_dir);
+        }
+    }
     account::warn_about_likely_mistakes(&accounts);
 
     // Every place the file writes a password, used or overridden.

@@ -23,6 +23,9 @@ pub enum PasswordSource {
     /// In the system's credential store (`password-keyring = true`), under the account's
     /// name (`popsync password set --account NAME` puts it there).
     Keyring { account: String },
+    /// An OAuth 2.0 access token popsync gets itself, with the refresh token from
+    /// `popsync oauth2 login` (`oauth2-provider`).
+    OAuth2(Box<crate::oauth2::Settings>),
 }
 
 /// Why the password could not be had.
@@ -52,6 +55,8 @@ pub enum PasswordError {
     Empty { what: &'static str, program: String },
     #[error("the system keyring: {0}")]
     Keyring(#[from] super::keyring::KeyringError),
+    #[error("OAuth2: {0}")]
+    OAuth2(#[from] crate::oauth2::Error),
 }
 
 /// What the errors call each kind of command.
@@ -69,6 +74,7 @@ impl PasswordError {
             // ... one that fails or prints nothing leaves popsync without credentials.
             Self::Failed { .. } | Self::Empty { .. } => ErrorClass::Auth,
             Self::Keyring(k) => k.class(),
+            Self::OAuth2(e) => e.class(),
         }
     }
 
@@ -80,6 +86,7 @@ impl PasswordError {
             | Self::Failed { what, .. }
             | Self::Empty { what, .. } => *what == TOKEN_COMMAND,
             Self::Keyring(_) => false,
+            Self::OAuth2(_) => true,
         }
     }
 }
@@ -109,12 +116,13 @@ impl PasswordSource {
                 run_password_command(argv, PASSWORD_COMMAND_TIMEOUT, TOKEN_COMMAND).await
             }
             Self::Keyring { account } => Ok(super::keyring::get(account).await?),
+            Self::OAuth2(settings) => Ok(crate::oauth2::access_token(settings).await?),
         }
     }
 
     /// Whether the secret is an OAuth 2.0 access token rather than a password.
     pub fn is_token(&self) -> bool {
-        matches!(self, Self::TokenCommand(_))
+        matches!(self, Self::TokenCommand(_) | Self::OAuth2(_))
     }
 }
 

@@ -765,6 +765,9 @@ fn advice(account: &Account, problem: Problem, file: &std::path::Path) -> Option
         PasswordSource::TokenCommand(_) => format!(
             "Check oauth2-token-command of account {name} (the sign-in may need renewing), {then_poll}"
         ),
+        PasswordSource::OAuth2(_) => {
+            format!("Sign in again with: popsync oauth2 login --account {name}")
+        }
     };
     Some(match problem {
         Problem::LoginRefused => secret("new"),

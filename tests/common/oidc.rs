@@ -53,7 +53,7 @@ impl Provider {
             .env("OIDC_DOVECOT_SECRET", DOVECOT_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start node (is Node.js installed?): {e}"));
         let mut line = String::new();
@@ -70,6 +70,10 @@ impl Provider {
             issuer,
             port,
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Dovecot's oauth2 passdb, introspecting tokens here as its own confidential client.

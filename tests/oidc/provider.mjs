@@ -120,5 +120,10 @@ async function readForm(ctx) {
   return new URLSearchParams(raw.toString('utf8'));
 }
 
+// Why a grant was refused, for a test that fails (on standard error).
+provider.on('grant.error', (ctx, err) => {
+  process.stderr.write(`grant refused: ${err.error}: ${err.error_detail ?? err.error_description}\n`);
+});
+
 server.on('request', provider.callback());
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);

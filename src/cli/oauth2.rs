@@ -1,0 +1,193 @@
+//! `popsync oauth2 login|status|logout`: the built-in OAuth2 sign-in of accounts with
+//! `oauth2-provider`.
+
+use super::Cli;
+use crate::config::{Account, Config, PasswordSource};
+use crate::exit;
+use crate::oauth2::{self, Settings};
+
+/// Sign accounts in with OAuth2 (for oauth2-provider), see whether they are, sign them out
+#[derive(Debug, clap::Args)]
+pub struct OAuth2Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Sign the account in: approve popsync's access once, in a browser on any machine,
+    /// with the code popsync shows (the device authorization grant)
+    Login {
+        /// The account (its name in the configuration)
+        #[arg(long, short, value_name = "NAME")]
+        account: String,
+        /// Sign in with a code typed in on any device's browser (the only way so far)
+        #[arg(long)]
+        device: bool,
+    },
+    /// Whether each account with oauth2-provider is signed in, and where its token is kept
+    Status {
+        /// Only this account (repeatable)
+        #[arg(long, short, value_name = "NAME")]
+        account: Vec<String>,
+    },
+    /// Sign the account out: the stored refresh token is removed
+    Logout {
+        /// The account (its name in the configuration)
+        #[arg(long, short, value_name = "NAME")]
+        account: String,
+    },
+}
+
+fn settings(account: &Account) -> Option<&Settings> {
+    match &account.login.password {
+        PasswordSource::OAuth2(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn one<'c>(config: &'c Config, name: &str) -> Result<(&'c Account, &'c Settings), u8> {
+    let account = super::select(config, std::slice::from_ref(&name.to_owned()))?[0];
+    match settings(account) {
+        Some(s) => Ok((account, s)),
+        None => {
+            eprintln!(
+                "popsync: account {name:?} does not sign in with OAuth2: set oauth2-provider \
+                 (and oauth2-client-id) in its section of {}",
+                config.file.display()
+            );
+            Err(exit::USAGE)
+        }
+    }
+}
+
+pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match &args.action {
+        Action::Login { account, device } => {
+            let (account, settings) = match one(&config, account) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            if !device {
+                eprintln!(
+                    "popsync: signing in through a browser on this machine is not built yet: \
+                     use `popsync oauth2 login --device --account {}`",
+                    account.name
+                );
+                return exit::USAGE;
+            }
+            match runtime.block_on(device_login(settings)) {
+                Ok(()) => {
+                    println!(
+                        "signed in: account {:?} can now fetch mail; its refresh token is kept in {}",
+                        account.name,
+                        settings.store.describe(&account.name)
+                    );
+                    super::password::try_again_now(cli, &config.state_dir, &account.name);
+                    0
+                }
+                Err(e) => {
+                    eprintln!("popsync: account {}: {e}", account.name);
+                    e.class().exit_code()
+                }
+            }
+        }
+        Action::Status { account } => {
+            let chosen: Vec<&Account> = if account.is_empty() {
+                config
+                    .accounts
+                    .iter()
+                    .filter(|a| settings(a).is_some())
+                    .collect()
+            } else {
+                match super::select(&config, account) {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                }
+            };
+            if chosen.is_empty() {
+                println!("no account signs in with OAuth2 (oauth2-provider)");
+                return 0;
+            }
+            let mut code = 0;
+            for a in chosen {
+                let Some(s) = settings(a) else {
+                    println!("{}: not an OAuth2 account (no oauth2-provider)", a.name);
+                    continue;
+                };
+                match runtime.block_on(s.store.load(&a.name)) {
+                    Ok(Some(_)) => println!(
+                        "{}: signed in (refresh token in {})",
+                        a.name,
+                        s.store.describe(&a.name)
+                    ),
+                    Ok(None) => {
+                        println!(
+                            "{}: not signed in: run `popsync oauth2 login --device --account {}`",
+                            a.name, a.name
+                        );
+                        code = code.max(exit::NO_PERMISSION);
+                    }
+                    Err(e) => {
+                        println!("{}: cannot read the token store: {e}", a.name);
+                        code = code.max(e.class().exit_code());
+                    }
+                }
+            }
+            code
+        }
+        Action::Logout { account } => {
+            let (account, settings) = match one(&config, account) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match runtime.block_on(settings.store.delete(&account.name)) {
+                Ok(removed) => {
+                    oauth2::forget(&account.name);
+                    if !cli.quiet {
+                        if removed {
+                            println!(
+                                "signed out: removed the refresh token of account {:?} from {}",
+                                account.name,
+                                settings.store.describe(&account.name)
+                            );
+                        } else {
+                            println!("account {:?} was not signed in", account.name);
+                        }
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("popsync: account {}: the token store: {e}", account.name);
+                    e.class().exit_code()
+                }
+            }
+        }
+    }
+}
+
+/// The device authorization grant, with the user told what to do.
+async fn device_login(settings: &Settings) -> Result<(), oauth2::Error> {
+    let endpoints = settings.resolve().await?;
+    let start = oauth2::device_start(settings, &endpoints).await?;
+    println!(
+        "To sign in account {:?}, open\n\n    {}\n\nin a browser (on any device) and enter the code\n\n    {}\n",
+        settings.account, start.verification_uri, start.user_code
+    );
+    if let Some(complete) = &start.verification_uri_complete {
+        println!("(or open {complete}, which has the code filled in)\n");
+    }
+    println!(
+        "Waiting for the sign-in to be approved (the code is good for {} minutes) ...",
+        start.expires_in.as_secs().div_ceil(60)
+    );
+    oauth2::device_finish(settings, &endpoints, &start).await
+}
