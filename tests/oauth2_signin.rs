@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::dovecot::{self, Dovecot};
-use common::oidc::Provider;
+use common::oidc::{Browser, Provider};
 use common::{Home, assert_same_messages, corpus, describe, expected_contents, maildir_contents};
 
 /// An account for user1 whose access token is printed by `cat token_file`.
@@ -123,7 +123,9 @@ fn device_login(provider: &Provider, home: &Home) -> std::process::Output {
             break url.split([' ', ',']).next().unwrap().to_owned();
         }
     };
-    common::oidc::Browser::new(provider.port()).approve_device(&url, "user1");
+    // Approved after popsync's first poll (1 s), which is told authorization_pending.
+    std::thread::sleep(Duration::from_millis(1500));
+    Browser::new(provider.port()).approve_device(&url, "user1");
     for line in lines {
         shown.push_str(&line.unwrap());
         shown.push('\n');
@@ -133,12 +135,13 @@ fn device_login(provider: &Provider, home: &Home) -> std::process::Output {
     out
 }
 
-/// The whole sign-in by popsync: device login, fetches that refresh the access token (each
-/// refresh rotates the refresh token, and popsync keeps the new one), a revoked grant (77,
-/// told to sign in again), the authorization server down (75), nothing secret shown.
+/// The whole sign-in by popsync: device login (the server first says `authorization_pending`,
+/// then `slow_down`), fetches that refresh the access token (each refresh rotates the
+/// refresh token, and popsync keeps the new one), a revoked grant (77, told to sign in
+/// again), the authorization server down (75), nothing secret shown.
 #[test]
 fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
-    let provider = Provider::start(3);
+    let provider = Provider::start_with(3, true);
     let server = Dovecot::start_with(dovecot::Options {
         oauth2: Some(provider.passdb()),
         ..dovecot::Options::default()
@@ -164,8 +167,16 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
         describe(&out)
     );
 
+    let started = std::time::Instant::now();
     let out = device_login(&provider, &home);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // Polled after 1 s (pending), 2 s (slow_down), then 5 s more than the 1 s interval
+    // later: a client that did not slow down would be told slow_down until the code expired.
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         common::stdout(&out).contains("signed in"),
         "{}",
@@ -260,4 +271,261 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
     let out = home.run(&["oauth2", "logout", "--account", "home"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(!token_file.exists());
+}
+
+/// `popsync oauth2 login --no-browser` started, and the address it shows: the child, the
+/// authorization address, and a reader of the rest of its output.
+struct BrowserLogin {
+    child: std::process::Child,
+    url: String,
+    rest: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    shown: String,
+}
+
+impl BrowserLogin {
+    fn start(provider: &Provider, home: &Home) -> Self {
+        Self::start_with(provider, home, &[])
+    }
+
+    fn start_with(provider: &Provider, home: &Home, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = home
+            .command(&["oauth2", "login", "--no-browser", "--account", "home"])
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut rest = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut shown = String::new();
+        let prefix = format!("{}/auth?", provider.issuer);
+        let url = loop {
+            let line = rest.next().expect("popsync shows the address").unwrap();
+            shown.push_str(&line);
+            shown.push('\n');
+            if let Some(at) = line.find(&prefix) {
+                break line[at..].trim().to_owned();
+            }
+        };
+        Self {
+            child,
+            url,
+            rest,
+            shown,
+        }
+    }
+
+    /// Where popsync waits for the browser (from the address's redirect_uri).
+    fn redirect_port(&self) -> u16 {
+        let key = "redirect_uri=http%3A%2F%2F127.0.0.1%3A";
+        let at = self.url.find(key).expect("a loopback redirect") + key.len();
+        let digits: String = self.url[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    }
+
+    fn output(mut self) -> std::process::Output {
+        for line in self.rest.by_ref() {
+            self.shown.push_str(&line.unwrap());
+            self.shown.push('\n');
+        }
+        let mut out = self.child.wait_with_output().unwrap();
+        out.stdout = self.shown.into_bytes();
+        out
+    }
+}
+
+/// The browser sign-in: PKCE (the server requires it), a loopback redirect on a port of
+/// popsync's choosing, then a fetch with the tokens it brought.
+#[test]
+fn popsync_signs_in_through_the_browser_with_pkce_and_a_loopback_redirect() {
+    let provider = Provider::start(60);
+    let server = Dovecot::start_with(dovecot::Options {
+        oauth2: Some(provider.passdb()),
+        ..dovecot::Options::default()
+    });
+    let messages = corpus::varied(94, 4, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    home.write_config(&signin_account(&provider, &server, &home));
+
+    let login = BrowserLogin::start(&provider, &home);
+    assert!(
+        login.url.contains("code_challenge_method=S256") && login.url.contains("state="),
+        "{}",
+        login.url
+    );
+    let user = Browser::new(provider.port());
+    let back = user.interact(user.get(&login.url), "user1");
+    let to_popsync = back.location.clone().expect("sent back to popsync");
+    assert!(
+        to_popsync.starts_with(&format!(
+            "http://127.0.0.1:{}/?code=",
+            login.redirect_port()
+        )),
+        "{to_popsync}"
+    );
+    let page = user.get(&to_popsync);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Signed in"), "{}", page.body);
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let code = to_popsync
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(
+        !describe(&out).contains(code),
+        "the authorization code was shown"
+    );
+
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&messages),
+    );
+}
+
+/// Declined in the browser (`error=access_denied`), or an answer with another `state`: a
+/// clear refusal, and nothing stored.
+#[test]
+fn a_declined_or_forged_browser_answer_is_refused_and_nothing_is_stored() {
+    let provider = Provider::start(60);
+    let server = Dovecot::start_with(dovecot::Options {
+        oauth2: Some(provider.passdb()),
+        ..dovecot::Options::default()
+    });
+    let home = Home::new();
+    home.write_config(&signin_account(&provider, &server, &home));
+    let token_file = home.state_dir().join("oauth2/home.token");
+
+    // The user cancels on the log-in page.
+    let login = BrowserLogin::start(&provider, &home);
+    let user = Browser::new(provider.port());
+    let page = user.follow(user.get(&login.url));
+    let action = page
+        .body
+        .split("action=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("the log-in page: {}", page.body))
+        .to_owned();
+    let page = user.follow(user.get(&format!("{action}/abort")));
+    let to_popsync = page.location.expect("sent back to popsync");
+    assert!(to_popsync.contains("error=access_denied"), "{to_popsync}");
+    let answer = user.get(&to_popsync);
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stderr(&out)
+            .contains("the sign-in was declined (access_denied); nothing was stored"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!token_file.exists());
+
+    // An answer that does not carry the state popsync sent.
+    let login = BrowserLogin::start(&provider, &home);
+    let forged = format!(
+        "http://127.0.0.1:{}/?code=forged-code&state=not-the-one",
+        login.redirect_port()
+    );
+    let answer = Browser::new(provider.port()).get(&forged);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("a state popsync did not send"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!token_file.exists());
+}
+
+/// The refresh token in the system keyring (the default store): GNOME Keyring on a private
+/// bus holds it under `home/oauth2`, beside (not instead of) any password; logout removes
+/// it. Without a keyring service the sign-in says to use `oauth2-token-store = "file"`.
+#[test]
+fn the_refresh_token_is_kept_in_the_keyring_by_default() {
+    use common::dbus::Bus;
+    use common::keyring::Keyring;
+    let provider = Provider::start(2);
+    let server = Dovecot::start_with(dovecot::Options {
+        oauth2: Some(provider.passdb()),
+        ..dovecot::Options::default()
+    });
+    let messages = corpus::varied(95, 3, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    home.write_config(
+        &signin_account(&provider, &server, &home).replace("oauth2-token-store = \"file\"\n", ""),
+    );
+
+    // No Secret Service on the bus: a clear refusal that names the alternative.
+    let empty_bus = Bus::start();
+    let login = BrowserLogin::start_with(
+        &provider,
+        &home,
+        &[("DBUS_SESSION_BUS_ADDRESS", empty_bus.address())],
+    );
+    let user = Browser::new(provider.port());
+    let back = user.interact(user.get(&login.url), "user1");
+    user.get(&back.location.expect("sent back to popsync"));
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("no keyring service is available")
+            && common::stderr(&out).contains("oauth2-token-store = \"file\""),
+        "{}",
+        describe(&out)
+    );
+
+    let bus = Bus::start();
+    let keyring = Keyring::start(&bus);
+    let env = [("DBUS_SESSION_BUS_ADDRESS", bus.address())];
+    let login = BrowserLogin::start_with(&provider, &home, &env);
+    let user = Browser::new(provider.port());
+    let back = user.interact(user.get(&login.url), "user1");
+    user.get(&back.location.expect("sent back to popsync"));
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let stored = keyring
+        .lookup("home/oauth2")
+        .expect("the refresh token is in the keyring");
+    assert!(!describe(&out).contains(&stored));
+    assert_eq!(keyring.lookup("home"), None, "no password entry is made");
+    assert!(
+        !home.state_dir().join("oauth2").exists(),
+        "nothing in the state directory"
+    );
+
+    std::thread::sleep(Duration::from_secs(1));
+    let out = home
+        .command(&["fetch", "--no-progress"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&messages),
+    );
+    // Rotated at the refresh, and the keyring holds the new one.
+    let rotated = keyring.lookup("home/oauth2").unwrap();
+    assert_ne!(rotated, stored);
+
+    let out = home
+        .command(&["oauth2", "logout", "--account", "home"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(keyring.lookup("home/oauth2"), None);
 }

@@ -15,15 +15,19 @@ pub struct OAuth2Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Sign the account in: approve popsync's access once, in a browser on any machine,
-    /// with the code popsync shows (the device authorization grant)
+    /// Sign the account in: approve popsync's access once, in the browser (opened for you
+    /// where one can be; the address is always shown), or with --device on any machine
     Login {
         /// The account (its name in the configuration)
         #[arg(long, short, value_name = "NAME")]
         account: String,
-        /// Sign in with a code typed in on any device's browser (the only way so far)
+        /// Sign in with a code typed in on any device's browser (for a machine without one)
         #[arg(long)]
         device: bool,
+        /// Do not open a browser: only show the address to open (on this machine: the
+        /// browser must reach 127.0.0.1 here)
+        #[arg(long, conflicts_with = "device")]
+        no_browser: bool,
     },
     /// Whether each account with oauth2-provider is signed in, and where its token is kept
     Status {
@@ -71,20 +75,23 @@ pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
         Err(code) => return code,
     };
     match &args.action {
-        Action::Login { account, device } => {
+        Action::Login {
+            account,
+            device,
+            no_browser,
+        } => {
             let (account, settings) = match one(&config, account) {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            if !device {
-                eprintln!(
-                    "popsync: signing in through a browser on this machine is not built yet: \
-                     use `popsync oauth2 login --device --account {}`",
-                    account.name
-                );
-                return exit::USAGE;
-            }
-            match runtime.block_on(device_login(settings)) {
+            let login = async {
+                if *device {
+                    device_login(settings).await
+                } else {
+                    browser_login(settings, !no_browser).await
+                }
+            };
+            match runtime.block_on(login) {
                 Ok(()) => {
                     println!(
                         "signed in: account {:?} can now fetch mail; its refresh token is kept in {}",
@@ -131,7 +138,7 @@ pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
                     ),
                     Ok(None) => {
                         println!(
-                            "{}: not signed in: run `popsync oauth2 login --device --account {}`",
+                            "{}: not signed in: run `popsync oauth2 login --account {}`",
                             a.name, a.name
                         );
                         code = code.max(exit::NO_PERMISSION);
@@ -190,4 +197,26 @@ async fn device_login(settings: &Settings) -> Result<(), oauth2::Error> {
         start.expires_in.as_secs().div_ceil(60)
     );
     oauth2::device_finish(settings, &endpoints, &start).await
+}
+
+/// The authorization code grant through the browser and a loopback redirect.
+async fn browser_login(settings: &Settings, open: bool) -> Result<(), oauth2::Error> {
+    let endpoints = settings.resolve().await?;
+    let pending = oauth2::loopback::start(settings, &endpoints).await?;
+    let opened = open && oauth2::loopback::open_browser(&pending.url);
+    println!(
+        "To sign in account {:?}, {} this address in a browser on this machine:\n\n    {}\n",
+        settings.account,
+        if opened {
+            "your browser was opened at"
+        } else {
+            "open"
+        },
+        pending.url
+    );
+    println!(
+        "Waiting for the browser to come back (up to {} minutes) ...",
+        oauth2::loopback::WAIT.as_secs() / 60
+    );
+    pending.finish(settings, &endpoints).await
 }

@@ -1,9 +1,11 @@
 //! OAuth2 sign-in built in: popsync gets its own tokens from the account's authorization
 //! server, for the POP3 servers that take only OAuth2 (Gmail, Microsoft 365 / Outlook.com).
 //!
-//! - Signing in (`popsync oauth2 login`) runs a grant that needs the user once: the device
-//!   authorization grant (RFC 8628: a code typed in on any browser). The refresh token it
-//!   brings is kept in the account's token store ([`store`]); nothing else is kept.
+//! - Signing in (`popsync oauth2 login`) runs a grant that needs the user once: the
+//!   authorization code grant with PKCE through the browser and a loopback redirect
+//!   ([`loopback`]), or the device authorization grant (RFC 8628: a code typed in on any
+//!   browser). The refresh token it brings is kept in the account's token store ([`store`]);
+//!   nothing else is kept.
 //! - Before a session, [`access_token`] gives an access token: the one in memory while it
 //!   has more than [`MARGIN`] left (for clock skew and a slow login), else a new one from
 //!   the refresh grant. When the server rotates the refresh token, the new one is stored
@@ -15,6 +17,7 @@
 //! No token, code or verifier is ever written to a log or shown in an error.
 
 pub mod http;
+pub mod loopback;
 pub mod store;
 
 use std::collections::HashMap;

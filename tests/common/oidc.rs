@@ -39,6 +39,12 @@ impl Drop for Provider {
 impl Provider {
     /// Starts the server; its access tokens expire after `access_ttl` seconds.
     pub fn start(access_ttl: u64) -> Self {
+        Self::start_with(access_ttl, false)
+    }
+
+    /// The same, answering the second poll of each device code with `slow_down` (the
+    /// interval then grows by 5 seconds, and polling sooner gets `slow_down` again).
+    pub fn start_with(access_ttl: u64, slow_down_second: bool) -> Self {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
@@ -51,6 +57,10 @@ impl Provider {
             .env("OIDC_CLIENT_ID", CLIENT_ID)
             .env("OIDC_DOVECOT_ID", DOVECOT_ID)
             .env("OIDC_DOVECOT_SECRET", DOVECOT_SECRET)
+            .env(
+                "OIDC_SLOW_DOWN_SECOND",
+                if slow_down_second { "1" } else { "" },
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -234,6 +244,19 @@ impl Browser {
         panic!("too many steps in the sign-in pages");
     }
 
+    /// Follows redirects within the server from `response`, filling in nothing.
+    pub fn follow(&self, mut response: Response) -> Response {
+        for _ in 0..20 {
+            match &response.location {
+                Some(l) if l.starts_with('/') || split_url(l, self.port).0 == self.port => {
+                    response = self.get(&l.clone());
+                }
+                _ => return response,
+            }
+        }
+        panic!("too many redirects");
+    }
+
     pub fn get(&self, url: &str) -> Response {
         self.request("GET", url, None)
     }
@@ -243,14 +266,14 @@ impl Browser {
     }
 
     fn request(&self, method: &str, url: &str, body: Option<&str>) -> Response {
-        let path = path_of(url, self.port);
+        let (port, path) = split_url(url, self.port);
         let cookie: Vec<String> = self
             .cookies
             .borrow()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let response = http(self.port, method, &path, body, None, &cookie.join("; "));
+        let response = http(port, method, &path, body, None, &cookie.join("; "));
         let mut jar = self.cookies.borrow_mut();
         for c in &response.set_cookies {
             if let Some((name, rest)) = c.split_once('=') {
@@ -270,14 +293,18 @@ pub struct Response {
     pub body: String,
 }
 
-/// The path (and query) of `url` on this server, which may be given absolute or as a path.
-fn path_of(url: &str, port: u16) -> String {
-    let prefix = format!("http://127.0.0.1:{port}");
-    match url.strip_prefix(&prefix) {
-        Some(rest) => rest.to_owned(),
+/// The port and the path (with the query) of `url`: an absolute address on 127.0.0.1
+/// (the authorization server, or popsync waiting for the browser), or a path on `port`.
+fn split_url(url: &str, port: u16) -> (u16, String) {
+    match url.strip_prefix("http://127.0.0.1:") {
+        Some(rest) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            let path = if end == rest.len() { "/" } else { &rest[end..] };
+            (rest[..end].parse().unwrap(), path.to_owned())
+        }
         None => {
-            assert!(url.starts_with('/'), "not on the test server: {url}");
-            url.to_owned()
+            assert!(url.starts_with('/'), "not on this machine: {url}");
+            (port, url.to_owned())
         }
     }
 }

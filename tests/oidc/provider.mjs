@@ -2,7 +2,7 @@
 // OpenID-certified implementation), on a random loopback port, with
 //
 // - a native client for popsync (no secret, PKCE with S256 required, the loopback redirect
-//   http://127.0.0.1/callback on any port, authorization code, refresh token and device
+//   http://127.0.0.1/ on any port, authorization code, refresh token and device
 //   grants);
 // - a confidential client for Dovecot, which checks every access token popsync presents at
 //   the token introspection endpoint (RFC 7662);
@@ -22,6 +22,8 @@ import Provider from 'oidc-provider';
 const env = (name, fallback) => process.env[name] ?? fallback;
 const ACCESS_TTL = Number(env('OIDC_ACCESS_TTL', '60'));
 const DEVICE_INTERVAL = Number(env('OIDC_DEVICE_INTERVAL', '1'));
+// Answer the second poll of each device code with slow_down, as a busy server may.
+const SLOW_DOWN_SECOND = env('OIDC_SLOW_DOWN_SECOND', '') === '1';
 const CLIENT_ID = env('OIDC_CLIENT_ID', 'popsync-test');
 const DOVECOT_ID = env('OIDC_DOVECOT_ID', 'dovecot');
 const DOVECOT_SECRET = env('OIDC_DOVECOT_SECRET', 'dovecot-introspection-secret');
@@ -36,7 +38,7 @@ const provider = new Provider(issuer, {
       client_id: CLIENT_ID,
       application_type: 'native',
       token_endpoint_auth_method: 'none',
-      redirect_uris: ['http://127.0.0.1/callback'],
+      redirect_uris: ['http://127.0.0.1/'],
       grant_types: [
         'authorization_code',
         'refresh_token',
@@ -87,8 +89,9 @@ provider.use(async (ctx, next) => {
     if (body.get('grant_type') === 'urn:ietf:params:oauth:grant-type:device_code') {
       const code = body.get('device_code') ?? '';
       const now = Date.now();
-      const seen = polls.get(code) ?? { last: 0, interval: DEVICE_INTERVAL };
-      if (seen.last && now - seen.last < seen.interval * 1000) {
+      const seen = polls.get(code) ?? { last: 0, interval: DEVICE_INTERVAL, count: 0 };
+      seen.count += 1;
+      if ((seen.count === 2 && SLOW_DOWN_SECOND) || (seen.last && now - seen.last < seen.interval * 1000)) {
         seen.interval += 5;
         seen.last = now;
         polls.set(code, seen);
