@@ -384,6 +384,17 @@ fn popsync_signs_in_through_the_browser_with_pkce_and_a_loopback_redirect() {
         "the authorization code was shown"
     );
 
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let shown = common::stdout(&out);
+    assert!(
+        shown.contains("oauth2 sign-in: signed in (refresh token in ")
+            && shown.contains("; access token good for 5")
+            && shown.contains(" seconds\n"),
+        "{}",
+        describe(&out)
+    );
+
     let out = home.run(&["fetch", "--no-progress"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_same_messages(

@@ -128,6 +128,18 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         password: account.login.password.resolve().await?,
         token: account.login.password.is_token(),
     };
+    if let crate::config::PasswordSource::OAuth2(s) = &account.login.password {
+        let _ = writeln!(
+            out,
+            "  oauth2 sign-in: signed in (refresh token in {}); access token good for {}",
+            s.store.describe(&account.name),
+            match crate::oauth2::held_for(&account.name) {
+                Some(d) if d.as_secs() >= 120 => format!("{} minutes", d.as_secs() / 60),
+                Some(d) => format!("{} seconds", d.as_secs()),
+                None => "an unknown time".into(),
+            }
+        );
+    }
     let mut session = greeted.login(&credentials, account.login.auth).await?;
     let _ = writeln!(out, "  login:          ok as {}", account.login.username);
     let _ = writeln!(

@@ -272,6 +272,7 @@ async fn token_request(
 /// The access tokens popsync holds, by account: in memory only.
 struct Held {
     token: Secret,
+    expires_at: Instant,
     /// When it stops being used (its expiry less [`MARGIN`]).
     renew_at: Instant,
 }
@@ -283,6 +284,13 @@ pub fn forget(account: &str) {
     if let Some(map) = HELD.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         map.remove(account);
     }
+}
+
+/// How long the access token held for `account` is still good, if one is held.
+pub fn held_for(account: &str) -> Option<Duration> {
+    let guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let held = guard.as_ref()?.get(account)?;
+    Some(held.expires_at.saturating_duration_since(Instant::now()))
 }
 
 /// An access token for a session of this account: the one held while it is fresh enough,
@@ -339,6 +347,7 @@ fn hold(account: &str, tokens: &Tokens) {
             account.to_owned(),
             Held {
                 token: tokens.access.clone(),
+                expires_at: Instant::now() + life,
                 renew_at,
             },
         );
