@@ -34,6 +34,8 @@ pub mod control;
 mod health;
 mod hooks;
 pub mod sdnotify;
+mod state_dir;
+mod wording;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -60,6 +62,8 @@ use control::DaemonLock;
 use health::{Event, Failure, Health, Member};
 use hooks::Hooks;
 use sdnotify::SdNotify;
+use state_dir::with_systemd_state_dir;
+use wording::{PLAIN_FAILURE, advice, as_user_writes, problem_title, problem_title_named};
 
 /// How long a stop waits for running fetches before leaving them (they are safe to kill).
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
@@ -729,140 +733,10 @@ impl Agent {
     }
 }
 
-/// A path as a user writes it in a popup: "~/.config/popsync/config.toml", not the whole
-/// home directory.
-fn as_user_writes(path: &std::path::Path) -> String {
-    let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
-    match home.as_deref().and_then(|h| path.strip_prefix(h).ok()) {
-        Some(rest) if !rest.as_os_str().is_empty() && cfg!(unix) => {
-            format!("~/{}", rest.display())
-        }
-        _ => path.display().to_string(),
-    }
-}
-
 /// "host:port": accounts on one server share its outages.
 fn server_of(account: &Account) -> String {
     format!("{}:{}", account.server.host, account.server.port)
 }
-
-/// What the user can do about a problem that needs them.
-fn advice(account: &Account, problem: Problem, file: &std::path::Path) -> Option<String> {
-    use crate::config::PasswordSource;
-    let name = &account.name;
-    let file = as_user_writes(file);
-    let then_poll = format!("then run: popsync poll --account {name}");
-    let secret = |what: &str| match &account.login.password {
-        PasswordSource::Keyring { .. } => {
-            format!("Store the {what} password with: popsync password set --account {name}")
-        }
-        PasswordSource::Inline(_) => {
-            format!("Correct password for account {name} in {file}, {then_poll}")
-        }
-        PasswordSource::Command(_) => {
-            format!("Check what password-command of account {name} prints, {then_poll}")
-        }
-        PasswordSource::TokenCommand(_) => format!(
-            "Check oauth2-token-command of account {name} (the sign-in may need renewing), {then_poll}"
-        ),
-        PasswordSource::OAuth2(_) => {
-            format!("Sign in again with: popsync oauth2 login --account {name}")
-        }
-    };
-    Some(match problem {
-        Problem::LoginRefused => secret("new"),
-        Problem::NoPassword => secret("missing"),
-        Problem::CertificateChanged => format!(
-            "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint in {file}; {then_poll}"
-        ),
-        Problem::CertificateUntrusted => format!(
-            "See the certificate with `popsync check --account {name}`; fix ca-file or the server, {then_poll}"
-        ),
-        Problem::Misconfigured => format!("Fix account {name} in {file}, {then_poll}"),
-        Problem::Other => return None,
-    })
-}
-
-/// Under systemd, `$STATE_DIRECTORY` (the first of its directories) takes the place of the
-/// platform's default state directory: it is used when neither `$POPSYNC_STATE_DIR`
-/// (`state_override`) nor the file's `state-dir` chose one.
-fn with_systemd_state_dir(config: Config, state_override: Option<&std::path::Path>) -> Config {
-    let default = crate::config::default_state_dir();
-    match systemd_state_dir(
-        std::env::var_os("STATE_DIRECTORY").as_deref(),
-        state_override.is_some(),
-        &config.state_dir,
-        default.as_deref(),
-    ) {
-        Some(dir) => {
-            info!(
-                "state directory {} (systemd's $STATE_DIRECTORY); popsync commands run outside the service look in {} unless state-dir says otherwise",
-                dir.display(),
-                config.state_dir.display()
-            );
-            Config {
-                state_dir: dir,
-                ..config
-            }
-        }
-        None => config,
-    }
-}
-
-/// The directory `$STATE_DIRECTORY` (`var`) names, if it is to be used instead of
-/// `state_dir`: only when nothing but the platform's default (`default`) chose that.
-fn systemd_state_dir(
-    var: Option<&std::ffi::OsStr>,
-    overridden: bool,
-    state_dir: &std::path::Path,
-    default: Option<&std::path::Path>,
-) -> Option<PathBuf> {
-    if overridden || default != Some(state_dir) {
-        return None;
-    }
-    // Several directories are separated by colons; popsync uses the first.
-    let text = var?.to_str()?;
-    let first = PathBuf::from(text.split(':').next()?);
-    first.is_absolute().then_some(first)
-}
-
-/// The titles of problems that need the user, by kind.
-const TITLES: &[(Problem, &str)] = &[
-    (
-        Problem::CertificateChanged,
-        "popsync: the server's certificate has changed",
-    ),
-    (
-        Problem::CertificateUntrusted,
-        "popsync: the server's certificate is not trusted",
-    ),
-    (Problem::LoginRefused, "popsync: login refused"),
-    (Problem::NoPassword, "popsync: no password"),
-    (
-        Problem::Misconfigured,
-        "popsync: the account cannot work as configured",
-    ),
-];
-
-fn problem_title(e: &FetchError) -> &'static str {
-    let problem = e.problem();
-    TITLES
-        .iter()
-        .find(|(p, _)| *p == problem)
-        .map_or(PLAIN_FAILURE, |(_, t)| t)
-}
-
-/// The title recorded with a pause, as one of [`TITLES`].
-fn problem_title_named(text: &str) -> &'static str {
-    TITLES
-        .iter()
-        .chain(&[(Problem::Other, PLAIN_FAILURE)])
-        .find(|(_, t)| *t == text)
-        .map_or(PLAIN_FAILURE, |(_, t)| t)
-}
-
-/// The title of a problem that is told only once it has lasted `notify-failure-after`.
-const PLAIN_FAILURE: &str = "popsync: cannot fetch mail";
 
 fn quiet_now(account: &Account) -> bool {
     use chrono::Timelike;
@@ -954,50 +828,5 @@ impl Signals {
     async fn next(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop("Ctrl-C")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn paths_in_popups_are_written_from_home() {
-        let home = directories::BaseDirs::new().unwrap().home_dir().to_owned();
-        assert_eq!(
-            as_user_writes(&home.join(".config/popsync/config.toml")),
-            "~/.config/popsync/config.toml"
-        );
-        assert_eq!(
-            as_user_writes(std::path::Path::new("/etc/popsync.toml")),
-            "/etc/popsync.toml"
-        );
-    }
-    use std::ffi::OsStr;
-    use std::path::Path;
-
-    #[test]
-    fn state_directory_replaces_only_the_default_state_dir() {
-        let default = Path::new("/home/me/.local/state/popsync");
-        let var = Some(OsStr::new(
-            "/home/me/.config/popsync:/home/me/.config/other",
-        ));
-        assert_eq!(
-            systemd_state_dir(var, false, default, Some(default)),
-            Some(PathBuf::from("/home/me/.config/popsync"))
-        );
-        // state-dir in the file, or $POPSYNC_STATE_DIR, win.
-        assert_eq!(
-            systemd_state_dir(var, false, Path::new("/srv/popsync"), Some(default)),
-            None
-        );
-        assert_eq!(systemd_state_dir(var, true, default, Some(default)), None);
-        // Not under systemd, or nonsense.
-        assert_eq!(systemd_state_dir(None, false, default, Some(default)), None);
-        assert_eq!(
-            systemd_state_dir(Some(OsStr::new("relative")), false, default, Some(default)),
-            None
-        );
     }
 }

@@ -1,0 +1,114 @@
+//! The words of the agent's problem notifications: their titles, by kind of problem, and
+//! what the user can do about each.
+
+use super::{Account, FetchError, Problem};
+
+/// The titles of problems that need the user, by kind.
+const TITLES: &[(Problem, &str)] = &[
+    (
+        Problem::CertificateChanged,
+        "popsync: the server's certificate has changed",
+    ),
+    (
+        Problem::CertificateUntrusted,
+        "popsync: the server's certificate is not trusted",
+    ),
+    (Problem::LoginRefused, "popsync: login refused"),
+    (Problem::NoPassword, "popsync: no password"),
+    (
+        Problem::Misconfigured,
+        "popsync: the account cannot work as configured",
+    ),
+];
+
+pub(super) fn problem_title(e: &FetchError) -> &'static str {
+    let problem = e.problem();
+    TITLES
+        .iter()
+        .find(|(p, _)| *p == problem)
+        .map_or(PLAIN_FAILURE, |(_, t)| t)
+}
+
+/// The title recorded with a pause, as one of [`TITLES`].
+pub(super) fn problem_title_named(text: &str) -> &'static str {
+    TITLES
+        .iter()
+        .chain(&[(Problem::Other, PLAIN_FAILURE)])
+        .find(|(_, t)| *t == text)
+        .map_or(PLAIN_FAILURE, |(_, t)| t)
+}
+
+/// The title of a problem that is told only once it has lasted `notify-failure-after`.
+pub(super) const PLAIN_FAILURE: &str = "popsync: cannot fetch mail";
+
+/// A path as a user writes it in a popup: "~/.config/popsync/config.toml", not the whole
+/// home directory.
+pub(super) fn as_user_writes(path: &std::path::Path) -> String {
+    let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+    match home.as_deref().and_then(|h| path.strip_prefix(h).ok()) {
+        Some(rest) if !rest.as_os_str().is_empty() && cfg!(unix) => {
+            format!("~/{}", rest.display())
+        }
+        _ => path.display().to_string(),
+    }
+}
+
+/// What the user can do about a problem that needs them.
+pub(super) fn advice(
+    account: &Account,
+    problem: Problem,
+    file: &std::path::Path,
+) -> Option<String> {
+    use crate::config::PasswordSource;
+    let name = &account.name;
+    let file = as_user_writes(file);
+    let then_poll = format!("then run: popsync poll --account {name}");
+    let secret = |what: &str| match &account.login.password {
+        PasswordSource::Keyring { .. } => {
+            format!("Store the {what} password with: popsync password set --account {name}")
+        }
+        PasswordSource::Inline(_) => {
+            format!("Correct password for account {name} in {file}, {then_poll}")
+        }
+        PasswordSource::Command(_) => {
+            format!("Check what password-command of account {name} prints, {then_poll}")
+        }
+        PasswordSource::TokenCommand(_) => format!(
+            "Check oauth2-token-command of account {name} (the sign-in may need renewing), {then_poll}"
+        ),
+        PasswordSource::OAuth2(_) => {
+            format!("Sign in again with: popsync oauth2 login --account {name}")
+        }
+    };
+    Some(match problem {
+        Problem::LoginRefused => secret("new"),
+        Problem::NoPassword => secret("missing"),
+        Problem::CertificateChanged => format!(
+            "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint in {file}; {then_poll}"
+        ),
+        Problem::CertificateUntrusted => format!(
+            "See the certificate with `popsync check --account {name}`; fix ca-file or the server, {then_poll}"
+        ),
+        Problem::Misconfigured => format!("Fix account {name} in {file}, {then_poll}"),
+        Problem::Other => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_in_popups_are_written_from_home() {
+        let home = directories::BaseDirs::new().unwrap().home_dir().to_owned();
+        assert_eq!(
+            as_user_writes(&home.join(".config/popsync/config.toml")),
+            "~/.config/popsync/config.toml"
+        );
+        assert_eq!(
+            as_user_writes(std::path::Path::new("/etc/popsync.toml")),
+            "/etc/popsync.toml"
+        );
+    }
+}
