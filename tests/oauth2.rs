@@ -2,12 +2,14 @@
 //! introspection endpoint the test runs. popsync gets the token from `oauth2-token-command`
 //! before every session, logs in with OAUTHBEARER (what Dovecot offers first) or XOAUTH2 when
 //! told to, over TLS; a token the endpoint calls inactive is refused with the server's
-//! reason, and password accounts on the same server go on working.
+//! reason, and password accounts on the same server go on working. The last test takes its
+//! tokens from a real authorization server (node-oidc-provider) instead.
 
 mod common;
 
 use common::dovecot::{self, Dovecot};
 use common::oauth::Introspection;
+use common::oidc::Provider;
 use common::{Home, assert_same_messages, corpus, describe, expected_contents, maildir_contents};
 
 const GOOD: &str = "ya29.good-token-for-user1";
@@ -175,4 +177,65 @@ fn password_accounts_on_the_same_server_are_unaffected_and_never_reach_the_endpo
         &expected_contents(&messages),
     );
     assert!(endpoint.asked().is_empty(), "{:?}", endpoint.asked());
+}
+
+/// Tokens from a device sign-in log in; once the access token expires Dovecot refuses it
+/// (77, nothing fetched), and the one from a refresh logs in again; the refresh token was
+/// rotated, so the server refuses the old one from then on.
+#[test]
+fn tokens_from_the_authorization_server_log_in_until_they_expire_and_refreshed_ones_after() {
+    let provider = Provider::start(4);
+    let server = Dovecot::start_with(dovecot::Options {
+        oauth2: Some(provider.passdb()),
+        ..dovecot::Options::default()
+    });
+    let first = corpus::varied(90, 6, None);
+    server.add_messages("user1", &first);
+
+    let signed_in = provider.device_sign_in("user1");
+    let home = Home::new();
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", signed_in.access)).unwrap();
+    home.write_config(&token_account(&server, &home, &token_file, "auto"));
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&first),
+    );
+    assert!(
+        server
+            .log()
+            .contains("Login: user=<user1>, method=OAUTHBEARER"),
+        "{}",
+        server.log()
+    );
+
+    // Expired: the server calls it inactive, Dovecot refuses the login.
+    common::wait_for(std::time::Duration::from_secs(15), || {
+        (!provider.is_active(&signed_in.access)).then_some(())
+    })
+    .expect("the access token expires");
+    let later = corpus::varied(91, 3, None);
+    server.add_messages("user1", &later);
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert_eq!(maildir_contents(&home.maildir("home")).len(), first.len());
+
+    let old_refresh = signed_in.refresh.expect("a refresh token is issued");
+    let refreshed = provider.refresh(&old_refresh).expect("the refresh grant");
+    assert_ne!(refreshed.refresh.as_deref(), Some(old_refresh.as_str()));
+    std::fs::write(&token_file, format!("{}\n", refreshed.access)).unwrap();
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let all: Vec<Vec<u8>> = first.iter().chain(&later).cloned().collect();
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&all),
+    );
+
+    let reused = provider
+        .refresh(&old_refresh)
+        .expect_err("a rotated refresh token is refused");
+    assert!(reused.contains("invalid_grant"), "{reused}");
 }

@@ -127,6 +127,39 @@ pub fn encode_into(out: &mut String, s: &str) {
     }
 }
 
+/// Percent-decoding of a query component (`+` is a space).
+pub fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// POSTs `body` (a form) to `url`, or GETs it when there is none.
 pub async fn exchange(url: &Url, body: Option<&str>) -> Result<Answer, HttpError> {
     let shown = url.to_string();
@@ -326,5 +359,12 @@ mod tests {
             form(&[("scope", "openid pop"), ("x", "a&b=c/é")]),
             "scope=openid%20pop&x=a%26b%3Dc%2F%C3%A9"
         );
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(decode("a%20b+c%2Fd"), "a b c/d");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
     }
 }

@@ -190,14 +190,11 @@ impl Pending {
             else {
                 continue;
             };
-            let query = target
-                .strip_prefix("/?")
-                .or_else(|| target.strip_prefix("/callback?"))
-                .unwrap_or("");
+            let query = target.strip_prefix("/?").unwrap_or("");
             let params: Vec<(String, String)> = query
                 .split('&')
                 .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (decode(k), decode(v)))
+                .map(|(k, v)| (super::http::decode(k), super::http::decode(v)))
                 .collect();
             let get = |name: &str| {
                 params
@@ -270,39 +267,6 @@ async fn reply(stream: &mut TcpStream, status: u16, text: &str) {
     let _ = stream.shutdown().await;
 }
 
-/// Percent-decoding of a query component (`+` is a space).
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Opens `url` in the user's browser, where there is one to open; `false` if none could be
 /// started (the address is shown either way).
 pub fn open_browser(url: &str) -> bool {
@@ -362,12 +326,5 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(decode("a%20b+c%2Fd"), "a b c/d");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
     }
 }

@@ -106,15 +106,6 @@ impl Preset {
             Self::Custom => None,
         }
     }
-
-    /// The POP3 server of a preset: host, port (implicit TLS).
-    pub fn pop3_server(self) -> Option<(&'static str, u16)> {
-        match self {
-            Self::Google => Some(("pop.gmail.com", 995)),
-            Self::Microsoft => Some(("outlook.office365.com", 995)),
-            Self::Custom => None,
-        }
-    }
 }
 
 /// Why no token could be had.

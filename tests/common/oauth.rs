@@ -57,7 +57,7 @@ impl Introspection {
                     let token = body
                         .split('&')
                         .find_map(|kv| kv.strip_prefix("token="))
-                        .map(percent_decode)
+                        .map(popsync::oauth2::http::decode)
                         .unwrap_or_default();
                     log.lock().unwrap().push(token.clone());
                     let reply = match tokens.get(&token) {
@@ -89,36 +89,4 @@ impl Introspection {
     pub fn asked(&self) -> Vec<String> {
         self.asked.lock().unwrap().clone()
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

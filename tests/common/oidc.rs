@@ -15,6 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use popsync::oauth2::http::form;
+
 use super::dovecot::OAuth2Passdb;
 
 pub const CLIENT_ID: &str = "popsync-test";
@@ -369,28 +371,6 @@ fn http(
         set_cookies,
         body: body.to_owned(),
     }
-}
-
-/// `application/x-www-form-urlencoded`
-pub fn form(fields: &[(&str, &str)]) -> String {
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// The value of the form field `name` on an HTML page.
