@@ -103,7 +103,7 @@ pub struct Answer {
 }
 
 /// `application/x-www-form-urlencoded`
-pub fn form(fields: &[(&str, &str)]) -> String {
+pub fn form<V: AsRef<str>>(fields: &[(&str, V)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
@@ -111,7 +111,7 @@ pub fn form(fields: &[(&str, &str)]) -> String {
         }
         encode_into(&mut out, k);
         out.push('=');
-        encode_into(&mut out, v);
+        encode_into(&mut out, v.as_ref());
     }
     out
 }

@@ -83,13 +83,12 @@ pub async fn start(settings: &Settings, endpoints: &Resolved) -> Result<Pending,
         fields.push(("access_type", "offline".to_owned()));
         fields.push(("prompt", "consent".to_owned()));
     }
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let sep = if authorization.contains('?') {
         '&'
     } else {
         '?'
     };
-    let url = format!("{authorization}{sep}{}", super::http::form(&borrowed));
+    let url = format!("{authorization}{sep}{}", super::http::form(&fields));
     Ok(Pending {
         listener,
         url,
@@ -151,8 +150,7 @@ impl Pending {
         fields.push(("code", code.expose().to_owned()));
         fields.push(("redirect_uri", self.redirect_uri.clone()));
         fields.push(("code_verifier", self.verifier.expose().to_owned()));
-        let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let result = match token_request(&endpoints.token, &borrowed).await {
+        let result = match token_request(&endpoints.token, &fields).await {
             Ok(Ok(tokens)) => keep(settings, tokens).await,
             Ok(Err(e)) => Err(Error::Refused(e.shown())),
             Err(e) => Err(e),

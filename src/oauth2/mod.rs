@@ -234,7 +234,7 @@ impl Settings {
 /// POSTs a grant to the token endpoint: tokens, or the error answer.
 async fn token_request(
     token_endpoint: &str,
-    fields: &[(&str, &str)],
+    fields: &[(&str, String)],
 ) -> Result<Result<Tokens, ErrorAnswer>, Error> {
     let url = Url::parse(token_endpoint).map_err(Error::Config)?;
     let answer = http::exchange(&url, Some(&http::form(fields))).await?;
@@ -305,8 +305,7 @@ pub async fn access_token(settings: &Settings) -> Result<Secret, Error> {
     let mut fields = settings.client_fields();
     fields.push(("grant_type", "refresh_token".into()));
     fields.push(("refresh_token", refresh.expose().to_owned()));
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let tokens = match token_request(&endpoints.token, &borrowed).await? {
+    let tokens = match token_request(&endpoints.token, &fields).await? {
         Ok(t) => t,
         Err(e) if e.error == "invalid_grant" => {
             return Err(Error::SignInNeeded {
@@ -381,8 +380,7 @@ pub async fn device_start(settings: &Settings, endpoints: &Resolved) -> Result<D
     let url = Url::parse(device).map_err(Error::Config)?;
     let mut fields = settings.client_fields();
     fields.push(("scope", settings.scopes.clone()));
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let answer = http::exchange(&url, Some(&http::form(&borrowed))).await?;
+    let answer = http::exchange(&url, Some(&http::form(&fields))).await?;
     if answer.status != 200 {
         return Err(match serde_json::from_slice::<ErrorAnswer>(&answer.body) {
             Ok(e) => Error::Refused(e.shown()),
@@ -418,7 +416,6 @@ pub async fn device_finish(
         "urn:ietf:params:oauth:grant-type:device_code".into(),
     ));
     fields.push(("device_code", start.device_code.expose().to_owned()));
-    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     loop {
         tokio::time::sleep(interval).await;
         if Instant::now() > deadline {
@@ -426,7 +423,7 @@ pub async fn device_finish(
                 "the code expired before it was approved: sign in again".into(),
             ));
         }
-        match token_request(&endpoints.token, &borrowed).await? {
+        match token_request(&endpoints.token, &fields).await? {
             Ok(tokens) => return keep(settings, tokens).await,
             Err(e) => match e.error.as_str() {
                 "authorization_pending" => {}
