@@ -210,6 +210,8 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
 /// authorization address, and a reader of the rest of its output.
 struct BrowserLogin {
     child: std::process::Child,
+    /// What the user types or pastes.
+    stdin: std::process::ChildStdin,
     url: String,
     rest: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
     shown: String,
@@ -225,10 +227,12 @@ impl BrowserLogin {
         let mut child = home
             .command(&["oauth2", "login", "--no-browser", "--account", "home"])
             .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let stdin = child.stdin.take().unwrap();
         let mut rest = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let mut shown = String::new();
         let prefix = format!("{}/auth?", provider.issuer);
@@ -240,11 +244,36 @@ impl BrowserLogin {
                 break line[at..].trim().to_owned();
             }
         };
+        // What popsync says until it waits.
+        for line in rest.by_ref() {
+            let line = line.unwrap();
+            shown.push_str(&line);
+            shown.push('\n');
+            if line.starts_with("Waiting") {
+                break;
+            }
+        }
         Self {
             child,
+            stdin,
             url,
             rest,
             shown,
+        }
+    }
+
+    /// The user pastes `line`, then popsync says (on one line) what it makes of it.
+    fn paste(&mut self, line: &str) -> String {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        loop {
+            let line = self.rest.next().expect("popsync answers").unwrap();
+            self.shown.push_str(&line);
+            self.shown.push('\n');
+            if !line.trim().is_empty() {
+                return line;
+            }
         }
     }
 
@@ -260,6 +289,7 @@ impl BrowserLogin {
     }
 
     fn output(mut self) -> std::process::Output {
+        drop(self.stdin);
         for line in self.rest.by_ref() {
             self.shown.push_str(&line.unwrap());
             self.shown.push('\n');
@@ -324,6 +354,69 @@ fn popsync_signs_in_through_the_browser_with_pkce_and_a_loopback_redirect() {
         "{}",
         describe(&out)
     );
+
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&messages),
+    );
+}
+
+/// A browser on another machine: it ends at popsync's loopback address, which does not load
+/// there, and the user pastes that address into popsync instead. Two sign-ins at once each
+/// get a port of their own (popsync asks the system for a free one: a port already taken is
+/// never chosen).
+#[test]
+fn the_address_the_browser_ended_at_can_be_pasted_in() {
+    let provider = Provider::start(60);
+    let server = server(&provider);
+    let messages = corpus::varied(96, 3, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    home.write_config(&signin_account(&provider, &server, &home));
+    let token_file = home.state_dir().join("oauth2/home.token");
+
+    let mut login = BrowserLogin::start(&provider, &home);
+    let other = BrowserLogin::start(&provider, &home);
+    assert_ne!(login.redirect_port(), other.redirect_port());
+    assert!(login.shown.contains("paste it here"), "{}", login.shown);
+    let user = Browser::new(provider.port());
+    let back = user.interact(user.get(&login.url), "user1");
+    let ended_at = back.location.expect("sent back to popsync");
+
+    // Something else pasted first: explained, and popsync waits on.
+    let said = login.paste("https://mail.example.net/inbox");
+    assert!(
+        said.contains("not the address the browser ended at"),
+        "{said}"
+    );
+    assert!(!token_file.exists());
+    // The address as a browser shows it: localhost, no closing slash.
+    let shown_by_browser = ended_at.replacen(
+        &format!("http://127.0.0.1:{}/?", login.redirect_port()),
+        &format!("http://localhost:{}?", login.redirect_port()),
+        1,
+    );
+    assert_ne!(shown_by_browser, ended_at);
+    let said = login.paste(&shown_by_browser);
+    assert!(said.starts_with("signed in"), "{said}");
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(token_file.exists());
+    let code = ended_at
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(!describe(&out).contains(code), "the code was shown");
+
+    // The other sign-in was still waiting on its own port; it is given up.
+    let mut other = other;
+    other.child.kill().unwrap();
+    let _ = other.child.wait();
 
     let out = home.run(&["fetch", "--no-progress"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));

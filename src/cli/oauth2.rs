@@ -199,24 +199,48 @@ async fn device_login(settings: &Settings) -> Result<(), oauth2::Error> {
     oauth2::device_finish(settings, &endpoints, &start).await
 }
 
-/// The authorization code grant through the browser and a loopback redirect.
+/// The authorization code grant through the browser and a loopback redirect. The answer
+/// comes back to popsync's port on 127.0.0.1, or is pasted in by the user whose browser
+/// runs on another machine (where that address does not load).
 async fn browser_login(settings: &Settings, open: bool) -> Result<(), oauth2::Error> {
     let endpoints = settings.resolve().await?;
     let pending = oauth2::loopback::start(settings, &endpoints).await?;
     let opened = open && oauth2::loopback::open_browser(&pending.url);
-    println!(
-        "To sign in account {:?}, {} this address in a browser on this machine:\n\n    {}\n",
-        settings.account,
-        if opened {
-            "your browser was opened at"
-        } else {
-            "open"
-        },
-        pending.url
-    );
+    if opened {
+        println!(
+            "To sign in account {:?}, your browser was opened at this address:\n\n    {}\n",
+            settings.account, pending.url
+        );
+    } else {
+        println!(
+            "To sign in account {:?}, open this address in a browser:\n\n    {}\n\n\
+             On another machine, the browser ends at an address starting {} that does not \
+             load there: copy that whole address from its address bar and paste it here.\n",
+            settings.account, pending.url, pending.redirect_uri
+        );
+    }
     println!(
         "Waiting for the browser to come back (up to {} minutes) ...",
         oauth2::loopback::WAIT.as_secs() / 60
     );
-    pending.finish(settings, &endpoints).await
+    pending
+        .finish(settings, &endpoints, Some(stdin_lines()))
+        .await
+}
+
+/// The lines typed (or pasted) on standard input, read by a thread of their own: a read
+/// that never ends must not hold up popsync's exit.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let _ = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    rx
 }

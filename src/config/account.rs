@@ -81,7 +81,8 @@ pub fn read(
     }
 
     let layers = Layered::new(table, defaults);
-    let server = server::read(c, &layers);
+    let preset = credentials::preset(&layers).and_then(crate::oauth2::Preset::pop3_server);
+    let server = server::read(c, &layers, preset.map(|(host, _)| host));
     let credentials = credentials::read(c, &layers, &name, server.security);
     let delivery = delivery(c, &layers);
     let limits = limits::read(c, &layers);

@@ -40,7 +40,21 @@ keys! {
         /// Where the refresh token is kept: "keyring" or "file" (in the state directory).
         oauth2_token_store: "oauth2-token-store" { default: "\"keyring\"", example: "\"file\"" },
         /// How to log in: "auto", "user", "apop", "plain", "xoauth2" or "oauthbearer".
-        auth: "auth" { default: "\"auto\"", example: "\"plain\"" },
+        auth: "auth" { default: "\"auto\" (\"xoauth2\" with oauth2-provider \"google\" or \"microsoft\")", example: "\"plain\"" },
+    }
+}
+
+/// The OAuth2 preset an account names in `oauth2-provider`, if it names one popsync knows
+/// (what else may be wrong with the key is reported when the credentials are read).
+pub fn preset(layers: &Layered<'_>) -> Option<crate::oauth2::Preset> {
+    use crate::oauth2::Preset;
+    match CredentialKeys::take(layers).oauth2_provider.value()? {
+        toml::de::DeValue::String(s) => match s.as_ref() {
+            "google" => Some(Preset::Google),
+            "microsoft" => Some(Preset::Microsoft),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -90,7 +104,15 @@ pub fn read(
                 ("oauthbearer", Some(AuthMethod::OAuthBearer)),
             ],
         )
-        .flatten();
+        .flatten()
+        .or_else(|| {
+            // The preset's mechanism, for an account that signs in with the preset.
+            let preset = match &password {
+                Some(PasswordSource::OAuth2(s)) if !keys.auth.is_set() => s.preset,
+                _ => return None,
+            };
+            preset.pop3_server().map(|(_, method)| method)
+        });
     if let (Some(method), Some(source)) = (auth, &password)
         && method.uses_token() != source.is_token()
     {

@@ -9,7 +9,7 @@ keys! {
     /// The server and TLS.
     pub struct ServerKeys {
         /// The POP3 server's host name (or IP address, an IPv6 one without brackets).
-        host: "host" { default: "", example: "\"pop.example.net\"" },
+        host: "host" { default: "none (pop.gmail.com or outlook.office365.com with oauth2-provider \"google\" or \"microsoft\")", example: "\"pop.example.net\"" },
         /// The server's port.
         port: "port" { default: "995 for \"tls\", 110 otherwise", example: "995" },
         /// How the connection is protected: "tls" (implicit TLS from the first byte),
@@ -40,13 +40,17 @@ pub struct Server {
     pub dangerous_accept_invalid_certs: bool,
 }
 
-/// Reads the server keys. Whatever is wrong is reported (and the host is then empty).
-pub fn read(c: &mut Checker<'_>, layers: &Layered<'_>) -> Server {
+/// Reads the server keys; `preset_host` is the host an OAuth2 preset names, for an account
+/// that sets none. Whatever is wrong is reported (and the host is then empty).
+pub fn read(c: &mut Checker<'_>, layers: &Layered<'_>, preset_host: Option<&str>) -> Server {
     let keys = ServerKeys::take(layers);
-    let host = keys.host.required(
-        c,
-        "the POP3 server's host name, e.g. host = \"pop.example.net\"",
-    );
+    let host = match preset_host {
+        Some(h) if !keys.host.is_set() => Some((h.to_owned(), 0)),
+        _ => keys.host.required(
+            c,
+            "the POP3 server's host name, e.g. host = \"pop.example.net\"",
+        ),
+    };
     if let Some((h, at)) = &host
         && h.chars()
             .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '/')

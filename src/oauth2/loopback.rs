@@ -41,7 +41,9 @@ pub struct Pending {
     listener: TcpListener,
     /// Where to send the user.
     pub url: String,
-    redirect_uri: String,
+    /// Where the browser comes back: `http://127.0.0.1:PORT/`.
+    pub redirect_uri: String,
+    port: u16,
     state: String,
     verifier: Secret,
 }
@@ -93,6 +95,7 @@ pub async fn start(settings: &Settings, endpoints: &Resolved) -> Result<Pending,
         listener,
         url,
         redirect_uri,
+        port,
         state,
         verifier,
     })
@@ -106,9 +109,16 @@ enum Answer {
 }
 
 impl Pending {
-    /// Waits for the browser, exchanges the code and keeps the tokens.
-    pub async fn finish(self, settings: &Settings, endpoints: &Resolved) -> Result<(), Error> {
-        let waited = tokio::time::timeout(WAIT, self.wait()).await;
+    /// Waits for the browser (or, with `pasted`, for the address the browser ended at,
+    /// pasted by the user when the browser runs on another machine), exchanges the code
+    /// and keeps the tokens.
+    pub async fn finish(
+        self,
+        settings: &Settings,
+        endpoints: &Resolved,
+        pasted: Option<tokio::sync::mpsc::Receiver<String>>,
+    ) -> Result<(), Error> {
+        let waited = tokio::time::timeout(WAIT, self.wait(pasted)).await;
         let (answer, mut browser) = match waited {
             Ok(r) => r?,
             Err(_) => {
@@ -122,7 +132,7 @@ impl Pending {
             Answer::Code(code) => code,
             Answer::Declined(error) => {
                 reply(
-                    &mut browser,
+                    browser.as_mut(),
                     403,
                     "The sign-in was declined; popsync stored nothing.",
                 )
@@ -133,7 +143,7 @@ impl Pending {
             }
             Answer::WrongState => {
                 reply(
-                    &mut browser,
+                    browser.as_mut(),
                     400,
                     "This answer does not belong to the sign-in popsync started; popsync stored nothing.",
                 )
@@ -157,14 +167,14 @@ impl Pending {
         };
         match &result {
             Ok(()) => reply(
-                &mut browser,
+                browser.as_mut(),
                 200,
                 "Signed in: popsync can now fetch this account's mail. You can close this window.",
             )
             .await,
             Err(_) => {
                 reply(
-                    &mut browser,
+                    browser.as_mut(),
                     500,
                     "The sign-in could not be completed; popsync says why where it runs.",
                 )
@@ -174,53 +184,106 @@ impl Pending {
         result
     }
 
-    /// The first request to the redirect address that answers the sign-in; anything else
-    /// (a browser asking for /favicon.ico, a stray connection) gets a 404.
-    async fn wait(&self) -> Result<(Answer, TcpStream), Error> {
+    /// The first request to the redirect address that answers the sign-in, or the first
+    /// pasted line that is such an address. Anything else (a browser asking for
+    /// /favicon.ico, a stray connection) gets a 404; a pasted line that is not the
+    /// address is explained and waited past.
+    async fn wait(
+        &self,
+        mut pasted: Option<tokio::sync::mpsc::Receiver<String>>,
+    ) -> Result<(Answer, Option<TcpStream>), Error> {
         loop {
-            let (mut stream, _) = self
-                .listener
-                .accept()
-                .await
-                .map_err(|e| Error::Config(format!("the browser's answer: {e}")))?;
-            let Ok(Ok(target)) =
-                tokio::time::timeout(Duration::from_secs(10), request_target(&mut stream)).await
-            else {
-                continue;
-            };
-            let query = target.strip_prefix("/?").unwrap_or("");
-            let params: Vec<(String, String)> = query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (super::http::decode(k), super::http::decode(v)))
-                .collect();
-            let get = |name: &str| {
-                params
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            let (code, error) = (get("code"), get("error"));
-            if code.is_none() && error.is_none() {
-                reply(&mut stream, 404, "Not found.").await;
-                continue;
-            }
-            if get("state").as_deref() != Some(self.state.as_str()) {
-                return Ok((Answer::WrongState, stream));
-            }
-            return Ok(match (code, error) {
-                (_, Some(error)) => {
-                    let error: String = error
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(100)
-                        .collect();
-                    (Answer::Declined(error), stream)
+            let line = async {
+                match pasted.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
                 }
-                (Some(code), None) => (Answer::Code(Secret::new(code)), stream),
-                (None, None) => unreachable!(),
-            });
+            };
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (mut stream, _) = accepted
+                        .map_err(|e| Error::Config(format!("the browser's answer: {e}")))?;
+                    let Ok(Ok(target)) = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        request_target(&mut stream),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    match self.answer(target.strip_prefix("/?").unwrap_or("")) {
+                        Some(answer) => return Ok((answer, Some(stream))),
+                        None => reply(Some(&mut stream), 404, "Not found.").await,
+                    }
+                }
+                line = line => {
+                    let Some(line) = line else {
+                        // No more input: the browser is the only way left.
+                        pasted = None;
+                        continue;
+                    };
+                    let line = line.trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    match self.pasted_answer(line) {
+                        Some(answer) => return Ok((answer, None)),
+                        None => println!(
+                            "That is not the address the browser ended at: it starts with {}? \
+                             and carries a code (or an error). Paste it again, or come back \
+                             with the browser.",
+                            self.redirect_uri
+                        ),
+                    }
+                }
+            }
         }
+    }
+
+    /// The answer an address pasted by the user carries: the redirect address itself
+    /// (with `localhost` for `127.0.0.1`, or without the closing slash, as some browsers
+    /// show it) and its query.
+    fn pasted_answer(&self, line: &str) -> Option<Answer> {
+        let rest = ["http://127.0.0.1:", "http://localhost:"]
+            .iter()
+            .find_map(|p| line.strip_prefix(p))?;
+        let rest = rest.strip_prefix(self.port.to_string().as_str())?;
+        let query = rest.strip_prefix("/?").or_else(|| rest.strip_prefix('?'))?;
+        self.answer(query.split('#').next().unwrap_or(""))
+    }
+
+    /// What a redirect's query says: a code or an error, each with its state checked, or
+    /// `None` when it is no answer at all.
+    fn answer(&self, query: &str) -> Option<Answer> {
+        let params: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (super::http::decode(k), super::http::decode(v)))
+            .collect();
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let (code, error) = (get("code"), get("error"));
+        if code.is_none() && error.is_none() {
+            return None;
+        }
+        if get("state").as_deref() != Some(self.state.as_str()) {
+            return Some(Answer::WrongState);
+        }
+        Some(match (code, error) {
+            (_, Some(error)) => Answer::Declined(
+                error
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect(),
+            ),
+            (Some(code), None) => Answer::Code(Secret::new(code)),
+            (None, None) => return None,
+        })
     }
 }
 
@@ -244,7 +307,11 @@ async fn request_target(stream: &mut TcpStream) -> std::io::Result<String> {
     }
 }
 
-async fn reply(stream: &mut TcpStream, status: u16, text: &str) {
+/// Answers the browser, if the answer came from one.
+async fn reply(stream: Option<&mut TcpStream>, status: u16, text: &str) {
+    let Some(stream) = stream else {
+        return;
+    };
     let body = format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>popsync</title></head>\
          <body><p>{text}</p></body></html>"

@@ -88,7 +88,8 @@ impl Preset {
                 Endpoints::Known {
                     authorization: Some("https://accounts.google.com/o/oauth2/v2/auth".into()),
                     token: "https://oauth2.googleapis.com/token".into(),
-                    device: Some("https://oauth2.googleapis.com/device/code".into()),
+                    // Google's device sign-in does not grant the Gmail scope.
+                    device: None,
                 },
                 "https://mail.google.com/",
             )),
@@ -103,6 +104,17 @@ impl Preset {
                     "https://outlook.office.com/POP.AccessAsUser.All offline_access",
                 ))
             }
+            Self::Custom => None,
+        }
+    }
+
+    /// The provider's POP3 server and the SASL mechanism it takes, for an account that
+    /// sets no `host` (or `auth`) of its own. Both listen with implicit TLS on 995, the
+    /// defaults. Both document XOAUTH2 for POP3; Microsoft's takes nothing else.
+    pub fn pop3_server(self) -> Option<(&'static str, crate::pop3::AuthMethod)> {
+        match self {
+            Self::Google => Some(("pop.gmail.com", crate::pop3::AuthMethod::XOAuth2)),
+            Self::Microsoft => Some(("outlook.office365.com", crate::pop3::AuthMethod::XOAuth2)),
             Self::Custom => None,
         }
     }
@@ -371,11 +383,19 @@ struct DeviceAnswer {
 /// Asks the device authorization endpoint for a code for the user (RFC 8628 section 3.1).
 pub async fn device_start(settings: &Settings, endpoints: &Resolved) -> Result<DeviceStart, Error> {
     let device = endpoints.device.as_deref().ok_or_else(|| {
-        Error::Config(format!(
-            "account {:?}: the authorization server has no device authorization endpoint \
-             (set oauth2-device-endpoint, or sign in with the browser)",
-            settings.account
-        ))
+        Error::Config(if settings.preset == Preset::Google {
+            "Google's device sign-in does not grant access to Gmail: sign in with the \
+             browser instead. On a machine without one, `popsync oauth2 login --no-browser` \
+             shows an address to open in a browser anywhere, and takes back the address \
+             that browser ends at, pasted in"
+                .to_owned()
+        } else {
+            format!(
+                "account {:?}: the authorization server has no device authorization endpoint \
+                 (set oauth2-device-endpoint, or sign in with the browser)",
+                settings.account
+            )
+        })
     })?;
     let url = Url::parse(device).map_err(Error::Config)?;
     let mut fields = settings.client_fields();
