@@ -99,6 +99,23 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
         "{}",
         describe(&out)
     );
+    // check says what signing in would do.
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    let said = common::stdout(&out);
+    assert!(
+        said.contains("oauth2 sign-in: not signed in\n")
+            && said.contains(&format!(
+                "`popsync oauth2 login --account home` would open a browser at {}/auth for you \
+                 to let application \"popsync-test\" use \"openid pop\", then keep the refresh \
+                 token in {}",
+                provider.issuer,
+                token_file.display()
+            ))
+            && said.contains("`popsync oauth2 login --account home --device` would instead"),
+        "{}",
+        describe(&out)
+    );
 
     let started = std::time::Instant::now();
     let out = device_login(&provider, &home);

@@ -123,6 +123,12 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
             ""
         }
     );
+    if let crate::config::PasswordSource::OAuth2(s) = &account.login.password
+        && let Ok(None) = s.store.load(&account.name).await
+    {
+        let _ = writeln!(out, "  oauth2 sign-in: not signed in");
+        out.push_str(&login_would_do(s).await);
+    }
     let credentials = Credentials {
         username: account.login.username.clone(),
         password: account.login.password.resolve().await?,
@@ -184,4 +190,47 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         }
     );
     Ok(())
+}
+
+/// What `popsync oauth2 login` would do for an account that is not signed in: where the
+/// browser goes, for which application and access, and where the token would be kept.
+async fn login_would_do(s: &crate::oauth2::Settings) -> String {
+    let login = format!("popsync oauth2 login --account {}", s.account);
+    let mut out = String::new();
+    let (browser, device) = match s.resolve().await {
+        Ok(e) => (e.authorization, e.device),
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "    `{login}` would first find the provider's endpoints, which failed now: {e}"
+            );
+            return out;
+        }
+    };
+    match browser {
+        Some(url) => {
+            let _ = writeln!(
+                out,
+                "    `{login}` would open a browser at {} for you to let application {:?} \
+                 use {:?}, then keep the refresh token in {}",
+                url,
+                s.client_id,
+                s.scopes,
+                s.store.describe(&s.account)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "    the provider has no browser sign-in for popsync (no authorization endpoint)"
+            );
+        }
+    }
+    if device.is_some() {
+        let _ = writeln!(
+            out,
+            "    `{login} --device` would instead show a code to enter in a browser on any device"
+        );
+    }
+    out
 }
