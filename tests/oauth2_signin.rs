@@ -77,7 +77,7 @@ fn device_login(provider: &Provider, home: &Home) -> std::process::Output {
 /// again), the authorization server down (75), nothing secret shown.
 #[test]
 fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
-    let provider = Provider::start_with(3, true);
+    let mut provider = Provider::start_with(3, true);
     let server = server(&provider);
     let first = corpus::varied(92, 5, None);
     server.add_messages("user1", &first);
@@ -197,8 +197,38 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
         .to_owned();
     assert_ne!(current, after_fetch);
 
+    // The authorization server cannot be reached: temporary (75), the sign-in kept; once it
+    // answers again, the next fetch goes on with it.
+    provider.reachable(false);
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("the authorization server"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap().trim(),
+        current
+    );
+    provider.reachable(true);
+    let more = corpus::varied(97, 1, None);
+    server.add_messages("user1", &more);
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let all: Vec<Vec<u8>> = all.iter().chain(&more).cloned().collect();
+    assert_same_messages(
+        &maildir_contents(&home.maildir("home")),
+        &expected_contents(&all),
+    );
+    let current = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+
     // A rotated refresh token used again (as a thief holding an old copy would): the server
-    // refuses it and revokes the grant. popsync is told so and says to sign in again.
+    // refuses it and revokes the grant. popsync is told so, says to sign in again, and
+    // removes the refresh token it can never use again.
     let reused = provider
         .refresh(&signed_in)
         .expect_err("a rotated refresh token is refused");
@@ -212,12 +242,19 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
         describe(&out)
     );
     assert!(!err.contains(&current));
+    assert!(!token_file.exists(), "the refused refresh token is kept");
+    let out = home.run(&["oauth2", "status"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("home: not signed in"),
+        "{}",
+        describe(&out)
+    );
 
-    // The authorization server down: temporary.
-    drop(provider);
-    let out = home.run(&["fetch", "--no-progress"]);
-    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
-
+    // Signed in again, and logged out.
+    let out = device_login(&provider, &home);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(token_file.exists());
     let out = home.run(&["oauth2", "logout", "--account", "home"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(!token_file.exists());

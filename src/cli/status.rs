@@ -214,7 +214,15 @@ fn text(s: &Status, now: i64) -> String {
         if a.last_poll_ok == Some(false) {
             out.push_str(&format!("  last success:  {}\n", when(a.last_success, now)));
         }
-        if let Some(p) = &a.paused {
+        if let Some(p) = &a.paused
+            && p.problem == crate::daemon::SIGN_IN_AGAIN
+        {
+            out.push_str(&format!(
+                "  paused:        needs an OAuth2 sign-in (since {}): sign in again with `popsync oauth2 login --account {}`\n",
+                when(Some(p.since), now),
+                a.name
+            ));
+        } else if let Some(p) = &a.paused {
             out.push_str(&format!(
                 "  paused:        {} (since {}); tried again {}, or now with `popsync poll --account {}`\n",
                 p.problem.strip_prefix("popsync: ").unwrap_or(&p.problem),

@@ -37,6 +37,8 @@ pub mod sdnotify;
 mod state_dir;
 mod wording;
 
+pub use wording::SIGN_IN_AGAIN;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;

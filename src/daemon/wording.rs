@@ -3,6 +3,9 @@
 
 use super::{Account, FetchError, Problem};
 
+/// The title of a pause that only signing in again ends (`popsync status` says how).
+pub const SIGN_IN_AGAIN: &str = "popsync: sign in again";
+
 /// The titles of problems that need the user, by kind.
 const TITLES: &[(Problem, &str)] = &[
     (
@@ -15,6 +18,7 @@ const TITLES: &[(Problem, &str)] = &[
     ),
     (Problem::LoginRefused, "popsync: login refused"),
     (Problem::NoPassword, "popsync: no password"),
+    (Problem::SignInNeeded, SIGN_IN_AGAIN),
     (
         Problem::Misconfigured,
         "popsync: the account cannot work as configured",
@@ -83,6 +87,9 @@ pub(super) fn advice(
     Some(match problem {
         Problem::LoginRefused => secret("new"),
         Problem::NoPassword => secret("missing"),
+        Problem::SignInNeeded => {
+            format!("Sign in again with: popsync oauth2 login --account {name}")
+        }
         Problem::CertificateChanged => format!(
             "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint in {file}; {then_poll}"
         ),

@@ -26,7 +26,7 @@ pub const WAIT: Duration = Duration::from_secs(600);
 fn random(n: usize) -> Result<String, Error> {
     let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes)
-        .map_err(|e| Error::Config(format!("no random numbers from the system: {e}")))?;
+        .map_err(|e| Error::Local(format!("no random numbers from the system: {e}")))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -57,14 +57,16 @@ pub async fn start(settings: &Settings, endpoints: &Resolved) -> Result<Pending,
             settings.account
         ))
     })?;
+    // Port 0: the system picks one that is free, so a port another program holds is never
+    // tried (RFC 8252 section 7.3).
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
-        Error::Config(format!(
+        Error::Local(format!(
             "cannot listen on 127.0.0.1 for the browser's answer: {e}"
         ))
     })?;
     let port = listener
         .local_addr()
-        .map_err(|e| Error::Config(e.to_string()))?
+        .map_err(|e| Error::Local(e.to_string()))?
         .port();
     let redirect_uri = format!("http://127.0.0.1:{port}/");
     let state = random(16)?;
@@ -202,7 +204,7 @@ impl Pending {
             tokio::select! {
                 accepted = self.listener.accept() => {
                     let (mut stream, _) = accepted
-                        .map_err(|e| Error::Config(format!("the browser's answer: {e}")))?;
+                        .map_err(|e| Error::Local(format!("the browser's answer: {e}")))?;
                     let Ok(Ok(target)) = tokio::time::timeout(
                         Duration::from_secs(10),
                         request_target(&mut stream),

@@ -142,6 +142,9 @@ pub enum Error {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     Config(String),
+    /// Trouble on this machine: no port to listen on, no random numbers.
+    #[error("{0}")]
+    Local(String),
 }
 
 fn reason_note(reason: &Option<String>) -> String {
@@ -158,6 +161,7 @@ impl Error {
             Self::Http(_) | Self::Protocol(_) => ErrorClass::Temporary,
             Self::Store(e) => e.class(),
             Self::Config(_) => ErrorClass::Config,
+            Self::Local(_) => ErrorClass::Local,
         }
     }
 }
@@ -320,6 +324,26 @@ pub async fn access_token(settings: &Settings) -> Result<Secret, Error> {
     let tokens = match token_request(&endpoints.token, &fields).await? {
         Ok(t) => t,
         Err(e) if e.error == "invalid_grant" => {
+            // The server will never take this refresh token again: it is removed, so that
+            // `oauth2 status` says what is true (not signed in). Only if it is still the
+            // one stored: another popsync may have signed in again meanwhile.
+            if let Ok(Some(stored)) = settings.store.load(&settings.account).await
+                && stored.expose() == refresh.expose()
+            {
+                match settings.store.delete(&settings.account).await {
+                    Ok(_) => tracing::info!(
+                        "account {}: the authorization server refused the refresh token \
+                         ({}); removed it from {}",
+                        settings.account,
+                        e.shown(),
+                        settings.store.describe(&settings.account)
+                    ),
+                    Err(d) => tracing::warn!(
+                        "account {}: could not remove the refused refresh token: {d}",
+                        settings.account
+                    ),
+                }
+            }
             return Err(Error::SignInNeeded {
                 account: settings.account.clone(),
                 reason: Some(e.shown()),

@@ -55,6 +55,8 @@ pub enum Problem {
     LoginRefused,
     /// The password or token could not be had.
     NoPassword,
+    /// The OAuth2 sign-in is missing, revoked or expired: `popsync oauth2 login` again.
+    SignInNeeded,
     /// The account cannot work as configured with this server.
     Misconfigured,
     /// Anything else: usually passing trouble.
@@ -90,6 +92,12 @@ impl FetchError {
             Self::Pop3(p) if p.is_fingerprint_mismatch() => Problem::CertificateChanged,
             Self::Pop3(p) if p.is_certificate() => Problem::CertificateUntrusted,
             Self::Pop3(p) if p.is_auth() => Problem::LoginRefused,
+            Self::Password(crate::config::secret::PasswordError::OAuth2(e)) => match e {
+                crate::oauth2::Error::SignInNeeded { .. } => Problem::SignInNeeded,
+                // An authorization server that cannot be reached: passing trouble.
+                e if e.class() == ErrorClass::Temporary => Problem::Other,
+                _ => Problem::NoPassword,
+            },
             Self::Password(_) => Problem::NoPassword,
             _ if self.class() == ErrorClass::Config => Problem::Misconfigured,
             _ => Problem::Other,

@@ -26,6 +26,9 @@ pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 pub struct Provider {
     child: Child,
+    /// Its orders ("close", "open"), and what it answers.
+    orders: std::process::ChildStdin,
+    answers: std::sync::mpsc::Receiver<String>,
     /// `http://127.0.0.1:PORT`
     pub issuer: String,
     port: u16,
@@ -63,7 +66,7 @@ impl Provider {
                 "OIDC_SLOW_DOWN_SECOND",
                 if slow_down_second { "1" } else { "" },
             )
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -71,16 +74,46 @@ impl Provider {
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
-        // Whatever it prints later is read and dropped: a closed pipe would end it.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // What it says later is read all along (a closed pipe would end it), for `reachable`.
+        let (tx, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let orders = child.stdin.take().unwrap();
         let ready: serde_json::Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("the authorization server did not start: {line:?}"));
         let issuer = ready["issuer"].as_str().unwrap().to_owned();
         let port = issuer.rsplit(':').next().unwrap().parse().unwrap();
         Self {
             child,
+            orders,
+            answers,
             issuer,
             port,
+        }
+    }
+
+    /// Stops listening (every connection refused) or listens again, on the same port, with
+    /// every grant and token it holds kept.
+    pub fn reachable(&mut self, yes: bool) {
+        let (order, answer) = if yes {
+            ("open", "open")
+        } else {
+            ("close", "closed")
+        };
+        writeln!(self.orders, "{order}").unwrap();
+        self.orders.flush().unwrap();
+        loop {
+            let line = self
+                .answers
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the authorization server answers");
+            if line == answer {
+                return;
+            }
         }
     }
 

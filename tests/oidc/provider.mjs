@@ -13,7 +13,10 @@
 //   that node-oidc-provider leaves to the deployment added here in front of it.
 //
 // Usage: node provider.mjs   (settings from the environment, see below)
-// Prints one line, {"issuer": "http://127.0.0.1:PORT"}, once it is listening.
+// Prints one line, {"issuer": "http://127.0.0.1:PORT"}, once it is listening. Then, for a
+// test of an authorization server that cannot be reached, it reads lines on standard input:
+// "close" stops listening and drops every connection (printing "closed"), "open" listens on
+// the same port again (printing "open").
 
 import http from 'node:http';
 
@@ -130,3 +133,15 @@ provider.on('grant.error', (ctx, err) => {
 
 server.on('request', provider.callback());
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+
+const port = server.address().port;
+const { createInterface } = await import('node:readline');
+createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line === 'close') {
+    server.close();
+    server.closeAllConnections();
+    process.stdout.write('closed\n');
+  } else if (line === 'open') {
+    server.listen(port, '127.0.0.1', () => process.stdout.write('open\n'));
+  }
+});
