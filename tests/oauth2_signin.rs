@@ -611,3 +611,142 @@ fn the_refresh_token_is_kept_in_the_keyring_by_default() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(keyring.lookup("home/oauth2"), None);
 }
+
+/// The agent signed in with OAuth2. An access token is held between polls and renewed once
+/// it is too old, and one that has expired at the server between two polls costs nothing
+/// the user sees. Then the sign-in is revoked: the server refuses the token held from the
+/// last poll, popsync asks for a new one, is told the grant is gone, pauses the account and
+/// says once, in a problem notification and in `status`, to sign in again. Signing in again
+/// resumes it at once.
+#[test]
+fn the_agent_renews_expired_tokens_unseen_and_pauses_a_revoked_sign_in() {
+    use common::daemon::Daemon;
+    use common::dbus::{Bus, Mode, NotificationServer};
+
+    // Access tokens live 6 s: popsync renews them after 3 s.
+    let provider = Provider::start(6);
+    let server = server(&provider);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&format!(
+        "{}interval = \"1h\"\n",
+        signin_account(&provider, &server, &home)
+    ));
+    let token_file = home.state_dir().join("oauth2/home.token");
+    let read_token = || {
+        std::fs::read_to_string(&token_file)
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let out = device_login(&provider, &home);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let signed_in = read_token();
+
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: false });
+    let mut all = corpus::varied(98, 2, None);
+    server.add_messages("user1", &all);
+    let daemon = Daemon::start(&home, bus.address());
+    let wait_for_all = |all: &[Vec<u8>]| {
+        let count = |dir: &str| std::fs::read_dir(md.join(dir)).map_or(0, |d| d.count());
+        let arrived = common::wait_for(common::PATIENCE, || {
+            (count("new") >= all.len() && count("tmp") == 0).then_some(())
+        });
+        assert!(arrived.is_some(), "{}", daemon.log());
+        assert_same_messages(&maildir_contents(&md), &expected_contents(all));
+    };
+    let poll = |n: usize, more: u64, all: &mut Vec<Vec<u8>>| {
+        let new = corpus::varied(100 + more, 1, None);
+        server.add_messages("user1", &new);
+        all.extend(new);
+        daemon.signal("USR1");
+        daemon.wait_log_count("home: done in ", n);
+        wait_for_all(all);
+    };
+    wait_for_all(&all);
+    daemon.wait_log_count("home: done in ", 1);
+    let after_first = read_token();
+    assert_ne!(
+        after_first, signed_in,
+        "the first poll refreshed (and rotated)"
+    );
+
+    // At once: the access token held from the first poll, no refresh.
+    poll(2, 1, &mut all);
+    assert_eq!(
+        read_token(),
+        after_first,
+        "a refresh with a fresh token held"
+    );
+
+    // 7 s later the held token has expired at the server: renewed before the session.
+    std::thread::sleep(Duration::from_secs(7));
+    poll(3, 2, &mut all);
+    let renewed = read_token();
+    assert_ne!(renewed, after_first);
+    assert_eq!(daemon.count("failed after"), 0, "{}", daemon.log());
+    assert_eq!(
+        daemon.count("refused the OAuth2 access token"),
+        0,
+        "renewed before the session, not after a refusal: {}",
+        daemon.log()
+    );
+
+    // The sign-in revoked (an old refresh token replayed: the server revokes the grant and
+    // every token of it, the access token popsync holds too), before that token is 3 s old.
+    poll(4, 3, &mut all);
+    let before_revoking = read_token();
+    provider
+        .refresh(&signed_in)
+        .expect_err("a rotated refresh token is refused");
+    let waiting = corpus::varied(110, 1, None);
+    server.add_messages("user1", &waiting);
+    daemon.signal("USR1");
+    daemon.wait_log_count("home: failed after", 1);
+    assert!(
+        daemon
+            .log()
+            .contains("the server refused the OAuth2 access token held from an earlier poll"),
+        "{}",
+        daemon.log()
+    );
+    let got = notes.wait_for(1, || format!("{:#?}\n{}", notes.record(), daemon.log()));
+    let problem = got
+        .iter()
+        .find(|n| n.summary.starts_with("popsync: sign in again"))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert_eq!(problem.summary, "popsync: sign in again — home");
+    assert!(
+        problem.body.contains("invalid_grant")
+            && problem
+                .body
+                .ends_with("Sign in again with: popsync oauth2 login --account home"),
+        "{problem:#?}"
+    );
+    assert!(!token_file.exists(), "the refused refresh token is removed");
+    daemon.wait_log("paused until ");
+    let out = home.run(&["status"]);
+    let shown = common::stdout(&out);
+    assert!(
+        shown.contains("paused:        needs an OAuth2 sign-in (since ")
+            && shown.contains("): sign in again with `popsync oauth2 login --account home`"),
+        "{}",
+        describe(&out)
+    );
+    let log = daemon.log();
+    for secret in [&signed_in, &after_first, &renewed, &before_revoking] {
+        assert!(!log.contains(secret.as_str()), "a refresh token was logged");
+    }
+
+    // Signed in again: the agent tries at once, and the mail that waited arrives.
+    let out = device_login(&provider, &home);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    all.extend(waiting);
+    wait_for_all(&all);
+    let problems = notes
+        .notifications()
+        .iter()
+        .filter(|n| n.summary.starts_with("popsync: sign in again"))
+        .count();
+    assert_eq!(problems, 1, "{:#?}", notes.record());
+}

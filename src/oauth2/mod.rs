@@ -30,7 +30,8 @@ use crate::exit::ErrorClass;
 use crate::pop3::Secret;
 use http::Url;
 
-/// An access token with less than this left is renewed before a session.
+/// An access token with less than this left is renewed before a session (or halfway
+/// through its life, if it lives less than twice this).
 pub const MARGIN: Duration = Duration::from_secs(120);
 
 /// Whose authorization server, with its endpoints and scopes known.
@@ -293,6 +294,16 @@ pub fn forget(account: &str) {
     }
 }
 
+/// Whether the next session of `account` would get an access token held from an earlier
+/// grant: if the server refuses that one (revoked meanwhile), a fresh one is worth a try.
+pub fn holds(account: &str) -> bool {
+    let guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .as_ref()
+        .and_then(|m| m.get(account))
+        .is_some_and(|held| Instant::now() < held.renew_at)
+}
+
 /// How long the access token held for `account` is still good, if one is held.
 pub fn held_for(account: &str) -> Option<Duration> {
     let guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
@@ -363,9 +374,10 @@ pub async fn access_token(settings: &Settings) -> Result<Secret, Error> {
 }
 
 fn hold(account: &str, tokens: &Tokens) {
-    // Without an expiry, an hour, as most servers give.
+    // Without an expiry, an hour, as most servers give. A token that lives less than twice
+    // the margin is renewed halfway through its life.
     let life = tokens.expires_in.unwrap_or(Duration::from_secs(3600));
-    let renew_at = Instant::now() + life.saturating_sub(MARGIN);
+    let renew_at = Instant::now() + life.saturating_sub(MARGIN.min(life / 2));
     HELD.lock()
         .unwrap_or_else(|e| e.into_inner())
         .get_or_insert_with(HashMap::new)

@@ -298,7 +298,9 @@ async fn run(
     };
     let target = account.delivery.open(&setup)?;
     let connect = connect_options(account)?;
-    let credentials = Credentials {
+    // An OAuth2 access token held from an earlier poll may have been revoked since.
+    let mut held_token = crate::oauth2::holds(&account.name);
+    let mut credentials = Credentials {
         username: account.login.username.clone(),
         password: account.login.password.resolve().await?,
         token: account.login.password.is_token(),
@@ -319,6 +321,17 @@ async fn run(
         let before = sc.report.new_messages;
         let outcome = match session::session(&mut sc, &connect, &credentials).await {
             Ok(o) => o,
+            // The server refused the access token held from before: asked for a new one
+            // (which says so if the sign-in itself is gone), and tried once more.
+            Err(FetchError::Pop3(e)) if std::mem::take(&mut held_token) && e.is_auth() => {
+                info!(
+                    "the server refused the OAuth2 access token held from an earlier poll \
+                     ({e}); asking the authorization server for a new one"
+                );
+                crate::oauth2::forget(&account.name);
+                credentials.password = account.login.password.resolve().await?;
+                continue;
+            }
             // Asking again for more failed before bringing anything (a server enforcing a
             // delay between logins, say): what arrived so far is stored; the next run asks.
             Err(e)
