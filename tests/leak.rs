@@ -3,7 +3,9 @@
 //! the password nowhere — not in stdout or stderr, not in `popsync status` (text or JSON),
 //! not in any file of the state directory (the SQLite database and its WAL included), not in
 //! the mail. The same for an OAuth2 token, against a scripted server that accepts it and one
-//! that refuses it.
+//! that refuses it; and for popsync's own OAuth2 sign-in against a real authorization server:
+//! every token, authorization code and PKCE verifier it issued or was sent is found nowhere
+//! but in the token store, and there only the refresh token popsync holds now.
 
 mod common;
 mod script;
@@ -157,4 +159,95 @@ fn an_oauth2_token_appears_in_no_output_status_or_state_accepted_or_refused() {
     std::fs::write(home.config_path(), config.replace(token, "elsewhere")).unwrap();
     assert_nowhere(token, &printed, &home);
     assert_nowhere(&response, &printed, &home);
+}
+
+#[test]
+fn no_oauth2_token_code_or_verifier_appears_anywhere_but_the_token_store() {
+    use common::oidc::{self, Browser, BrowserLogin, Provider};
+    let provider = Provider::start(2);
+    let server = oidc::server(&provider);
+    server.add_messages("user1", &corpus::varied(99, 3, None));
+    let home = Home::new();
+    home.write_config(&oidc::signin_account(&provider, &server, &home));
+    let token_file = home.state_dir().join("oauth2/home.token");
+    let stored = || {
+        std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+
+    // Signed in through the browser, logging everything.
+    let login = BrowserLogin::start_with(&provider, &home, &[("RUST_LOG", "trace")]);
+    let user = Browser::new(provider.port());
+    let back = user.interact(user.get(&login.url), "user1");
+    let to_popsync = back.location.expect("sent back to popsync");
+    user.get(&to_popsync);
+    let code = to_popsync
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let out = login.output();
+    assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
+    let mut printed = common::describe(&out);
+    let signed_in = stored();
+
+    // Fetches that refresh (and rotate) the tokens, and everything that shows the account.
+    for args in [
+        &["-vvv", "fetch", "--no-progress"][..],
+        &["-vvv", "check"],
+        &["status"],
+        &["status", "--json"],
+        &["oauth2", "status"],
+    ] {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (code, out) = run_loud(&home, args);
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+        printed.push_str(&out);
+    }
+    let now = stored();
+    assert_ne!(now, signed_in);
+
+    // Only the token store holds a secret, and only the refresh token popsync holds now.
+    let secrets = provider.secrets();
+    assert!(secrets.len() >= 8, "{secrets:?}");
+    let kinds: std::collections::BTreeSet<&str> =
+        secrets.iter().map(|(kind, _)| kind.as_str()).collect();
+    for kind in [
+        "access_token",
+        "refresh_token",
+        "authorization_code",
+        "code_verifier",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} among {kinds:?}");
+    }
+    assert!(secrets.iter().any(|(_, s)| *s == now) && secrets.iter().any(|(_, s)| s == code));
+    for (_, secret) in &secrets {
+        assert!(
+            !printed.contains(secret.as_str()),
+            "a secret was printed:\n{printed}"
+        );
+        let hits = files_containing(home.path(), secret.as_bytes());
+        let expected: Vec<String> = if *secret == now {
+            vec![token_file.display().to_string()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(hits, expected, "where a secret is");
+    }
+
+    // The sign-in revoked: the refused refresh token is removed, and the refusal shows none.
+    provider
+        .refresh(&signed_in)
+        .expect_err("a rotated refresh token is refused");
+    let (code, out) = run_loud(&home, &["-vvv", "fetch", "--no-progress"]);
+    assert_eq!(code, Some(77), "{out}");
+    assert!(out.contains("invalid_grant"), "{out}");
+    let (_, status) = run_loud(&home, &["status", "--json"]);
+    for (_, secret) in provider.secrets() {
+        assert_nowhere(&secret, &format!("{out}{status}"), &home);
+    }
 }

@@ -6,31 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::dovecot::{self, Dovecot};
-use common::oidc::{Browser, Provider};
+use common::oidc::{Browser, BrowserLogin, Provider, server, signin_account};
 use common::{Home, assert_same_messages, corpus, describe, expected_contents, maildir_contents};
-
-/// The real Dovecot, checking tokens at `provider`'s introspection endpoint.
-fn server(provider: &Provider) -> Dovecot {
-    Dovecot::start_with(dovecot::Options {
-        oauth2: Some(provider.passdb()),
-        ..dovecot::Options::default()
-    })
-}
-
-/// An account that signs in with popsync itself, through the real server's discovery
-/// document, keeping its refresh token in a file.
-fn signin_account(provider: &Provider, server: &Dovecot, home: &Home) -> String {
-    common::account_toml("home", server, "user1", &home.maildir("home"), "").replace(
-        &format!("password = {:?}\n", dovecot::PASSWORD),
-        &format!(
-            "oauth2-provider = \"custom\"\noauth2-issuer = {:?}\noauth2-client-id = {:?}\n\
-             oauth2-scopes = \"openid pop\"\noauth2-token-store = \"file\"\n",
-            provider.issuer,
-            common::oidc::CLIENT_ID
-        ),
-    )
-}
 
 /// `popsync oauth2 login --device`, with the test approving the code in the "browser" as
 /// soon as popsync shows it.
@@ -258,100 +235,6 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
     let out = home.run(&["oauth2", "logout", "--account", "home"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(!token_file.exists());
-}
-
-/// `popsync oauth2 login --no-browser` started, and the address it shows: the child, the
-/// authorization address, and a reader of the rest of its output.
-struct BrowserLogin {
-    child: std::process::Child,
-    /// What the user types or pastes.
-    stdin: std::process::ChildStdin,
-    url: String,
-    rest: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-    shown: String,
-}
-
-impl BrowserLogin {
-    fn start(provider: &Provider, home: &Home) -> Self {
-        Self::start_with(provider, home, &[])
-    }
-
-    fn start_with(provider: &Provider, home: &Home, env: &[(&str, &str)]) -> Self {
-        use std::io::BufRead as _;
-        let mut child = home
-            .command(&["oauth2", "login", "--no-browser", "--account", "home"])
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut rest = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut shown = String::new();
-        let prefix = format!("{}/auth?", provider.issuer);
-        let url = loop {
-            let line = rest.next().expect("popsync shows the address").unwrap();
-            shown.push_str(&line);
-            shown.push('\n');
-            if let Some(at) = line.find(&prefix) {
-                break line[at..].trim().to_owned();
-            }
-        };
-        // What popsync says until it waits.
-        for line in rest.by_ref() {
-            let line = line.unwrap();
-            shown.push_str(&line);
-            shown.push('\n');
-            if line.starts_with("Waiting") {
-                break;
-            }
-        }
-        Self {
-            child,
-            stdin,
-            url,
-            rest,
-            shown,
-        }
-    }
-
-    /// The user pastes `line`, then popsync says (on one line) what it makes of it.
-    fn paste(&mut self, line: &str) -> String {
-        use std::io::Write as _;
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-        loop {
-            let line = self.rest.next().expect("popsync answers").unwrap();
-            self.shown.push_str(&line);
-            self.shown.push('\n');
-            if !line.trim().is_empty() {
-                return line;
-            }
-        }
-    }
-
-    /// Where popsync waits for the browser (from the address's redirect_uri).
-    fn redirect_port(&self) -> u16 {
-        let key = "redirect_uri=http%3A%2F%2F127.0.0.1%3A";
-        let at = self.url.find(key).expect("a loopback redirect") + key.len();
-        let digits: String = self.url[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().unwrap()
-    }
-
-    fn output(mut self) -> std::process::Output {
-        drop(self.stdin);
-        for line in self.rest.by_ref() {
-            self.shown.push_str(&line.unwrap());
-            self.shown.push('\n');
-        }
-        let mut out = self.child.wait_with_output().unwrap();
-        out.stdout = self.shown.into_bytes();
-        out
-    }
 }
 
 /// The browser sign-in: PKCE (the server requires it), a loopback redirect on a port of

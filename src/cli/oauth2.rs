@@ -16,7 +16,7 @@ pub struct OAuth2Args {
 #[derive(Debug, clap::Subcommand)]
 enum Action {
     /// Sign the account in: approve popsync's access once, in the browser (opened for you
-    /// where one can be; the address is always shown), or with --device on any machine
+    /// where one can be; the address is always shown), or with --device (not for Google)
     Login {
         /// The account (its name in the configuration)
         #[arg(long, short, value_name = "NAME")]
@@ -24,8 +24,8 @@ enum Action {
         /// Sign in with a code typed in on any device's browser (for a machine without one)
         #[arg(long)]
         device: bool,
-        /// Do not open a browser: only show the address to open (on this machine: the
-        /// browser must reach 127.0.0.1 here)
+        /// Do not open a browser: only show the address to open, in a browser here or
+        /// anywhere (from another machine, paste back the address it ends at)
         #[arg(long, conflicts_with = "device")]
         no_browser: bool,
     },

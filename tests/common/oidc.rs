@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use popsync::oauth2::http::form;
 
-use super::dovecot::OAuth2Passdb;
+use super::Home;
+use super::dovecot::{self, Dovecot, OAuth2Passdb};
 
 pub const CLIENT_ID: &str = "popsync-test";
 const DOVECOT_ID: &str = "dovecot";
@@ -26,6 +27,8 @@ pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 pub struct Provider {
     child: Child,
+    /// Every secret it issued or was sent, one per line (see provider.mjs).
+    secrets: tempfile::NamedTempFile,
     /// Its orders ("close", "open"), and what it answers.
     orders: std::process::ChildStdin,
     answers: std::sync::mpsc::Receiver<String>,
@@ -56,8 +59,10 @@ impl Provider {
             "node-oidc-provider is not installed: run scripts/test, or `npm ci` in {}",
             dir.display()
         );
+        let secrets = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
+            .env("OIDC_SECRETS_LOG", secrets.path())
             .env("OIDC_ACCESS_TTL", access_ttl.to_string())
             .env("OIDC_CLIENT_ID", CLIENT_ID)
             .env("OIDC_DOVECOT_ID", DOVECOT_ID)
@@ -89,6 +94,7 @@ impl Provider {
         let port = issuer.rsplit(':').next().unwrap().parse().unwrap();
         Self {
             child,
+            secrets,
             orders,
             answers,
             issuer,
@@ -119,6 +125,21 @@ impl Provider {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Every token, authorization code and PKCE verifier the server has issued or been
+    /// sent so far, each with its kind ("access_token", "refresh_token", "code",
+    /// "code_verifier", ...).
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = std::fs::read_to_string(self.secrets.path())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(kind, value)| (kind.to_owned(), value.to_owned()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// Dovecot's oauth2 passdb, introspecting tokens here as its own confidential client.
@@ -424,4 +445,119 @@ fn form_action(page: &str) -> Option<String> {
     let a = tag.find("action=\"")? + 8;
     let len = tag[a..].find('"')?;
     Some(tag[a..a + len].to_owned())
+}
+
+/// The real Dovecot, checking tokens at `provider`'s introspection endpoint.
+pub fn server(provider: &Provider) -> Dovecot {
+    Dovecot::start_with(dovecot::Options {
+        oauth2: Some(provider.passdb()),
+        ..dovecot::Options::default()
+    })
+}
+
+/// An account that signs in with popsync itself, through the real server's discovery
+/// document, keeping its refresh token in a file.
+pub fn signin_account(provider: &Provider, server: &Dovecot, home: &Home) -> String {
+    super::account_toml("home", server, "user1", &home.maildir("home"), "").replace(
+        &format!("password = {:?}\n", dovecot::PASSWORD),
+        &format!(
+            "oauth2-provider = \"custom\"\noauth2-issuer = {:?}\noauth2-client-id = {:?}\n\
+             oauth2-scopes = \"openid pop\"\noauth2-token-store = \"file\"\n",
+            provider.issuer, CLIENT_ID
+        ),
+    )
+}
+
+/// `popsync oauth2 login --no-browser` started, and the address it shows: the child, the
+/// authorization address, and a reader of the rest of its output.
+pub struct BrowserLogin {
+    pub child: std::process::Child,
+    /// What the user types or pastes.
+    stdin: std::process::ChildStdin,
+    pub url: String,
+    rest: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub shown: String,
+}
+
+impl BrowserLogin {
+    pub fn start(provider: &Provider, home: &Home) -> Self {
+        Self::start_with(provider, home, &[])
+    }
+
+    pub fn start_with(provider: &Provider, home: &Home, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = home
+            .command(&["oauth2", "login", "--no-browser", "--account", "home"])
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut rest = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut shown = String::new();
+        let prefix = format!("{}/auth?", provider.issuer);
+        let url = loop {
+            let line = rest.next().expect("popsync shows the address").unwrap();
+            shown.push_str(&line);
+            shown.push('\n');
+            if let Some(at) = line.find(&prefix) {
+                break line[at..].trim().to_owned();
+            }
+        };
+        // What popsync says until it waits.
+        for line in rest.by_ref() {
+            let line = line.unwrap();
+            shown.push_str(&line);
+            shown.push('\n');
+            if line.starts_with("Waiting") {
+                break;
+            }
+        }
+        Self {
+            child,
+            stdin,
+            url,
+            rest,
+            shown,
+        }
+    }
+
+    /// The user pastes `line`, then popsync says (on one line) what it makes of it.
+    pub fn paste(&mut self, line: &str) -> String {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        loop {
+            let line = self.rest.next().expect("popsync answers").unwrap();
+            self.shown.push_str(&line);
+            self.shown.push('\n');
+            if !line.trim().is_empty() {
+                return line;
+            }
+        }
+    }
+
+    /// Where popsync waits for the browser (from the address's redirect_uri).
+    pub fn redirect_port(&self) -> u16 {
+        let key = "redirect_uri=http%3A%2F%2F127.0.0.1%3A";
+        let at = self.url.find(key).expect("a loopback redirect") + key.len();
+        let digits: String = self.url[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    }
+
+    pub fn output(mut self) -> std::process::Output {
+        drop(self.stdin);
+        for line in self.rest.by_ref() {
+            self.shown.push_str(&line.unwrap());
+            self.shown.push('\n');
+        }
+        let mut out = self.child.wait_with_output().unwrap();
+        out.stdout = self.shown.into_bytes();
+        out
+    }
 }

@@ -30,6 +30,11 @@ const SLOW_DOWN_SECOND = env('OIDC_SLOW_DOWN_SECOND', '') === '1';
 const CLIENT_ID = env('OIDC_CLIENT_ID', 'popsync-test');
 const DOVECOT_ID = env('OIDC_DOVECOT_ID', 'dovecot');
 const DOVECOT_SECRET = env('OIDC_DOVECOT_SECRET', 'dovecot-introspection-secret');
+// Where every secret the server issues or receives is written, one per line ("KIND VALUE"),
+// for the test
+// that looks for them in everything popsync leaves: access, refresh and device tokens,
+// authorization codes, and the PKCE verifiers sent with them.
+const SECRETS_LOG = env('OIDC_SECRETS_LOG', '');
 
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -89,6 +94,9 @@ const polls = new Map(); // device_code -> { last: ms, interval: s }
 provider.use(async (ctx, next) => {
   if (ctx.method === 'POST' && ctx.path === '/token') {
     const body = await readForm(ctx);
+    for (const field of ['code_verifier', 'code', 'refresh_token', 'device_code']) {
+      if (body.get(field)) secret(field, body.get(field));
+    }
     if (body.get('grant_type') === 'urn:ietf:params:oauth:grant-type:device_code') {
       const code = body.get('device_code') ?? '';
       const now = Date.now();
@@ -124,6 +132,14 @@ async function readForm(ctx) {
   replay.url = ctx.req.url;
   ctx.req = Object.assign(replay, { headers: ctx.req.headers });
   return new URLSearchParams(raw.toString('utf8'));
+}
+
+import { appendFileSync } from 'node:fs';
+function secret(kind, value) {
+  if (SECRETS_LOG) appendFileSync(SECRETS_LOG, `${kind} ${value}\n`);
+}
+for (const event of ['access_token.saved', 'refresh_token.saved', 'authorization_code.saved', 'device_code.saved']) {
+  provider.on(event, (token) => secret(event.split('.')[0], token.jti));
 }
 
 // Why a grant was refused, for a test that fails (on standard error).
