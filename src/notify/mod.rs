@@ -359,7 +359,7 @@ fn open_mail(argv: &[String]) {
 #[cfg(all(unix, not(target_os = "macos")))]
 mod platform {
     use super::{ACTION_WINDOW, Action, Note, Retries, run_open_command};
-    use notify_rust::{Hint, Notification, NotificationResponse};
+    use notify_rust::{Hint, Notification};
     use tracing::{debug, info};
 
     /// Whether the notification server shows action buttons.
@@ -406,31 +406,76 @@ mod platform {
             }
             _ => {}
         }
+        // Listening starts before the notification is shown: a click that comes at once
+        // (before a listener started after it would be in place) is not lost.
+        let clicks = if actions {
+            Some(action_signals().await?)
+        } else {
+            None
+        };
         let handle = n.show_async().await.map_err(|e| e.to_string())?;
         let id = handle.id();
-        if let (true, Some(action)) = (actions, note.action) {
+        if let (Some(mut clicks), Some(action)) = (clicks, note.action) {
             tokio::spawn(async move {
-                let wait = handle.wait_for_action_async(|response| {
-                    // notify-rust reports the "default" action as `Default`, not as
-                    // `Action("default")`.
-                    if matches!(response, NotificationResponse::Default)
-                        || matches!(response, NotificationResponse::Action(key) if key == "default")
-                    {
-                        match &action {
-                            Action::Open(argv) => run_open_command(argv),
-                            Action::Retry(accounts) => {
-                                info!("\"Retry now\" clicked: polling {}", accounts.join(", "));
-                                let _ = retries.try_send(accounts.clone());
+                use futures_util::StreamExt as _;
+                let wait = async {
+                    while let Some(Ok(message)) = clicks.next().await {
+                        let header = message.header();
+                        match header.member().map(|m| m.as_str()) {
+                            Some("ActionInvoked") => {
+                                let Ok((of, key)) = message.body().deserialize::<(u32, String)>()
+                                else {
+                                    continue;
+                                };
+                                if of != id || key != "default" {
+                                    continue;
+                                }
+                                match &action {
+                                    Action::Open(argv) => run_open_command(argv),
+                                    Action::Retry(accounts) => {
+                                        info!(
+                                            "\"Retry now\" clicked: polling {}",
+                                            accounts.join(", ")
+                                        );
+                                        let _ = retries.try_send(accounts.clone());
+                                    }
+                                }
+                                return;
                             }
+                            Some("NotificationClosed") => {
+                                if let Ok((of, _)) = message.body().deserialize::<(u32, u32)>()
+                                    && of == id
+                                {
+                                    return;
+                                }
+                            }
+                            _ => {}
                         }
                     }
-                });
+                };
                 if tokio::time::timeout(ACTION_WINDOW, wait).await.is_err() {
                     debug!("stopped listening for the notification's action");
                 }
             });
         }
         Ok(id)
+    }
+
+    /// The notification server's signals (an action invoked, a notification closed), from
+    /// now on.
+    async fn action_signals() -> Result<zbus::MessageStream, String> {
+        let conn = zbus::Connection::session()
+            .await
+            .map_err(|e| format!("no D-Bus session bus: {e}"))?;
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.Notifications")
+            .path("/org/freedesktop/Notifications")
+            .build()
+            .map_err(|e| e.to_string())?;
+        zbus::MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(16))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn close(id: u32) -> Result<(), String> {
