@@ -5,6 +5,7 @@ pub mod config;
 pub mod delivery;
 pub mod exit;
 pub mod failpoint;
+pub mod identity;
 pub mod keys;
 pub mod lock;
 pub mod oauth2;

@@ -40,6 +40,12 @@ impl Head {
         self.capture.feed(data);
     }
 
+    /// The header block as it arrived (up to and including the blank line that ends it, at
+    /// most [`MAX_HEADER_CAPTURE`] bytes).
+    pub fn block(&self) -> &[u8] {
+        &self.capture.head
+    }
+
     /// Sender and subject.
     pub fn summary(&self) -> MessageSummary {
         self.parsed().summary.clone()

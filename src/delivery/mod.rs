@@ -71,6 +71,14 @@ pub trait Destination: fmt::Debug + Send + Sync + 'static {
     /// Gets the mailbox ready for a fetch: created if missing, and what a crash left
     /// behind tidied away.
     fn open(&self, setup: &Setup<'_>) -> Result<Box<dyn Target>, DeliveryError>;
+    /// The stored copies of delivered messages, at these places (what this kind recorded:
+    /// a Maildir file's name, an mbox message's offset and length), as recognising a
+    /// message by content (`crate::identity`) needs them: `None` for each that has no copy
+    /// to read (moved away by the user, or a kind that keeps none, as an MDA). Used when the
+    /// server renumbers its mailbox.
+    fn stored_copies(&self, places: &[&Place]) -> Vec<Option<crate::identity::StoredCopy>> {
+        vec![None; places.len()]
+    }
     /// For a kind's recovery to read its own settings.
     fn as_any(&self) -> &dyn Any;
 }
@@ -160,6 +168,8 @@ pub struct Journal<'a> {
     now: i64,
     headers_only: bool,
     delivered: Vec<(usize, u64)>,
+    /// Each message's identity by content, once it has arrived.
+    identities: Vec<Option<crate::identity::Identity>>,
 }
 
 impl<'a> Journal<'a> {
@@ -179,7 +189,14 @@ impl<'a> Journal<'a> {
             now,
             headers_only,
             delivered: Vec::new(),
+            identities: vec![None; uids.len()],
         }
+    }
+
+    /// Message `index` arrived; this is its identity by content, recorded with it when it
+    /// is delivered.
+    pub fn identify(&mut self, index: usize, identity: crate::identity::Identity) {
+        self.identities[index] = Some(identity);
     }
 
     /// How many messages the batch has.
@@ -207,7 +224,13 @@ impl<'a> Journal<'a> {
 
     /// Records these messages as durably delivered, with the number of bytes written.
     pub fn mark_delivered(&mut self, sizes: &[(usize, u64)]) -> Result<(), StoreError> {
-        let rows: Vec<(&[u8], u64)> = sizes.iter().map(|(i, n)| (self.uids[*i], *n)).collect();
+        let rows: Vec<crate::store::DeliveredRow<'_>> = sizes
+            .iter()
+            .map(|(i, n)| {
+                let identity = self.identities[*i].as_ref().map(|id| id.as_slice());
+                (self.uids[*i], *n, identity)
+            })
+            .collect();
         self.store
             .mark_delivered(self.account, &rows, self.now, self.headers_only)?;
         crate::failpoint::hit("delivered-committed");
@@ -250,11 +273,11 @@ impl<'a> Recovery<'a> {
     /// These pending messages were found in the mailbox whole, with these sizes: they are
     /// delivered (or headers-only, where only the headers were being delivered).
     pub fn delivered(&mut self, found: &[(&PendingRow, u64)]) -> Result<(), StoreError> {
-        let rows = |headers_only: bool| -> Vec<(&[u8], u64)> {
+        let rows = |headers_only: bool| -> Vec<crate::store::DeliveredRow<'_>> {
             found
                 .iter()
                 .filter(|(row, _)| row.headers_only == headers_only)
-                .map(|(row, size)| (row.uid.as_slice(), *size))
+                .map(|(row, size)| (row.uid.as_slice(), *size, None))
                 .collect()
         };
         let (whole, headers) = (rows(false), rows(true));

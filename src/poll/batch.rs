@@ -81,6 +81,12 @@ pub async fn fetch_batch<'p>(
     out.refused = refused;
     failpoint::hit("batch-written");
 
+    // What arrived is recorded with its identity by content (for a renumbered mailbox).
+    for (i, head) in heads.iter().enumerate() {
+        if let (Some(head), Some(size)) = (head, sizes.get(&batch[i].msg)) {
+            journal.identify(i, crate::identity::of(head.block(), *size));
+        }
+    }
     // Deliver what arrived completely, by the target's protocol.
     let result = sc.target.deliver(&mut journal);
     let delivered = journal.delivered().to_vec();

@@ -27,6 +27,7 @@
 mod batch;
 mod error;
 mod recover;
+mod renumber;
 mod session;
 
 use std::path::Path;
@@ -134,6 +135,9 @@ pub struct Report {
     pub oversize_skipped: u64,
     /// New messages delivered as their headers only.
     pub headers_only: u64,
+    /// Known messages the server listed under new unique-ids, recognised by content and
+    /// not downloaded again.
+    pub renumbered: u64,
     /// How the new-mail hook went, if it ran.
     pub hook: Option<crate::hook::HookOutcome>,
 }

@@ -48,7 +48,22 @@ pub(super) async fn session(
     sc.report.on_server = uidl.len() as u64;
     let known = sc.store.known(sc.id)?;
     let now = sc.ctx.clock.now();
-    let plan = plan::plan(&uidl, &known, &sc.policy, now);
+    let first = plan::plan(&uidl, &known, &sc.policy, now);
+    // A renumbered mailbox: what is recognised moves to its new unique-id, and the plan is
+    // made again.
+    let known_after;
+    let plan = match super::renumber::suspects(&first, &known) {
+        None => first,
+        Some(suspects) => {
+            drop(first);
+            if super::renumber::recognise(sc, &mut s, &uidl, &known, &suspects).await? > 0 {
+                known_after = sc.store.known(sc.id)?;
+                plan::plan(&uidl, &known_after, &sc.policy, now)
+            } else {
+                plan::plan(&uidl, &known, &sc.policy, now)
+            }
+        }
+    };
     info!(
         "{} message(s) on the server, {} new{}, {} to delete",
         uidl.len(),
@@ -167,7 +182,7 @@ pub(super) async fn session(
 /// line a line per message for nothing. With pipelining up to 256 commands go out together
 /// (about one round trip), so this pays once the listing is four times longer; without
 /// it, each costs a round trip of its own, worth it only instead of a listing of thousands.
-fn list_each(wanted: usize, listed: usize, pipelining: bool) -> bool {
+pub(super) fn list_each(wanted: usize, listed: usize, pipelining: bool) -> bool {
     let (most, ratio) = if pipelining {
         (pop3::session::LIST_WINDOW, 4)
     } else {

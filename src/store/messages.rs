@@ -66,6 +66,30 @@ pub struct Known {
     pub unlisted_since: Option<i64>,
 }
 
+/// A message recorded delivered: its unique-id, the bytes written, and its identity by
+/// content (`crate::identity`) when it is known.
+pub type DeliveredRow<'a> = (&'a [u8], u64, Option<&'a [u8]>);
+
+/// A known message as recognising it by content needs it (see [`Store::identities`]).
+#[derive(Debug, Clone)]
+pub struct IdentityRow {
+    pub uid: Vec<u8>,
+    pub state: MessageState,
+    pub identity: Option<crate::identity::Identity>,
+    /// Where its copy was put (the name and offsets only).
+    pub place: Place,
+}
+
+/// One renumbered message (see [`Store::rekey`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Rekey<'a> {
+    pub old: &'a [u8],
+    pub new: &'a [u8],
+    pub identity: &'a crate::identity::Identity,
+    /// Its stored copy was read and has this identity.
+    pub verified: bool,
+}
+
 /// Where a message is being put, in its delivery target's own terms. The store keeps these
 /// fields without interpreting them; after a crash the target named by `kind` reads them
 /// back to see how far the delivery got. A field a target does not use stays `None`.
@@ -154,6 +178,84 @@ impl Store {
                 state,
             },
             e => self.err(e),
+        })
+    }
+
+    /// What is known of these messages for recognising them by content after the server
+    /// renumbered its mailbox: each one's identity as recorded at delivery (`None` for
+    /// messages delivered before identities were recorded) and where its copy was put.
+    /// Unique-ids not known are left out.
+    pub fn identities(
+        &self,
+        account: AccountId,
+        uids: &[&[u8]],
+    ) -> Result<Vec<IdentityRow>, StoreError> {
+        let r = (|| -> rusqlite::Result<Vec<IdentityRow>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT state, identity, file_name, mbox_offset, mbox_length
+                 FROM message WHERE account_id = ?1 AND uid = ?2",
+            )?;
+            let mut out = Vec::with_capacity(uids.len());
+            for uid in uids {
+                let row = stmt
+                    .query_row(params![account.0, uid], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<Vec<u8>>>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                let Some((state, identity, name, offset, len)) = row else {
+                    continue;
+                };
+                let Some(state) = MessageState::parse(&state) else {
+                    continue;
+                };
+                out.push(IdentityRow {
+                    uid: uid.to_vec(),
+                    state,
+                    identity: identity.and_then(|b| b.try_into().ok()),
+                    place: Place {
+                        name,
+                        offset: offset.map(|n| n as u64),
+                        len: len.map(|n| n as u64),
+                        ..Place::default()
+                    },
+                });
+            }
+            Ok(out)
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// A message the server renumbered, recognised by content: its row moves from the old
+    /// unique-id to the new one, keeping its state and times (retention by age counts from
+    /// the first download), with its identity recorded. One whose stored copy could not be
+    /// checked (`verified` false) becomes `seen`: never deleted by popsync. Only messages in
+    /// the states a renumbering can find (`delivered`, `headers-only`, `seen`,
+    /// `delete-pending`) move; all in one transaction.
+    pub fn rekey(&mut self, account: AccountId, rows: &[Rekey<'_>]) -> Result<(), StoreError> {
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE message SET uid = ?3, identity = ?4, unlisted_since = NULL,
+                                    state = CASE WHEN ?5 THEN state ELSE 'seen' END
+                 WHERE account_id = ?1 AND uid = ?2
+                   AND state IN ('delivered', 'headers-only', 'seen', 'delete-pending')",
+            )?;
+            for r in rows {
+                stmt.execute(params![
+                    account.0,
+                    r.old,
+                    r.new,
+                    r.identity.as_slice(),
+                    r.verified
+                ])?;
+                crate::failpoint::hit("rekeyed-one");
+            }
+            Ok(())
         })
     }
 
@@ -247,7 +349,7 @@ impl Store {
     pub fn mark_delivered(
         &mut self,
         account: AccountId,
-        rows: &[(&[u8], u64)],
+        rows: &[DeliveredRow<'_>],
         now: i64,
         headers_only: bool,
     ) -> Result<(), StoreError> {
@@ -259,11 +361,19 @@ impl Store {
         self.batch(|tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE message SET state = ?5, size = ?3, delivered_at = ?4, pending_dir = NULL,
-                                    pending_kind = NULL, mbox_hash = NULL, mbox_from = NULL
+                                    pending_kind = NULL, mbox_hash = NULL, mbox_from = NULL,
+                                    identity = ?6
                  WHERE account_id = ?1 AND uid = ?2 AND state = 'pending'",
             )?;
-            for (uid, size) in rows {
-                stmt.execute(params![account.0, uid, *size as i64, now, state.as_str()])?;
+            for (uid, size, identity) in rows {
+                stmt.execute(params![
+                    account.0,
+                    uid,
+                    *size as i64,
+                    now,
+                    state.as_str(),
+                    identity
+                ])?;
             }
             Ok(())
         })
@@ -494,7 +604,8 @@ mod tests {
         let pending = s.pending(a).unwrap();
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[0].place, p1);
-        s.mark_delivered(a, &[(b"u1", 42)], 110, false).unwrap();
+        s.mark_delivered(a, &[(b"u1", 42, None)], 110, false)
+            .unwrap();
         s.drop_pending(a, &[b"u2"]).unwrap();
         let known = s.known(a).unwrap();
         assert_eq!(known.len(), 1);
@@ -519,7 +630,8 @@ mod tests {
             .unwrap();
         // Seen messages are never deleted, delivered or re-delivered.
         s.mark_delete_pending(a, &[b"seen"]).unwrap();
-        s.mark_delivered(a, &[(b"seen", 1)], 1, false).unwrap();
+        s.mark_delivered(a, &[(b"seen", 1, None)], 1, false)
+            .unwrap();
         s.record_pending(a, &[(b"seen", &maildir_place("x"))], 1, false)
             .unwrap();
         s.drop_pending(a, &[b"seen"]).unwrap();
@@ -539,7 +651,7 @@ mod tests {
         .unwrap();
         assert_eq!(state(&s, a, b"p"), Some(MessageState::Pending));
         // A delivered message cannot be confirmed deleted without being delete-pending.
-        s.mark_delivered(a, &[(b"p", 3)], 2, false).unwrap();
+        s.mark_delivered(a, &[(b"p", 3, None)], 2, false).unwrap();
         s.confirm_deleted(a, &[b"p"]).unwrap();
         assert_eq!(state(&s, a, b"p"), Some(MessageState::Delivered));
     }
@@ -564,7 +676,7 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].place, place);
         assert!(pending[0].headers_only);
-        s.mark_delivered(a, &[(b"big", 20)], 3, true).unwrap();
+        s.mark_delivered(a, &[(b"big", 20, None)], 3, true).unwrap();
         assert_eq!(state(&s, a, b"big"), Some(MessageState::HeadersOnly));
         s.record_delete_unfetched(a, &[(b"huge", 10), (b"new", 11)], 4)
             .unwrap();

@@ -21,6 +21,10 @@
 //! | `seen`           | recorded without downloading (`fetch --mark-seen`); never deleted by popsync | — |
 //! | `oversize`       | over `max-size`, left on the server, not downloaded | `record_pending`, `record_delete_unfetched` |
 //!
+//! A message the server renumbered (recognised by content, see `poll::renumber`) keeps its
+//! state under its new unique-id by `rekey`; from `delivered`, `headers-only`,
+//! `delete-pending` or `seen` only, and to `seen` when its stored copy could not be checked.
+//!
 //! Any state but `pending` is also left by `record_listing`'s forgetting, once the server has
 //! not listed the message for the grace period. Unique-ids are stored as exact bytes
 //! (BLOB); they are never used in file names. Account rows and poll outcomes are in
@@ -36,7 +40,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use known::KnownMessages;
-pub use messages::{Known, Listing, MessageState, PendingRow, Place, Uid};
+pub use messages::{
+    DeliveredRow, IdentityRow, Known, Listing, MessageState, PendingRow, Place, Rekey, Uid,
+};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use status::{AccountStatus, Pause, PollRecord};
 

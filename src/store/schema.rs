@@ -79,6 +79,12 @@ ALTER TABLE account ADD COLUMN paused_until INTEGER;
 ALTER TABLE account ADD COLUMN paused_problem TEXT;
 ALTER TABLE account ADD COLUMN paused_config TEXT;
 "#,
+    // A message's identity by content (`crate::identity`), recorded at delivery, for
+    // recognising it when the server renumbers its mailbox. Rows from before have none;
+    // theirs is read from the stored copy when it is needed.
+    r#"
+ALTER TABLE message ADD COLUMN identity BLOB;
+"#,
 ];
 
 /// The schema version this popsync writes.

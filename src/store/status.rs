@@ -209,8 +209,9 @@ mod tests {
         };
         s.record_pending(a, &[(b"old", &place), (b"new", &place)], 1, false)
             .unwrap();
-        s.mark_delivered(a, &[(b"old", 5)], 1, false).unwrap();
-        s.mark_delivered(a, &[(b"new", 5)], 999_999, false).unwrap();
+        s.mark_delivered(a, &[(b"old", 5, None)], 1, false).unwrap();
+        s.mark_delivered(a, &[(b"new", 5, None)], 999_999, false)
+            .unwrap();
         s.record_oversize(a, &[(b"big", 1 << 30)], 1).unwrap();
         s.record_seen(a, &[b"seen"], 1).unwrap();
         s.record_poll(

@@ -237,6 +237,23 @@ impl Dovecot {
         );
     }
 
+    /// Makes the server renumber `user`'s mailbox, as a lost `dovecot-uidlist` does: stopped,
+    /// its uidlist and indexes removed, started again a second later (so the mailbox's new
+    /// UIDVALIDITY, from the clock, differs). Every message then has a new unique-id.
+    pub fn renumber(&self, user: &str) {
+        self.stop();
+        let md = self.maildir(user);
+        for entry in std::fs::read_dir(&md).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("dovecot") {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        self.restart();
+    }
+
     /// Stops the server (as an outage would): its ports refuse connections until
     /// [`restart`](Self::restart).
     pub fn stop(&self) {

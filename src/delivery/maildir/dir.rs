@@ -185,6 +185,40 @@ impl Maildir {
         Ok(out)
     }
 
+    /// Where delivered messages are now, by the names they were delivered under: in
+    /// `new/`, or in `cur/` with the flags a mail reader adds. `None` for a name not found
+    /// (or not given); reading nothing but directories.
+    pub fn find_delivered(&self, names: &[Option<&str>]) -> Vec<Option<PathBuf>> {
+        let mut found: Vec<Option<PathBuf>> = names
+            .iter()
+            .map(|n| {
+                let path = self.new_path(n.as_ref()?);
+                path.is_file().then_some(path)
+            })
+            .collect();
+        let wanted: std::collections::HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .filter_map(|(i, n)| Some((*n.as_ref()?, i)))
+            .collect();
+        if wanted.is_empty() {
+            return found;
+        }
+        let Ok(entries) = fs::read_dir(self.root.join("cur")) else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            let base = file_name.split([':', '!']).next().unwrap_or(&file_name);
+            if let Some(&i) = wanted.get(base) {
+                found[i] = Some(entry.path());
+            }
+        }
+        found
+    }
+
     /// Finds where pending messages got to (see the module docs), changing nothing but
     /// making a found link durable. Fails if the Maildir itself is gone (moved, or a disk not
     /// mounted): guessing then could deliver messages twice.

@@ -95,6 +95,21 @@ impl Destination for Settings {
         }))
     }
 
+    /// Each message is looked for in `new/`, then in `cur/` (where a mail reader moves it,
+    /// adding ":2,FLAGS" to its name); one moved anywhere else is not found.
+    fn stored_copies(&self, places: &[&Place]) -> Vec<Option<crate::identity::StoredCopy>> {
+        let maildir = Maildir::at(&self.path);
+        let names: Vec<Option<&str>> = places.iter().map(|p| p.name.as_deref()).collect();
+        maildir
+            .find_delivered(&names)
+            .into_iter()
+            .map(|path| {
+                let bytes = std::fs::read(path?).ok()?;
+                Some(crate::identity::StoredCopy::of_lf(&bytes))
+            })
+            .collect()
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -1,0 +1,273 @@
+//! A server that renumbered its mailbox: the messages popsync knows listed under new
+//! unique-ids (a provider's move to new servers or software, a mailbox restored from
+//! backup, Dovecot's uidlist lost). Without this, every one of them would look new and be
+//! downloaded again.
+//!
+//! - **Noticed** when, in one listing, known messages have gone missing (for the first
+//!   time) at least as many as are still listed, and unknown ones have appeared.
+//!   Messages popsync deleted itself, or never downloaded, do not count. A mailbox where
+//!   nothing went missing costs nothing more than before.
+//! - **Recognised by content**: each unknown message's header block is asked for
+//!   (`TOP n 0`, pipelined) and, with its size, gives its identity (`crate::identity`). A
+//!   missing known message's identity is the one recorded at its delivery, or, for one
+//!   delivered before identities were recorded, read from its stored copy.
+//! - **Matched only where it cannot be wrong**: an unknown message takes over the record of
+//!   a missing one when they are the only two with that identity. Messages with the same
+//!   header block and size (the same message delivered several times) are paired only when
+//!   as many are missing as appeared; otherwise all of them are downloaded: at worst a
+//!   duplicate, never a new message taken for one popsync has, and lost.
+//! - **Deletion stays as safe as before**: a recognised message whose stored copy was
+//!   read and has the same identity keeps its state (and is deleted when retention says
+//!   so); one whose copy could not be read (moved away, an MDA's) is recorded as seen,
+//!   never deleted by popsync.
+//! - The re-keying is one transaction: killed in the middle, nothing has changed, and the
+//!   next run recognises them again.
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::info;
+
+use super::{FetchError, SessionCtx};
+use crate::identity::{self, Identity};
+use crate::plan::Plan;
+use crate::pop3::{self, BodyCommand, MsgNum, RetrieveHandler, Status, Uidl};
+use crate::store::{KnownMessages, MessageState, Rekey};
+use crate::summary::Head;
+
+/// How many TOP commands one call asks for (they are pipelined within it).
+const TOP_CHUNK: usize = 1000;
+
+/// The states of messages a renumbering can hide: ones popsync has a copy of, or has
+/// recorded as handled, and that the server is expected to list still.
+fn may_be_renumbered(state: MessageState) -> bool {
+    matches!(
+        state,
+        MessageState::Delivered
+            | MessageState::HeadersOnly
+            | MessageState::Seen
+            | MessageState::DeletePending
+    )
+}
+
+/// The unknown messages of a listing that may be known ones under new unique-ids, if the
+/// listing looks renumbered (see the module docs): their numbers and unique-ids.
+pub(super) fn suspects(plan: &Plan<'_>, known: &KnownMessages) -> Option<Vec<(MsgNum, Vec<u8>)>> {
+    if plan.fetch.is_empty() {
+        return None;
+    }
+    let newly_missing = plan
+        .unlisted
+        .iter()
+        .filter(|uid| known.get(uid).is_some_and(|k| may_be_renumbered(k.state)))
+        .count();
+    if newly_missing == 0 || newly_missing < plan.known_listed {
+        return None;
+    }
+    Some(plan.fetch.iter().map(|l| (l.msg, l.uid.to_vec())).collect())
+}
+
+/// Recognises `suspects` among the known messages the listing misses, and moves each one
+/// recognised to its new unique-id. Returns how many were.
+pub(super) async fn recognise(
+    sc: &mut SessionCtx<'_, '_>,
+    s: &mut pop3::Authenticated,
+    listing: &Uidl,
+    known: &KnownMessages,
+    suspects: &[(MsgNum, Vec<u8>)],
+) -> Result<u64, FetchError> {
+    // The known messages missing from the listing, and their identities.
+    let listed: HashSet<&[u8]> = listing.iter().map(|e| e.uid).collect();
+    let missing: Vec<&[u8]> = known
+        .iter()
+        .filter(|(uid, k)| may_be_renumbered(k.state) && !listed.contains(uid))
+        .map(|(uid, _)| uid)
+        .collect();
+    info!(
+        "{} known message(s) are no longer listed and {} unknown one(s) are: the server may \
+         have renumbered its mailbox; recognising them by their headers",
+        missing.len(),
+        suspects.len()
+    );
+    let rows = sc.store.identities(sc.id, &missing)?;
+    // Each missing message's possible identities: the one recorded at its delivery, or
+    // those read from its stored copy (which is then checked already).
+    let mut candidates: Vec<Vec<Identity>> = rows
+        .iter()
+        .map(|r| r.identity.into_iter().collect())
+        .collect();
+    let mut verified = vec![false; rows.len()];
+    let unrecorded: Vec<usize> = (0..rows.len())
+        .filter(|i| rows[*i].identity.is_none())
+        .collect();
+    if !unrecorded.is_empty() {
+        let places: Vec<_> = unrecorded.iter().map(|i| &rows[*i].place).collect();
+        let copies = sc.account.delivery.stored_copies(&places);
+        for (i, copy) in unrecorded.iter().zip(copies) {
+            if let Some(copy) = copy {
+                candidates[*i] = copy.identities().collect();
+                verified[*i] = true;
+            }
+        }
+    }
+
+    // The suspects' identities: their sizes and header blocks.
+    let msgs: Vec<MsgNum> = suspects.iter().map(|(m, _)| *m).collect();
+    let sizes: HashMap<MsgNum, u64> =
+        if super::session::list_each(msgs.len(), listing.len(), s.pipelining()) {
+            s.list_some(&msgs)
+                .await?
+                .iter()
+                .map(|e| (e.msg, e.size))
+                .collect()
+        } else {
+            s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
+        };
+    let mut heads = Heads::default();
+    for chunk in msgs.chunks(TOP_CHUNK) {
+        if sc.ctx.cancelled() {
+            return Err(FetchError::Stopped);
+        }
+        s.retrieve_with(chunk, BodyCommand::Headers, &mut heads)
+            .await?;
+    }
+
+    let matched = pair(
+        &candidates,
+        suspects
+            .iter()
+            .map(|(msg, _)| Some(identity::of(heads.done.get(msg)?.block(), *sizes.get(msg)?))),
+    );
+    // A recorded identity counts for deletion only once the stored copy has it too.
+    let to_check: Vec<usize> = matched
+        .iter()
+        .map(|(i, _, _)| *i)
+        .filter(|i| !verified[*i])
+        .collect();
+    if !to_check.is_empty() {
+        let places: Vec<_> = to_check.iter().map(|i| &rows[*i].place).collect();
+        let copies = sc.account.delivery.stored_copies(&places);
+        let size_of: HashMap<usize, u64> = matched
+            .iter()
+            .filter_map(|(i, j, _)| Some((*i, *sizes.get(&suspects[*j].0)?)))
+            .collect();
+        for (i, copy) in to_check.iter().zip(copies) {
+            verified[*i] = match (copy, size_of.get(i)) {
+                (Some(copy), Some(size)) => {
+                    Some(identity::of(&copy.head, *size)) == rows[*i].identity
+                }
+                _ => false,
+            };
+        }
+    }
+    let rekeys: Vec<Rekey<'_>> = matched
+        .iter()
+        .map(|(i, j, id)| Rekey {
+            old: &rows[*i].uid,
+            new: &suspects[*j].1,
+            identity: id,
+            verified: verified[*i],
+        })
+        .collect();
+    if !rekeys.is_empty() {
+        sc.store.rekey(sc.id, &rekeys)?;
+    }
+    let unchecked = rekeys.iter().filter(|r| !r.verified).count();
+    let count = rekeys.len() as u64;
+    sc.report.renumbered += count;
+    info!(
+        "the server renumbered {count} message(s) popsync already has: recorded under their \
+         new unique-ids, none downloaded again{}; {} unknown message(s) left to download",
+        if unchecked > 0 {
+            format!(
+                " ({unchecked} whose stored copy could not be read are kept on the server, \
+                 never deleted)"
+            )
+        } else {
+            String::new()
+        },
+        suspects.len() - rekeys.len()
+    );
+    Ok(count)
+}
+
+/// Pairs missing messages (each with its possible identities) with suspects (each with its
+/// identity, if it could be had): `(missing, suspect, identity)`. An identity that `k`
+/// missing messages and `k` suspects have pairs them in order: the same message delivered
+/// `k` times, all stored. An identity with more suspects than missing messages pairs none
+/// of them (one of them may be new), nor does one with more missing messages (one of them
+/// may be gone). A missing message or suspect that would be paired twice is paired with
+/// nothing.
+fn pair(
+    candidates: &[Vec<Identity>],
+    suspects: impl Iterator<Item = Option<Identity>>,
+) -> Vec<(usize, usize, Identity)> {
+    let mut by_identity: HashMap<Identity, (Vec<usize>, Vec<usize>)> = HashMap::new();
+    for (i, ids) in candidates.iter().enumerate() {
+        for id in ids {
+            by_identity.entry(*id).or_default().0.push(i);
+        }
+    }
+    for (j, id) in suspects.enumerate() {
+        if let Some(entry) = id.and_then(|id| by_identity.get_mut(&id)) {
+            entry.1.push(j);
+        }
+    }
+    let mut pairs: Vec<(usize, usize, Identity)> = Vec::new();
+    let mut unpaired = 0usize;
+    for (id, (missing, found)) in &by_identity {
+        if missing.len() == found.len() {
+            pairs.extend(missing.iter().zip(found).map(|(i, j)| (*i, *j, *id)));
+        } else {
+            unpaired += found.len();
+        }
+    }
+    let mut uses: HashMap<(bool, usize), usize> = HashMap::new();
+    for (i, j, _) in &pairs {
+        *uses.entry((false, *i)).or_default() += 1;
+        *uses.entry((true, *j)).or_default() += 1;
+    }
+    pairs.retain(|(i, j, _)| uses[&(false, *i)] == 1 && uses[&(true, *j)] == 1);
+    if unpaired > 0 {
+        info!(
+            "{unpaired} message(s) have the same header block and size as others, more or \
+             fewer than popsync has: downloaded again rather than taken for one another"
+        );
+    }
+    pairs.sort_by_key(|(_, j, _)| *j);
+    pairs
+}
+
+/// The header blocks of messages, as `TOP n 0` gives them.
+#[derive(Default)]
+struct Heads {
+    current: Option<(MsgNum, Head)>,
+    done: HashMap<MsgNum, Head>,
+}
+
+impl RetrieveHandler for Heads {
+    fn start(&mut self, msg: MsgNum) -> std::io::Result<()> {
+        self.current = Some((msg, Head::default()));
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some((_, head)) = &mut self.current {
+            head.feed(bytes);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, msg: MsgNum, _octets: u64) -> std::io::Result<()> {
+        if let Some((m, head)) = self.current.take()
+            && m == msg
+        {
+            self.done.insert(msg, head);
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, _msg: MsgNum, _status: Status) -> std::io::Result<()> {
+        // Not recognised, so downloaded as new.
+        Ok(())
+    }
+}

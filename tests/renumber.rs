@@ -1,0 +1,212 @@
+//! A server that renumbers its mailbox: the real Dovecot, whose uidlist and indexes are
+//! removed while it is stopped, lists every message under a new unique-id. popsync
+//! recognises what it already has by content and downloads only what is new.
+
+mod common;
+
+use common::corpus;
+use common::dovecot::Dovecot;
+use common::{
+    Home, account_toml, assert_same_messages, describe, expected_contents, maildir_contents,
+};
+use popsync::clock::FixedClock;
+use popsync::config::Config;
+use popsync::poll::{self, Context, FetchOptions, NoProgress, Report};
+
+const DAY: i64 = 86_400;
+const T0: i64 = 1_900_000_000;
+
+/// The library's fetch of the one account, at the clock's time.
+fn fetch_at(config: &Config, clock: &FixedClock) -> Report {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = Context {
+        state_dir: &config.state_dir,
+        clock,
+        progress: &NoProgress,
+        connector: &popsync::pop3::Tcp,
+        cancel: None,
+    };
+    let outcome = runtime.block_on(poll::fetch_account(
+        &config.accounts[0],
+        &ctx,
+        &FetchOptions::default(),
+    ));
+    if let Some(e) = outcome.error {
+        panic!("fetch failed: {}", popsync::error_chain(&e));
+    }
+    outcome.report
+}
+
+/// `popsync -v fetch`; asserts it succeeded and returns its log.
+fn fetch(home: &Home) -> String {
+    let out = home.run(&["-v", "fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    common::stderr(&out)
+}
+
+#[test]
+fn two_thousand_renumbered_messages_are_not_downloaded_again_and_ten_new_ones_are() {
+    let server = Dovecot::start();
+    let first = corpus::varied(150, 2000, None);
+    server.add_messages("user1", &first);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    fetch(&home);
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&first));
+
+    server.renumber("user1");
+    // (Not `varied`, whose first five are the same in every corpus.)
+    let new: Vec<Vec<u8>> = (5..15)
+        .map(|i| corpus::message(151, i, corpus::Sizes::Mixed))
+        .collect();
+    server.add_messages("user1", &new);
+    let log = fetch(&home);
+    assert!(
+        log.contains("2000 known message(s) are no longer listed and 2010 unknown one(s) are"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the server renumbered 2000 message(s) popsync already has")
+            && log.contains("10 unknown message(s) left to download"),
+        "{log}"
+    );
+    let all: Vec<Vec<u8>> = first.iter().chain(&new).cloned().collect();
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&all));
+
+    // Back to plain unique-ids: nothing more to recognise, nothing new.
+    let log = fetch(&home);
+    assert!(!log.contains("recognising"), "{log}");
+    assert!(
+        log.contains("2010 message(s) on the server, 0 new"),
+        "{log}"
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&all));
+}
+
+/// Messages delivered before popsync recorded identities (the column empty, as a state
+/// database migrated from before has it) are recognised from their copies: in `new/`, or
+/// in `cur/` where a mail reader moved them. One the user removed from the Maildir cannot
+/// be, and is downloaded again.
+#[test]
+fn messages_recorded_before_identities_are_recognised_from_their_stored_copies() {
+    let server = Dovecot::start();
+    let first = corpus::varied(152, 60, None);
+    server.add_messages("user1", &first);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    fetch(&home);
+
+    let db = rusqlite::Connection::open(home.state_dir().join("state.db")).unwrap();
+    let recorded: i64 = db
+        .query_row(
+            "SELECT count(*) FROM message WHERE length(identity) = 16",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 60, "identities are recorded at delivery");
+    db.execute("UPDATE message SET identity = NULL", [])
+        .unwrap();
+    drop(db);
+    // A mail reader moves 20 to cur/ (flags added); the user deletes 3.
+    let mut names: Vec<_> = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for name in &names[..20] {
+        std::fs::rename(
+            md.join("new").join(name),
+            md.join("cur").join(format!("{name}:2,S")),
+        )
+        .unwrap();
+    }
+    let removed: Vec<Vec<u8>> = names[20..23]
+        .iter()
+        .map(|name| {
+            let path = md.join("new").join(name);
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            bytes
+        })
+        .collect();
+
+    server.renumber("user1");
+    let log = fetch(&home);
+    assert!(
+        log.contains("the server renumbered 57 message(s) popsync already has")
+            && log.contains("3 unknown message(s) left to download"),
+        "{log}"
+    );
+    // Exactly the three removed came back; nothing twice.
+    let contents = maildir_contents(&md);
+    assert_eq!(contents.values().sum::<usize>(), 60);
+    assert!(contents.values().all(|n| *n == 1), "a message twice");
+    for m in &removed {
+        assert!(
+            contents.contains_key(m),
+            "a removed message did not come back"
+        );
+    }
+}
+
+/// Retention by age keeps counting from the first download across a renumbering; a
+/// recognised message whose stored copy was read is deleted when it is due, and one whose
+/// copy is gone from the Maildir is never deleted on the strength of its headers alone.
+#[test]
+fn with_fourteen_day_retention_age_counts_from_the_first_download_and_only_checked_copies_are_deleted()
+ {
+    let server = Dovecot::start();
+    let messages = corpus::varied(153, 12, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let path = home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "retention = \"14d\"",
+    ));
+    let config = Config::load(&path, None).unwrap();
+    let clock = FixedClock::new(T0);
+    let r = fetch_at(&config, &clock);
+    assert_eq!((r.new_messages, r.deleted), (12, 0));
+
+    // The user removes two from the Maildir; the server renumbers.
+    let mut names: Vec<_> = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for path in &names[..2] {
+        std::fs::remove_file(path).unwrap();
+    }
+    server.renumber("user1");
+    clock.set(T0 + 10 * DAY);
+    let r = fetch_at(&config, &clock);
+    assert_eq!(
+        (r.new_messages, r.deleted, r.renumbered),
+        (0, 0, 12),
+        "recognised, nothing downloaded, nothing yet 14 days old"
+    );
+
+    clock.set(T0 + 14 * DAY + 1);
+    let r = fetch_at(&config, &clock);
+    assert_eq!(
+        (r.new_messages, r.deleted),
+        (0, 10),
+        "14 days after the first download, the ten with a checked copy are deleted"
+    );
+    assert_eq!(server.message_count("user1"), 2, "the two unchecked stay");
+    clock.set(T0 + 30 * DAY);
+    let r = fetch_at(&config, &clock);
+    assert_eq!((r.new_messages, r.deleted), (0, 0));
+    assert_eq!(server.message_count("user1"), 2);
+    assert_eq!(maildir_contents(&md).values().sum::<usize>(), 10);
+}
