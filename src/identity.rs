@@ -138,7 +138,7 @@ mod tests {
         let copy = StoredCopy::of_lf(b"a: b\n\nbody\n");
         assert_eq!(copy.head, b"a: b\n\n");
         assert_eq!(copy.sizes, [14, 12]);
-        assert_eq!(StoredCopy::of_lf(b"a: b\n\nbody").sizes, [13]);
+        assert_eq!(StoredCopy::of_lf(b"a: b\n\nbody").sizes, [12]);
         assert_eq!(StoredCopy::of_lf(b"a: b\n").head, b"a: b\n");
     }
 }

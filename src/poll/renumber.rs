@@ -3,10 +3,14 @@
 //! backup, Dovecot's uidlist lost). Without this, every one of them would look new and be
 //! downloaded again.
 //!
-//! - **Noticed** when, in one listing, known messages have gone missing (for the first
+//! - **Suspected** when, in one listing, known messages have gone missing (for the first
 //!   time) at least as many as are still listed, and unknown ones have appeared.
-//!   Messages popsync deleted itself, or never downloaded, do not count. A mailbox where
-//!   nothing went missing costs nothing more than before.
+//!   Messages popsync deleted itself, or never downloaded, do not count, nor do later
+//!   sessions of one fetch. A mailbox where nothing went missing costs nothing more than
+//!   before.
+//! - **Confirmed** when one of up to 16 unknown messages, spread over the listing, is one
+//!   popsync has. A server that simply lists no more what it has handed out (Gmail)
+//!   costs those few `TOP n 0`, once per poll that finds new mail.
 //! - **Recognised by content**: each unknown message's header block is asked for
 //!   (`TOP n 0`, pipelined) and, with its size, gives its identity (`crate::identity`). A
 //!   missing known message's identity is the one recorded at its delivery, or, for one
@@ -25,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{FetchError, SessionCtx};
 use crate::identity::{self, Identity};
@@ -36,6 +40,9 @@ use crate::summary::Head;
 
 /// How many TOP commands one call asks for (they are pipelined within it).
 const TOP_CHUNK: usize = 1000;
+
+/// How many unknown messages are looked at first, to see whether any is one popsync has.
+const SAMPLE: usize = 16;
 
 /// The states of messages a renumbering can hide: ones popsync has a copy of, or has
 /// recorded as handled, and that the server is expected to list still.
@@ -75,19 +82,16 @@ pub(super) async fn recognise(
     known: &KnownMessages,
     suspects: &[(MsgNum, Vec<u8>)],
 ) -> Result<u64, FetchError> {
-    // The known messages missing from the listing, and their identities.
+    // The known messages missing from this listing for the first time, and their
+    // identities.
     let listed: HashSet<&[u8]> = listing.iter().map(|e| e.uid).collect();
     let missing: Vec<&[u8]> = known
         .iter()
-        .filter(|(uid, k)| may_be_renumbered(k.state) && !listed.contains(uid))
+        .filter(|(uid, k)| {
+            may_be_renumbered(k.state) && k.unlisted_since.is_none() && !listed.contains(uid)
+        })
         .map(|(uid, _)| uid)
         .collect();
-    info!(
-        "{} known message(s) are no longer listed and {} unknown one(s) are: the server may \
-         have renumbered its mailbox; recognising them by their headers",
-        missing.len(),
-        suspects.len()
-    );
     let rows = sc.store.identities(sc.id, &missing)?;
     // Each missing message's possible identities: the one recorded at its delivery, or
     // those read from its stored copy (which is then checked already).
@@ -122,8 +126,41 @@ pub(super) async fn recognise(
         } else {
             s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
         };
+    let identity_of = |heads: &Heads, msg: &MsgNum| {
+        Some(identity::of(heads.done.get(msg)?.block(), *sizes.get(msg)?))
+    };
+    // A few first, spread over the listing: unless one of them is a missing message under
+    // a new unique-id, this was no renumbering (a server such as Gmail lists what it has
+    // handed out no more), and the rest are not asked for.
     let mut heads = Heads::default();
-    for chunk in msgs.chunks(TOP_CHUNK) {
+    let step = msgs.len().div_ceil(SAMPLE).max(1);
+    let sample: Vec<MsgNum> = msgs.iter().step_by(step).copied().collect();
+    s.retrieve_with(&sample, BodyCommand::Headers, &mut heads)
+        .await?;
+    let known_identities: HashSet<&Identity> = candidates.iter().flatten().collect();
+    if !sample
+        .iter()
+        .any(|m| identity_of(&heads, m).is_some_and(|id| known_identities.contains(&id)))
+    {
+        debug!(
+            "none of {} unknown message(s) sampled is one popsync has: no renumbering",
+            sample.len()
+        );
+        return Ok(0);
+    }
+    info!(
+        "{} known message(s) are no longer listed and {} unknown one(s) are, some of them \
+         ones popsync has: the server renumbered its mailbox; recognising them by their \
+         headers",
+        missing.len(),
+        suspects.len()
+    );
+    let rest: Vec<MsgNum> = msgs
+        .iter()
+        .filter(|m| !heads.done.contains_key(m))
+        .copied()
+        .collect();
+    for chunk in rest.chunks(TOP_CHUNK) {
         if sc.ctx.cancelled() {
             return Err(FetchError::Stopped);
         }
@@ -133,9 +170,7 @@ pub(super) async fn recognise(
 
     let matched = pair(
         &candidates,
-        suspects
-            .iter()
-            .map(|(msg, _)| Some(identity::of(heads.done.get(msg)?.block(), *sizes.get(msg)?))),
+        suspects.iter().map(|(msg, _)| identity_of(&heads, msg)),
     );
     // A recorded identity counts for deletion only once the stored copy has it too.
     let to_check: Vec<usize> = matched

@@ -52,7 +52,13 @@ pub(super) async fn session(
     // A renumbered mailbox: what is recognised moves to its new unique-id, and the plan is
     // made again.
     let known_after;
-    let plan = match super::renumber::suspects(&first, &known) {
+    // (Not in a later session of the same fetch: one that asks again for more mail, from
+    // a server handing it out in portions, finds what it fetched unlisted and new ones.)
+    let suspects = match sc.report.sessions {
+        0 => super::renumber::suspects(&first, &known),
+        _ => None,
+    };
+    let plan = match suspects {
         None => first,
         Some(suspects) => {
             drop(first);
