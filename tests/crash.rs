@@ -14,7 +14,7 @@ use common::corpus::{self, Rng};
 use common::dovecot::Dovecot;
 use common::{
     Home, account_toml, account_toml_to, assert_same_messages, describe, expected_contents,
-    maildir_contents,
+    kill_at, maildir_contents,
 };
 use popsync::store::{MessageState, Store};
 use std::collections::BTreeMap;
@@ -236,42 +236,6 @@ fn killed_at_random_instants_appending_to_an_mbox_in_delete_mode_the_server_ends
 
 /// Runs a fetch that freezes at `point` and kills it there (SIGKILL). Panics if the point is
 /// never reached.
-fn kill_at(home: &Home, point: &str) {
-    use std::io::{BufRead, BufReader};
-    let mut child = home
-        .command(&["fetch", "--no-progress"])
-        .env(popsync::failpoint::ENV, point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let reached = line.contains("failpoint") && line.contains("reached");
-            seen.push_str(&line);
-            seen.push('\n');
-            if reached {
-                let _ = tx.send(Ok(()));
-                return;
-            }
-        }
-        let _ = tx.send(Err(seen));
-    });
-    let result = rx.recv_timeout(Duration::from_secs(60));
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(stderr)) => {
-            panic!("failpoint {point} was never reached; popsync exited {status:?}:\n{stderr}")
-        }
-        Err(_) => panic!("failpoint {point} was not reached within 60 s"),
-    }
-}
-
 /// Freezes popsync at each step of the delivery protocol in turn and kills it there; a run
 /// afterwards must leave every message exactly once (and, deleting, an empty server).
 fn kill_at_each_step(retention: &str, points: &[&str]) {

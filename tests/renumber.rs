@@ -210,3 +210,72 @@ fn with_fourteen_day_retention_age_counts_from_the_first_download_and_only_check
     assert_eq!(server.message_count("user1"), 2);
     assert_eq!(maildir_contents(&md).values().sum::<usize>(), 10);
 }
+
+/// Killed in the middle of recording a renumbering (inside its one transaction), and at
+/// random instants of renumbering polls: the run afterwards leaves every message exactly
+/// once, none downloaded again.
+#[test]
+fn killed_while_recognising_a_renumbering_every_message_stays_exactly_once() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(154, 300, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    fetch(&home);
+    server.renumber("user1");
+
+    common::kill_at(&home, "rekeyed-one:150");
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    let mut rng = corpus::Rng::new(154);
+    for _ in 0..4 {
+        let mut child = home
+            .command(&["fetch", "--no-progress"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50 + rng.below(400)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let log = fetch(&home);
+    assert!(
+        log.contains("0 new") || log.contains("the server renumbered"),
+        "{log}"
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    let log = fetch(&home);
+    assert!(log.contains("300 message(s) on the server, 0 new"), "{log}");
+}
+
+/// Deletions an earlier session sent but never saw confirmed (killed before QUIT was
+/// answered: the server kept the messages), then a renumbering: recognised as the
+/// messages whose deletion is pending, deleted, and not downloaded again.
+#[test]
+fn a_renumbering_while_deletions_were_pending_deletes_them_without_downloading_again() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(155, 40, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "retention = \"delete\"",
+    ));
+    common::kill_at(&home, "dele-answered");
+    assert_eq!(server.message_count("user1"), 40, "QUIT never sent");
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+
+    server.renumber("user1");
+    let log = fetch(&home);
+    assert!(
+        log.contains("the server renumbered 40 message(s) popsync already has"),
+        "{log}"
+    );
+    assert_eq!(server.message_count("user1"), 0, "{log}");
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+}

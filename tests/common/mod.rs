@@ -228,3 +228,41 @@ pub fn assert_same_messages(got: &BTreeMap<Vec<u8>, usize>, want: &BTreeMap<Vec<
         show(&extra)
     );
 }
+
+/// Runs `popsync fetch` with the failpoint `point` armed and kills it once it is reached
+/// (failing if it never is).
+pub fn kill_at(home: &Home, point: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = home
+        .command(&["fetch", "--no-progress"])
+        .env(popsync::failpoint::ENV, point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let reached = line.contains("failpoint") && line.contains("reached");
+            seen.push_str(&line);
+            seen.push('\n');
+            if reached {
+                let _ = tx.send(Ok(()));
+                return;
+            }
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let result = rx.recv_timeout(std::time::Duration::from_secs(60));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(stderr)) => {
+            panic!("failpoint {point} was never reached; popsync exited {status:?}:\n{stderr}")
+        }
+        Err(_) => panic!("failpoint {point} was not reached within 60 s"),
+    }
+}
