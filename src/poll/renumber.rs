@@ -74,14 +74,15 @@ pub(super) fn suspects(plan: &Plan<'_>, known: &KnownMessages) -> Option<Vec<(Ms
 }
 
 /// Recognises `suspects` among the known messages the listing misses, and moves each one
-/// recognised to its new unique-id. Returns how many were.
+/// recognised to its new unique-id. Returns how many were, and the sizes of the suspects
+/// (asked for on the way; `LIST` need not be sent again).
 pub(super) async fn recognise(
     sc: &mut SessionCtx<'_, '_>,
     s: &mut pop3::Authenticated,
     listing: &Uidl,
     known: &KnownMessages,
     suspects: &[(MsgNum, Vec<u8>)],
-) -> Result<u64, FetchError> {
+) -> Result<(u64, HashMap<MsgNum, u64>), FetchError> {
     // The known messages missing from this listing for the first time, and their
     // identities.
     let listed: HashSet<&[u8]> = listing.iter().map(|e| e.uid).collect();
@@ -146,7 +147,7 @@ pub(super) async fn recognise(
             "none of {} unknown message(s) sampled is one popsync has: no renumbering",
             sample.len()
         );
-        return Ok(0);
+        return Ok((0, sizes));
     }
     info!(
         "{} known message(s) are no longer listed and {} unknown one(s) are, some of them \
@@ -222,7 +223,7 @@ pub(super) async fn recognise(
         },
         suspects.len() - rekeys.len()
     );
-    Ok(count)
+    Ok((count, sizes))
 }
 
 /// Pairs missing messages (each with its possible identities) with suspects (each with its

@@ -51,18 +51,22 @@ pub(super) async fn session(
     let first = plan::plan(&uidl, &known, &sc.policy, now);
     // A renumbered mailbox: what is recognised moves to its new unique-id, and the plan is
     // made again.
-    let known_after;
     // (Not in a later session of the same fetch: one that asks again for more mail, from
     // a server handing it out in portions, finds what it fetched unlisted and new ones.)
     let suspects = match sc.report.sessions {
         0 => super::renumber::suspects(&first, &known),
         _ => None,
     };
+    let known_after;
+    let mut sizes_known = HashMap::new();
     let plan = match suspects {
         None => first,
         Some(suspects) => {
             drop(first);
-            if super::renumber::recognise(sc, &mut s, &uidl, &known, &suspects).await? > 0 {
+            let (recognised, sizes) =
+                super::renumber::recognise(sc, &mut s, &uidl, &known, &suspects).await?;
+            sizes_known = sizes;
+            if recognised > 0 {
                 known_after = sc.store.known(sc.id)?;
                 plan::plan(&uidl, &known_after, &sc.policy, now)
             } else {
@@ -104,6 +108,9 @@ pub(super) async fn session(
     let wanted = candidates().count();
     let sizes: HashMap<MsgNum, u64> = if wanted == 0 {
         HashMap::new()
+    } else if candidates().all(|l| sizes_known.contains_key(&l.msg)) {
+        // Asked for already, to recognise a renumbered mailbox.
+        sizes_known
     } else if list_each(wanted, uidl.len(), s.pipelining()) {
         let msgs: Vec<MsgNum> = candidates().map(|l| l.msg).collect();
         s.list_some(&msgs)

@@ -378,3 +378,142 @@ async fn deletions_cut_off_before_quit_are_sent_again_without_downloading_again(
     assert_eq!(f.states(), vec![("u1".into(), MessageState::Deleted)]);
     assert_eq!(f.delivered(), vec![stored(1)]);
 }
+
+/// UIDL listing `uids` in order, then LIST with the sizes of `contents`.
+fn listing_of(uids: &[&str], contents: &[Vec<u8>]) -> Vec<Step> {
+    let mut steps = vec![expect("UIDL"), send("+OK")];
+    for (i, u) in uids.iter().enumerate() {
+        steps.push(send(&format!("{} {u}", i + 1)));
+    }
+    steps.push(send("."));
+    steps.extend([expect("LIST"), send("+OK")]);
+    for (i, m) in contents.iter().enumerate() {
+        steps.push(send(&format!("{} {}", i + 1, m.len())));
+    }
+    steps.push(send("."));
+    steps
+}
+
+/// TOP n 0 for each of `numbers`, answered with the header blocks of `contents`.
+fn tops(numbers: &[usize], contents: &[Vec<u8>]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for n in numbers {
+        let m = &contents[n - 1];
+        let end = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        steps.extend([expect_alone(&format!("TOP {n} 0")), message(&m[..end])]);
+    }
+    steps
+}
+
+/// One fetch that downloads all of `contents`, listed as `uids`.
+async fn first_fetch(f: &Fixture, uids: &[&str], contents: &[Vec<u8>]) {
+    let mut s1 = login(&["UIDL"]);
+    s1.extend(listing_of(uids, contents));
+    for (i, m) in contents.iter().enumerate() {
+        s1.extend([expect_alone(&format!("RETR {}", i + 1)), message(m)]);
+    }
+    s1.extend(quit());
+    let out = f.fetch(vec![s1]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.report.new_messages, contents.len() as u64);
+}
+
+#[tokio::test]
+async fn half_the_ids_changed_only_the_new_message_is_downloaded() {
+    let f = Fixture::new("");
+    let old: Vec<Vec<u8>> = (1..=4).map(msg).collect();
+    first_fetch(&f, &["u1", "u2", "u3", "u4"], &old).await;
+
+    let now: Vec<Vec<u8>> = (1..=5).map(msg).collect();
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing_of(&["u1", "u2", "v3", "v4", "u5"], &now));
+    s2.extend(tops(&[3, 4, 5], &now));
+    // No second LIST: the sizes are known.
+    s2.extend([expect_alone("RETR 5"), message(&msg(5))]);
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.renumbered), (1, 2));
+    assert_eq!(f.delivered(), (1..=5).map(stored).collect::<Vec<_>>());
+    let states: Vec<String> = f.states().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(states, ["u1", "u2", "u5", "v3", "v4"]);
+}
+
+/// Two messages with the same header block and size (the same message delivered twice):
+/// as many as popsync has, listed again as many times, are taken for them; one more than
+/// it has means any of them may be new, so all are downloaded (a duplicate, not a loss).
+#[tokio::test]
+async fn messages_with_the_same_header_block_are_paired_only_when_as_many_came_back() {
+    let twin = |body: &str| {
+        format!("From: twin@example.org\r\nSubject: same\r\n\r\n{body}\r\n").into_bytes()
+    };
+    let (a, b, c) = (twin("body A"), twin("body B"), twin("body C"));
+    let f = Fixture::new("");
+    first_fetch(&f, &["u1", "u2"], &[a.clone(), b.clone()]).await;
+
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing_of(&["v1", "v2"], &[a.clone(), b.clone()]));
+    s2.extend(tops(&[1, 2], &[a.clone(), b.clone()]));
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.renumbered), (0, 2));
+
+    let three = [a.clone(), b.clone(), c.clone()];
+    let mut s3 = login(&["UIDL"]);
+    s3.extend(listing_of(&["w1", "w2", "w3"], &three));
+    s3.extend(tops(&[1, 2, 3], &three));
+    for (i, m) in three.iter().enumerate() {
+        s3.extend([expect_alone(&format!("RETR {}", i + 1)), message(m)]);
+    }
+    s3.extend(quit());
+    let out = f.fetch(vec![s3]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.renumbered), (3, 0));
+    assert_eq!(f.delivered().len(), 5, "the two again, and the new one");
+}
+
+/// A server that lists no more what it handed out (Gmail) looks renumbered for a moment:
+/// a sample of the unknown messages is asked for, none is one popsync has, and they are
+/// downloaded as new.
+#[tokio::test]
+async fn a_server_that_stops_listing_what_it_handed_out_costs_a_few_tops() {
+    let f = Fixture::new("");
+    first_fetch(&f, &["u1", "u2"], &[msg(1), msg(2)]).await;
+
+    let now = [msg(3), msg(4)];
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing_of(&["u3", "u4"], &now));
+    s2.extend(tops(&[1, 2], &now));
+    s2.extend([
+        expect_alone("RETR 1"),
+        message(&msg(3)),
+        expect_alone("RETR 2"),
+        message(&msg(4)),
+    ]);
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.renumbered), (2, 0));
+    assert_eq!(f.delivered(), (1..=4).map(stored).collect::<Vec<_>>());
+}
+
+/// A renumbered listing that repeats a unique-id: the repeated entries are left alone (as
+/// in any listing), the others recognised.
+#[tokio::test]
+async fn a_renumbered_listing_with_a_repeated_id_recognises_the_rest() {
+    let f = Fixture::new("");
+    let old: Vec<Vec<u8>> = (1..=3).map(msg).collect();
+    first_fetch(&f, &["u1", "u2", "u3"], &old).await;
+
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing_of(&["v1", "v1", "v3"], &old));
+    s2.extend(tops(&[1, 3], &old));
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.renumbered), (0, 2));
+    let states: Vec<String> = f.states().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(states, ["u2", "v1", "v3"]);
+    assert_eq!(f.delivered().len(), 3);
+}
