@@ -40,11 +40,12 @@ fn fetch_at(config: &Config, clock: &FixedClock) -> Report {
     outcome.report
 }
 
-/// `popsync -v fetch`; asserts it succeeded and returns its log.
+/// `popsync -v fetch`; asserts it succeeded and returns what it printed (its summary, then
+/// its log).
 fn fetch(home: &Home) -> String {
     let out = home.run(&["-v", "fetch", "--no-progress"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    common::stderr(&out)
+    format!("{}{}", common::stdout(&out), common::stderr(&out))
 }
 
 #[test]
@@ -71,11 +72,23 @@ fn two_thousand_renumbered_messages_are_not_downloaded_again_and_ten_new_ones_ar
     );
     assert!(
         log.contains("the server renumbered 2000 message(s) popsync already has")
-            && log.contains("10 unknown message(s) left to download"),
+            && log.contains("10 unknown message(s) left to download")
+            && log.contains("home: 10 new messages (",)
+            && log.contains(
+                "the server renumbered 2,000 messages popsync already had (none downloaded again)"
+            ),
         "{log}"
     );
     let all: Vec<Vec<u8>> = first.iter().chain(&new).cloned().collect();
     assert_same_messages(&maildir_contents(&md), &expected_contents(&all));
+
+    let out = home.run(&["status"]);
+    assert!(
+        common::stdout(&out)
+            .contains("the server gave 2,000 message(s) new unique-ids; none downloaded again"),
+        "{}",
+        describe(&out)
+    );
 
     // Back to plain unique-ids: nothing more to recognise, nothing new.
     let log = fetch(&home);
@@ -277,5 +290,48 @@ fn a_renumbering_while_deletions_were_pending_deletes_them_without_downloading_a
         "{log}"
     );
     assert_eq!(server.message_count("user1"), 0, "{log}");
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+}
+
+/// The agent tells the user once, in a notification, that the server renumbered the
+/// mailbox and nothing was downloaded again.
+#[test]
+fn the_agent_says_once_that_the_server_renumbered() {
+    use common::daemon::Daemon;
+    use common::dbus::{Bus, Mode, NotificationServer};
+    let server = Dovecot::start();
+    let messages = corpus::varied(156, 30, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "interval = \"1h\"",
+    ));
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: false });
+    let daemon = Daemon::start(&home, bus.address());
+    daemon.wait_log_count("home: done in ", 1);
+    notes.wait_for(1, || daemon.log());
+
+    server.renumber("user1");
+    daemon.signal("USR1");
+    daemon.wait_log_count("home: done in ", 2);
+    let got = notes.wait_for(2, || format!("{:#?}\n{}", notes.record(), daemon.log()));
+    assert_eq!(
+        got[1].summary,
+        "popsync: the server renumbered its mailbox — home"
+    );
+    assert_eq!(
+        got[1].body,
+        "30 message(s) popsync already had are listed under new unique-ids; none was downloaded again."
+    );
+    daemon.signal("USR1");
+    daemon.wait_log_count("home: done in ", 3);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(notes.notifications().len(), 2, "told once");
     assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
 }

@@ -96,7 +96,11 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
 fn report(quiet: bool, outcome: &Outcome) {
     progress::clear();
     let r = &outcome.report;
-    let did_something = r.new_messages > 0 || r.deleted > 0 || r.marked_seen > 0 || r.recovered > 0;
+    let did_something = r.new_messages > 0
+        || r.deleted > 0
+        || r.marked_seen > 0
+        || r.recovered > 0
+        || r.renumbered > 0;
     if !quiet && (outcome.error.is_none() || did_something) {
         println!("{}", summary(r));
     }
@@ -142,6 +146,13 @@ pub fn summary(r: &Report) -> String {
     }
     if r.recovered > 0 {
         parts.push(format!("{} recovered from an interrupted run", r.recovered));
+    }
+    if r.renumbered > 0 {
+        parts.push(format!(
+            "the server renumbered {} message{} popsync already had (none downloaded again)",
+            crate::notify::thousands(r.renumbered),
+            plural(r.renumbered)
+        ));
     }
     format!("{}: {}", r.account, parts.join(", "))
 }

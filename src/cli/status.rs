@@ -66,6 +66,16 @@ struct AccountStatus {
     downloaded_total: u64,
     oversize_on_server: u64,
     headers_only: u64,
+    /// The last time the server renumbered the mailbox.
+    renumbered: Option<RenumberedStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct RenumberedStatus {
+    /// Unix seconds.
+    at: i64,
+    /// Messages recognised under new unique-ids (not downloaded again).
+    messages: u64,
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
@@ -111,6 +121,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             delivered_last_day: 0,
             oversize_on_server: 0,
             headers_only: 0,
+            renumbered: None,
         });
         accounts.push(AccountStatus {
             name: account.name.clone(),
@@ -134,6 +145,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             downloaded_total: s.delivered_total,
             oversize_on_server: s.oversize_on_server,
             headers_only: s.headers_only,
+            renumbered: s
+                .renumbered
+                .map(|(at, messages)| RenumberedStatus { at, messages }),
         });
     }
     let daemon = DaemonLock::running(&config.state_dir).map(|d| DaemonStatus {
@@ -238,6 +252,13 @@ fn text(s: &Status, now: i64) -> String {
             "  messages:      {} known, {} downloaded in the last day, {} in all\n",
             a.messages_known, a.downloaded_last_day, a.downloaded_total
         ));
+        if let Some(r) = &a.renumbered {
+            out.push_str(&format!(
+                "  renumbered:    {} — the server gave {} message(s) new unique-ids; none downloaded again\n",
+                when(Some(r.at), now),
+                crate::notify::thousands(r.messages)
+            ));
+        }
         if a.oversize_on_server > 0 || a.headers_only > 0 {
             out.push_str(&format!(
                 "  size rules:    {} over max-size left on the server, {} delivered as headers only\n",

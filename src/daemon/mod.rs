@@ -359,6 +359,15 @@ impl Agent {
             None | Some(FetchError::Stopped) => {}
             Some(e) => warn!("{}", crate::error_chain(e)),
         }
+        if report.renumbered > 0 && account.notifications.notify {
+            self.notes.send(Note::info(
+                format!("popsync: the server renumbered its mailbox — {}", account.name),
+                &format!(
+                    "{} message(s) popsync already had are listed under new unique-ids; none was downloaded again.",
+                    crate::notify::thousands(report.renumbered)
+                ),
+            ));
+        }
         self.hooks.new_mail(&account, report.new_messages);
         // Also when nothing is new: mail held back by quiet hours is announced after them.
         let note = self.new_mail_note(&account, report.new_messages, &report.newest);

@@ -109,6 +109,18 @@ impl Note {
         }
     }
 
+    /// Something the user should know that needs nothing of them.
+    pub fn info(summary: String, detail: &str) -> Self {
+        Self {
+            summary,
+            body: escape_markup(detail),
+            icon: "dialog-information",
+            category: "email",
+            action: None,
+            tag: None,
+        }
+    }
+
     /// Good news after a problem: the same look as other good news, no warning sign.
     pub fn all_clear(summary: String, detail: &str) -> Self {
         Self {

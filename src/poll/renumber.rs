@@ -205,7 +205,7 @@ pub(super) async fn recognise(
         })
         .collect();
     if !rekeys.is_empty() {
-        sc.store.rekey(sc.id, &rekeys)?;
+        sc.store.rekey(sc.id, &rekeys, sc.ctx.clock.now())?;
     }
     let unchecked = rekeys.iter().filter(|r| !r.verified).count();
     let count = rekeys.len() as u64;

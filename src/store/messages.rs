@@ -231,14 +231,24 @@ impl Store {
         r.map_err(|e| self.err(e))
     }
 
-    /// A message the server renumbered, recognised by content: its row moves from the old
+    /// Messages the server renumbered, recognised by content (recorded as the account's last
+    /// renumbering, at `now`). Each one's row moves from the old
     /// unique-id to the new one, keeping its state and times (retention by age counts from
     /// the first download), with its identity recorded. One whose stored copy could not be
     /// checked (`verified` false) becomes `seen`: never deleted by popsync. Only messages in
     /// the states a renumbering can find (`delivered`, `headers-only`, `seen`,
     /// `delete-pending`) move; all in one transaction.
-    pub fn rekey(&mut self, account: AccountId, rows: &[Rekey<'_>]) -> Result<(), StoreError> {
+    pub fn rekey(
+        &mut self,
+        account: AccountId,
+        rows: &[Rekey<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.batch(|tx| {
+            tx.execute(
+                "UPDATE account SET renumbered_at = ?2, renumbered_count = ?3 WHERE id = ?1",
+                params![account.0, now, rows.len() as i64],
+            )?;
             let mut stmt = tx.prepare_cached(
                 "UPDATE message SET uid = ?3, identity = ?4, unlisted_since = NULL,
                                     state = CASE WHEN ?5 THEN state ELSE 'seen' END

@@ -80,10 +80,13 @@ ALTER TABLE account ADD COLUMN paused_problem TEXT;
 ALTER TABLE account ADD COLUMN paused_config TEXT;
 "#,
     // A message's identity by content (`crate::identity`), recorded at delivery, for
-    // recognising it when the server renumbers its mailbox. Rows from before have none;
-    // theirs is read from the stored copy when it is needed.
+    // recognising it when the server renumbers its mailbox (rows from before have none;
+    // theirs is read from the stored copy when it is needed); and the account's last
+    // renumbering, for `status`.
     r#"
 ALTER TABLE message ADD COLUMN identity BLOB;
+ALTER TABLE account ADD COLUMN renumbered_at INTEGER;
+ALTER TABLE account ADD COLUMN renumbered_count INTEGER;
 "#,
 ];
 

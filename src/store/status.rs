@@ -43,6 +43,9 @@ pub struct AccountStatus {
     pub oversize_on_server: u64,
     /// Messages delivered as headers only, the whole message left on the server.
     pub headers_only: u64,
+    /// The last time the server renumbered the mailbox: when, and how many messages
+    /// popsync recognised under new unique-ids.
+    pub renumbered: Option<(i64, u64)>,
 }
 
 impl Store {
@@ -132,11 +135,14 @@ impl Store {
             return Ok(None);
         };
         let r = (|| -> rusqlite::Result<AccountStatus> {
-            let (last_success_at, next_poll_at): (Option<i64>, Option<i64>) = self.conn.query_row(
-                "SELECT last_success_at, next_poll_at FROM account WHERE id = ?1",
-                [id.0],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+            let (last_success_at, next_poll_at, renumbered_at, renumbered_count): Row =
+                self.conn.query_row(
+                    "SELECT last_success_at, next_poll_at, renumbered_at, renumbered_count
+                     FROM account WHERE id = ?1",
+                    [id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?;
             let (known, delivered_total, delivered_last_day, oversize, headers_only): (
                 i64,
                 i64,
@@ -163,6 +169,7 @@ impl Store {
                 delivered_last_day: delivered_last_day as u64,
                 oversize_on_server: oversize as u64,
                 headers_only: headers_only as u64,
+                renumbered: renumbered_at.zip(renumbered_count.map(|n| n as u64)),
             })
         })();
         let mut status = r.map_err(|e| self.err(e))?;
