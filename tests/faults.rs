@@ -1095,7 +1095,8 @@ fn a_server_without_uidl_is_refused_as_unusable() {
     );
     run.assert_exit(78);
     run.assert_stderr_says(
-        "the server does not support UIDL, which popsync needs to tell new messages from old ones",
+        "the server does not support UIDL, which popsync needs to tell new messages from old ones \
+         (identify-by = \"headers\" tells them apart by their headers instead",
     );
     fx.assert_maildir_holds(&[]);
     assert_eq!(fx.states(), states(&[]));

@@ -17,6 +17,10 @@ keys! {
         /// Messages larger than this are delivered as their headers and a note; the whole
         /// message stays on the server.
         headers_only_over: "headers-only-over" { default: "", example: "\"5MB\"" },
+        /// How messages are told apart: "uidl" (the server's unique-ids) or "headers"
+        /// (each one's header block and size, asked for at every poll: for a server without
+        /// UIDL; the mail then stays on the server).
+        identify_by: "identify-by" { default: "\"uidl\"", example: "\"headers\"" },
     }
 }
 
@@ -30,6 +34,9 @@ pub struct Limits {
     pub oversize: Oversize,
     /// Messages larger than this are delivered as their headers and a note.
     pub headers_only_over: Option<u64>,
+    /// Messages are told apart by their header blocks and sizes, not by UIDL
+    /// (`identify-by = "headers"`).
+    pub identify_by_headers: bool,
 }
 
 pub fn read(c: &mut Checker<'_>, layers: &Layered<'_>) -> Limits {
@@ -63,10 +70,32 @@ pub fn read(c: &mut Checker<'_>, layers: &Layered<'_>) -> Limits {
             "\"delete\" needs `max-size` to say what is too big",
         );
     }
+    let identify_by_headers = keys
+        .identify_by
+        .one_of(c, &[("uidl", false), ("headers", true)])
+        .unwrap_or(false);
+    if identify_by_headers {
+        // Told apart by content alone, a message is never deleted on its strength.
+        if retention != Retention::Keep {
+            c.problem(
+                keys.retention.at(),
+                Some("retention"),
+                "identify-by = \"headers\" leaves mail on the server: set retention = \"keep\"",
+            );
+        }
+        if oversize == Oversize::Delete {
+            c.problem(
+                keys.oversize.at(),
+                Some("oversize"),
+                "identify-by = \"headers\" leaves mail on the server: set oversize = \"skip\"",
+            );
+        }
+    }
     Limits {
         retention,
         max_size,
         oversize,
         headers_only_over,
+        identify_by_headers,
     }
 }

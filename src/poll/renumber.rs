@@ -127,13 +127,11 @@ pub(super) async fn recognise(
         } else {
             s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
         };
-    let identity_of = |heads: &Heads, msg: &MsgNum| {
-        Some(identity::of(heads.done.get(msg)?.block(), *sizes.get(msg)?))
-    };
+    let identity_of = |heads: &Heads<'_>, msg: &MsgNum| heads.done.get(msg).copied();
     // A few first, spread over the listing: unless one of them is a missing message under
     // a new unique-id, this was no renumbering (a server such as Gmail lists what it has
     // handed out no more), and the rest are not asked for.
-    let mut heads = Heads::default();
+    let mut heads = Heads::new(&sizes);
     let step = msgs.len().div_ceil(SAMPLE).max(1);
     let sample: Vec<MsgNum> = msgs.iter().step_by(step).copied().collect();
     s.retrieve_with(&sample, BodyCommand::Headers, &mut heads)
@@ -273,14 +271,82 @@ fn pair(
     pairs
 }
 
-/// The header blocks of messages, as `TOP n 0` gives them.
-#[derive(Default)]
-struct Heads {
-    current: Option<(MsgNum, Head)>,
-    done: HashMap<MsgNum, Head>,
+/// For `identify-by = "headers"`: a listing made from each message's header block and size
+/// (`LIST`, then `TOP n 0` of each, pipelined), with unique-ids of popsync's own: `h:` and
+/// the identity in hex, and `#k` after it for the k-th message of one identity (the same
+/// message delivered k times is k messages). Also the sizes.
+pub(super) async fn listing_by_headers(
+    sc: &SessionCtx<'_, '_>,
+    s: &mut pop3::Authenticated,
+) -> Result<(Uidl, HashMap<MsgNum, u64>), FetchError> {
+    use std::fmt::Write as _;
+    let list = s.list().await?;
+    let msgs: Vec<MsgNum> = list.iter().map(|e| e.msg).collect();
+    let sizes: HashMap<MsgNum, u64> = list.iter().map(|e| (e.msg, e.size)).collect();
+    let mut heads = Heads::new(&sizes);
+    for chunk in msgs.chunks(TOP_CHUNK) {
+        if sc.ctx.cancelled() {
+            return Err(FetchError::Stopped);
+        }
+        s.retrieve_with(chunk, BodyCommand::Headers, &mut heads)
+            .await?;
+    }
+    let mut seen: HashMap<Identity, usize> = HashMap::new();
+    let mut uidl = Uidl::default();
+    let mut unshown = 0usize;
+    for e in &list {
+        let Some(&id) = heads.done.get(&e.msg) else {
+            unshown += 1;
+            continue;
+        };
+        let k = seen.entry(id).or_default();
+        *k += 1;
+        let mut uid = String::with_capacity(2 + 2 * identity::LEN + 4);
+        uid.push_str("h:");
+        for b in id {
+            let _ = write!(uid, "{b:02x}");
+        }
+        if *k > 1 {
+            let _ = write!(uid, "#{k}");
+        }
+        uidl.push(pop3::UidlEntry {
+            msg: e.msg,
+            uid: uid.as_bytes(),
+        })
+        .map_err(|_| {
+            FetchError::Pop3(pop3::ErrorKind::Protocol("the listing is too long".into()).into())
+        })?;
+    }
+    if unshown > 0 {
+        tracing::warn!(
+            "the server would not show the headers of {unshown} message(s) (TOP): they are \
+             left for the next poll"
+        );
+    }
+    drop(heads);
+    Ok((uidl, sizes))
 }
 
-impl RetrieveHandler for Heads {
+/// The identities of messages from their header blocks, as `TOP n 0` gives them, and
+/// their sizes (each header block is dropped once its identity is made: at 100,000
+/// messages they would be hundreds of megabytes).
+struct Heads<'a> {
+    sizes: &'a HashMap<MsgNum, u64>,
+    current: Option<(MsgNum, Head)>,
+    done: HashMap<MsgNum, Identity>,
+}
+
+impl<'a> Heads<'a> {
+    fn new(sizes: &'a HashMap<MsgNum, u64>) -> Self {
+        Self {
+            sizes,
+            current: None,
+            done: HashMap::new(),
+        }
+    }
+}
+
+impl RetrieveHandler for Heads<'_> {
     fn start(&mut self, msg: MsgNum) -> std::io::Result<()> {
         self.current = Some((msg, Head::default()));
         Ok(())
@@ -296,8 +362,9 @@ impl RetrieveHandler for Heads {
     fn finish(&mut self, msg: MsgNum, _octets: u64) -> std::io::Result<()> {
         if let Some((m, head)) = self.current.take()
             && m == msg
+            && let Some(size) = self.sizes.get(&msg)
         {
-            self.done.insert(msg, head);
+            self.done.insert(msg, identity::of(head.block(), *size));
         }
         Ok(())
     }

@@ -44,7 +44,12 @@ pub(super) async fn session(
         s.auth_method(),
         if s.pipelining() { ", pipelining" } else { "" }
     );
-    let uidl = s.uidl().await?;
+    // Unique-ids from the server, or made from each message's header block and size.
+    let (uidl, mut sizes_known) = if sc.account.limits.identify_by_headers {
+        super::renumber::listing_by_headers(sc, &mut s).await?
+    } else {
+        (s.uidl().await?, HashMap::new())
+    };
     sc.report.on_server = uidl.len() as u64;
     let known = sc.store.known(sc.id)?;
     let now = sc.ctx.clock.now();
@@ -58,14 +63,13 @@ pub(super) async fn session(
         _ => None,
     };
     let known_after;
-    let mut sizes_known = HashMap::new();
     let plan = match suspects {
         None => first,
         Some(suspects) => {
             drop(first);
             let (recognised, sizes) =
                 super::renumber::recognise(sc, &mut s, &uidl, &known, &suspects).await?;
-            sizes_known = sizes;
+            sizes_known.extend(sizes);
             if recognised > 0 {
                 known_after = sc.store.known(sc.id)?;
                 plan::plan(&uidl, &known_after, &sc.policy, now)
@@ -109,7 +113,7 @@ pub(super) async fn session(
     let sizes: HashMap<MsgNum, u64> = if wanted == 0 {
         HashMap::new()
     } else if candidates().all(|l| sizes_known.contains_key(&l.msg)) {
-        // Asked for already, to recognise a renumbered mailbox.
+        // Asked for already (to tell messages apart by their headers).
         sizes_known
     } else if list_each(wanted, uidl.len(), s.pipelining()) {
         let msgs: Vec<MsgNum> = candidates().map(|l| l.msg).collect();

@@ -517,3 +517,60 @@ async fn a_renumbered_listing_with_a_repeated_id_recognises_the_rest() {
     assert_eq!(states, ["u2", "v1", "v3"]);
     assert_eq!(f.delivered().len(), 3);
 }
+
+/// LIST with the sizes of `contents`.
+fn list_only(contents: &[Vec<u8>]) -> Vec<Step> {
+    let mut steps = vec![expect("LIST"), send("+OK")];
+    for (i, m) in contents.iter().enumerate() {
+        steps.push(send(&format!("{} {}", i + 1, m.len())));
+    }
+    steps.push(send("."));
+    steps
+}
+
+/// A server without UIDL, with `identify-by = "headers"`: three runs, the mail left on the
+/// server, every message stored once; two messages with the same header block (the same
+/// message delivered twice) are two messages.
+#[tokio::test]
+async fn without_uidl_messages_are_told_apart_by_their_headers_and_stored_once() {
+    let f = Fixture::new("identify-by = \"headers\"");
+    let twin = b"From: twin@example.org\r\nSubject: same\r\n\r\nbody\r\n".to_vec();
+    let first = [msg(1), twin.clone(), twin.clone()];
+    let mut s1 = login(&["TOP"]);
+    s1.extend(list_only(&first));
+    s1.extend(tops(&[1, 2, 3], &first));
+    for (i, m) in first.iter().enumerate() {
+        s1.extend([expect_alone(&format!("RETR {}", i + 1)), message(m)]);
+    }
+    s1.extend(quit());
+    let out = f.fetch(vec![s1]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.report.new_messages, 3);
+
+    let mut s2 = login(&["TOP"]);
+    s2.extend(list_only(&first));
+    s2.extend(tops(&[1, 2, 3], &first));
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.report.new_messages, 0);
+
+    // Someone else took the first message; a new one came.
+    let third = [twin.clone(), twin.clone(), msg(4)];
+    let mut s3 = login(&["TOP"]);
+    s3.extend(list_only(&third));
+    s3.extend(tops(&[1, 2, 3], &third));
+    s3.extend([expect_alone("RETR 3"), message(&msg(4))]);
+    s3.extend(quit());
+    let out = f.fetch(vec![s3]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.report.new_messages, 1);
+    let mut want = vec![stored(1), stored(4)];
+    let twin_stored = String::from_utf8(twin)
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes();
+    want.extend([twin_stored.clone(), twin_stored]);
+    want.sort();
+    assert_eq!(f.delivered(), want);
+}

@@ -97,7 +97,9 @@ pub enum ErrorKind {
         status: Status,
     },
     #[error(
-        "the server does not support UIDL, which popsync needs to tell new messages from old ones"
+        "the server does not support UIDL, which popsync needs to tell new messages from old ones \
+         (identify-by = \"headers\" tells them apart by their headers instead, leaving the mail \
+         on the server)"
     )]
     NoUidl,
     #[error("a command argument contains a line break or NUL")]
