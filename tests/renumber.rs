@@ -335,3 +335,36 @@ fn the_agent_says_once_that_the_server_renumbered() {
     assert_eq!(notes.notifications().len(), 2, "told once");
     assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
 }
+
+/// An mbox: messages recorded before identities were are read back at the place popsync
+/// wrote them (its mboxrd quoting undone) and recognised; nothing is appended again.
+#[test]
+fn messages_in_an_mbox_are_read_back_where_popsync_wrote_them() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(157, 40, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let mbox = home.path().join("Mail/inbox.mbox");
+    home.write_config(&common::account_toml_to(
+        "home",
+        &server,
+        "user1",
+        &format!("mbox = {:?}", mbox.display().to_string()),
+        "",
+    ));
+    fetch(&home);
+    let before = std::fs::read(&mbox).unwrap();
+    let db = rusqlite::Connection::open(home.state_dir().join("state.db")).unwrap();
+    db.execute("UPDATE message SET identity = NULL", [])
+        .unwrap();
+    drop(db);
+
+    server.renumber("user1");
+    let log = fetch(&home);
+    assert!(
+        log.contains("the server renumbered 40 message(s) popsync already has")
+            && !log.contains("could not be read"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&mbox).unwrap(), before, "nothing appended");
+}

@@ -41,6 +41,9 @@ use crate::summary::Head;
 /// How many TOP commands one call asks for (they are pipelined within it).
 const TOP_CHUNK: usize = 1000;
 
+/// How many stored copies are read at a time.
+const COPIES_AT_ONCE: usize = 256;
+
 /// How many unknown messages are looked at first, to see whether any is one popsync has.
 const SAMPLE: usize = 16;
 
@@ -104,10 +107,12 @@ pub(super) async fn recognise(
     let unrecorded: Vec<usize> = (0..rows.len())
         .filter(|i| rows[*i].identity.is_none())
         .collect();
-    if !unrecorded.is_empty() {
-        let places: Vec<_> = unrecorded.iter().map(|i| &rows[*i].place).collect();
+    // (A few at a time: the copies' header blocks are dropped once their identities are
+    // made.)
+    for chunk in unrecorded.chunks(COPIES_AT_ONCE) {
+        let places: Vec<_> = chunk.iter().map(|i| &rows[*i].place).collect();
         let copies = sc.account.delivery.stored_copies(&places);
-        for (i, copy) in unrecorded.iter().zip(copies) {
+        for (i, copy) in chunk.iter().zip(copies) {
             if let Some(copy) = copy {
                 candidates[*i] = copy.identities().collect();
                 verified[*i] = true;
@@ -177,14 +182,14 @@ pub(super) async fn recognise(
         .map(|(i, _, _)| *i)
         .filter(|i| !verified[*i])
         .collect();
-    if !to_check.is_empty() {
-        let places: Vec<_> = to_check.iter().map(|i| &rows[*i].place).collect();
+    let size_of: HashMap<usize, u64> = matched
+        .iter()
+        .filter_map(|(i, j, _)| Some((*i, *sizes.get(&suspects[*j].0)?)))
+        .collect();
+    for chunk in to_check.chunks(COPIES_AT_ONCE) {
+        let places: Vec<_> = chunk.iter().map(|i| &rows[*i].place).collect();
         let copies = sc.account.delivery.stored_copies(&places);
-        let size_of: HashMap<usize, u64> = matched
-            .iter()
-            .filter_map(|(i, j, _)| Some((*i, *sizes.get(&suspects[*j].0)?)))
-            .collect();
-        for (i, copy) in to_check.iter().zip(copies) {
+        for (i, copy) in chunk.iter().zip(copies) {
             verified[*i] = match (copy, size_of.get(i)) {
                 (Some(copy), Some(size)) => {
                     Some(identity::of(&copy.head, *size)) == rows[*i].identity

@@ -150,9 +150,49 @@ impl Destination for Settings {
         )))
     }
 
+    /// Each message is read at the place popsync wrote it (its `From ` line, the message
+    /// quoted mboxrd-style, the blank line after it). One that is not there any more (the
+    /// mbox rewritten by a mail reader since) is not found, or has another identity.
+    fn stored_copies(&self, places: &[&Place]) -> Vec<Option<crate::identity::StoredCopy>> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return vec![None; places.len()];
+        };
+        places
+            .iter()
+            .map(|p| {
+                let len = usize::try_from(p.len?).ok()?;
+                file.seek(SeekFrom::Start(p.offset?)).ok()?;
+                let mut stored = vec![0u8; len];
+                file.read_exact(&mut stored).ok()?;
+                if !stored.starts_with(b"From ") {
+                    return None;
+                }
+                let message = &stored[memchr::memchr(b'\n', &stored)? + 1..];
+                let message = message.strip_suffix(b"\n")?;
+                Some(crate::identity::StoredCopy::of_lf(&unquote(message)))
+            })
+            .collect()
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// A message as it was before mboxrd quoting: one `>` less on every line that matches
+/// `^>+From `.
+fn unquote(quoted: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(quoted.len());
+    for line in quoted.split_inclusive(|b| *b == b'\n') {
+        let arrows = line.iter().take_while(|b| **b == b'>').count();
+        if arrows > 0 && line[arrows..].starts_with(b"From ") {
+            out.extend_from_slice(&line[1..]);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
 }
 
 /// Appending a spooled batch to the mbox.
