@@ -65,6 +65,14 @@ fn two_thousand_renumbered_messages_are_not_downloaded_again_and_ten_new_ones_ar
         .map(|i| corpus::message(151, i, corpus::Sizes::Mixed))
         .collect();
     server.add_messages("user1", &new);
+    let out = home.run(&["check"]);
+    assert!(
+        common::stdout(&out).contains(
+            "renumbered?:    2010 unknown message(s) listed where known ones went missing"
+        ),
+        "{}",
+        describe(&out)
+    );
     let log = fetch(&home);
     assert!(
         log.contains("2000 known message(s) are no longer listed and 2010 unknown one(s) are"),
@@ -367,4 +375,37 @@ fn messages_in_an_mbox_are_read_back_where_popsync_wrote_them() {
         "{log}"
     );
     assert_eq!(std::fs::read(&mbox).unwrap(), before, "nothing appended");
+}
+
+/// `identify-by = "headers"` against the real Dovecot (whose UIDL it does not use): the
+/// mailbox fetched once, `check` and a second fetch see nothing new, and a renumbering
+/// changes nothing at all.
+#[test]
+fn identified_by_headers_a_mailbox_is_fetched_once_whatever_its_unique_ids() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(158, 50, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml(
+        "home",
+        &server,
+        "user1",
+        &md,
+        "identify-by = \"headers\"",
+    ));
+    fetch(&home);
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("next fetch:     0 to download, 0 to delete"),
+        "{}",
+        describe(&out)
+    );
+    server.renumber("user1");
+    let log = fetch(&home);
+    assert!(log.contains("50 message(s) on the server, 0 new"), "{log}");
+    assert!(!log.contains("recognising"), "{log}");
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
 }

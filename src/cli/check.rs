@@ -159,7 +159,13 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         "  mailbox:        {count} messages, {}",
         human_bytes(size)
     );
-    let uidl = session.uidl().await;
+    let uidl = if account.limits.identify_by_headers {
+        crate::poll::renumber::listing_by_headers(&mut session, &|| false)
+            .await
+            .map(|(uidl, _)| uidl)
+    } else {
+        session.uidl().await.map_err(FetchError::from)
+    };
     let _ = session.quit().await;
     let uidl = uidl?;
     // What the next fetch would do, from the state (read, never created or changed here).
@@ -175,6 +181,15 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
         Default::default()
     };
     let p = plan::plan(&uidl, &known, &policy, now);
+    if let Some(suspects) = crate::poll::renumber::suspects(&p, &known) {
+        let _ = writeln!(
+            out,
+            "  renumbered?:    {} unknown message(s) listed where known ones went missing: the \
+             server may have renumbered its mailbox; the fetch recognises those it has by their \
+             headers first",
+            suspects.len()
+        );
+    }
     let _ = writeln!(
         out,
         "  next fetch:     {} to download, {} to delete{}",

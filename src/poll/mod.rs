@@ -27,7 +27,7 @@
 mod batch;
 mod error;
 mod recover;
-mod renumber;
+pub mod renumber;
 mod session;
 
 use std::path::Path;

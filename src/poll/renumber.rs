@@ -61,7 +61,7 @@ fn may_be_renumbered(state: MessageState) -> bool {
 
 /// The unknown messages of a listing that may be known ones under new unique-ids, if the
 /// listing looks renumbered (see the module docs): their numbers and unique-ids.
-pub(super) fn suspects(plan: &Plan<'_>, known: &KnownMessages) -> Option<Vec<(MsgNum, Vec<u8>)>> {
+pub fn suspects(plan: &Plan<'_>, known: &KnownMessages) -> Option<Vec<(MsgNum, Vec<u8>)>> {
     if plan.fetch.is_empty() {
         return None;
     }
@@ -280,9 +280,9 @@ fn pair(
 /// (`LIST`, then `TOP n 0` of each, pipelined), with unique-ids of popsync's own: `h:` and
 /// the identity in hex, and `#k` after it for the k-th message of one identity (the same
 /// message delivered k times is k messages). Also the sizes.
-pub(super) async fn listing_by_headers(
-    sc: &SessionCtx<'_, '_>,
+pub async fn listing_by_headers(
     s: &mut pop3::Authenticated,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<(Uidl, HashMap<MsgNum, u64>), FetchError> {
     use std::fmt::Write as _;
     let list = s.list().await?;
@@ -290,7 +290,7 @@ pub(super) async fn listing_by_headers(
     let sizes: HashMap<MsgNum, u64> = list.iter().map(|e| (e.msg, e.size)).collect();
     let mut heads = Heads::new(&sizes);
     for chunk in msgs.chunks(TOP_CHUNK) {
-        if sc.ctx.cancelled() {
+        if cancelled() {
             return Err(FetchError::Stopped);
         }
         s.retrieve_with(chunk, BodyCommand::Headers, &mut heads)

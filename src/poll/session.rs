@@ -46,7 +46,7 @@ pub(super) async fn session(
     );
     // Unique-ids from the server, or made from each message's header block and size.
     let (uidl, mut sizes_known) = if sc.account.limits.identify_by_headers {
-        super::renumber::listing_by_headers(sc, &mut s).await?
+        super::renumber::listing_by_headers(&mut s, &|| sc.ctx.cancelled()).await?
     } else {
         (s.uidl().await?, HashMap::new())
     };
