@@ -53,6 +53,16 @@ impl Policy {
             headers_only_over: account.limits.headers_only_over,
         }
     }
+
+    /// The same policy deleting nothing: what is due for deletion stays on the server, and
+    /// what is too big is left there (`fetch --keep`).
+    pub fn keeping_everything(self) -> Self {
+        Self {
+            retention: Retention::Keep,
+            oversize: Oversize::Skip,
+            ..self
+        }
+    }
 }
 
 /// A listed message.

@@ -20,6 +20,11 @@ pub struct FetchArgs {
     #[arg(long)]
     mark_seen: bool,
 
+    /// Delete nothing from the server in this run, whatever retention and oversize say
+    /// (what is due is deleted by a later run)
+    #[arg(long, short)]
+    keep: bool,
+
     /// If another popsync is fetching an account, fail at once (exit 75) instead of waiting
     #[arg(long)]
     no_wait: bool,
@@ -47,6 +52,7 @@ pub fn run(cli: &Cli, args: &FetchArgs) -> u8 {
         mark_seen: args.mark_seen,
         no_wait: args.no_wait,
         skip_hook: false,
+        keep: args.keep,
     };
     let clock = SystemClock;
     let ctx = Context {

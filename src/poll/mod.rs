@@ -110,6 +110,9 @@ pub struct FetchOptions {
     pub no_wait: bool,
     /// The caller runs the new-mail hook itself (the agent does, off its scheduling path).
     pub skip_hook: bool,
+    /// Delete nothing from the server in this run, whatever the account's retention and
+    /// oversize rules say (`fetch --keep`).
+    pub keep: bool,
 }
 
 /// What a fetch did (also when it ended in an error part-way).
@@ -315,7 +318,11 @@ async fn run(
         store,
         id,
         target,
-        policy: Policy::of(account, options.mark_seen),
+        policy: if options.keep {
+            Policy::of(account, options.mark_seen).keeping_everything()
+        } else {
+            Policy::of(account, options.mark_seen)
+        },
         report,
     };
     loop {

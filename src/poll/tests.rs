@@ -31,6 +31,11 @@ impl Fixture {
 
     /// One fetch against these scripts (one per session); every script must be used up.
     async fn fetch(&self, scripts: Vec<Vec<Step>>) -> Outcome {
+        self.fetch_with(&FetchOptions::default(), scripts).await
+    }
+
+    /// The same, with these options.
+    async fn fetch_with(&self, options: &FetchOptions, scripts: Vec<Vec<Step>>) -> Outcome {
         let server = Scripted::new(scripts);
         let clock = FixedClock::new(NOW);
         let ctx = Context {
@@ -40,7 +45,7 @@ impl Fixture {
             connector: &server,
             cancel: None,
         };
-        let outcome = fetch_account(&self.config.accounts[0], &ctx, &FetchOptions::default()).await;
+        let outcome = fetch_account(&self.config.accounts[0], &ctx, options).await;
         server.finish().await;
         outcome
     }
@@ -573,4 +578,42 @@ async fn without_uidl_messages_are_told_apart_by_their_headers_and_stored_once()
     want.extend([twin_stored.clone(), twin_stored]);
     want.sort();
     assert_eq!(f.delivered(), want);
+}
+
+/// `fetch --keep`: nothing is deleted in that run (not what retention says is due, not what
+/// is over max-size with oversize = "delete"); the next run deletes what is due.
+#[tokio::test]
+async fn with_keep_nothing_is_deleted_in_that_run_and_the_next_one_deletes_what_is_due() {
+    let f = Fixture::new("retention = \"delete\"\nmax-size = \"70\"\noversize = \"delete\"");
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(100)).into_bytes();
+    let contents = [msg(1), msg(2), big.clone()];
+    let mut s1 = login(&["UIDL"]);
+    s1.extend(listing_of(&["u1", "u2", "u3"], &contents));
+    s1.extend([
+        expect_alone("RETR 1"),
+        message(&msg(1)),
+        expect_alone("RETR 2"),
+        message(&msg(2)),
+    ]);
+    s1.extend(quit());
+    let keep = FetchOptions {
+        keep: true,
+        ..FetchOptions::default()
+    };
+    let out = f.fetch_with(&keep, vec![s1]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.deleted), (2, 0));
+
+    let mut s2 = login(&["UIDL"]);
+    s2.extend(listing(&[1, 2], false));
+    s2.extend([
+        expect_alone("DELE 1"),
+        send("+OK"),
+        expect_alone("DELE 2"),
+        send("+OK"),
+    ]);
+    s2.extend(quit());
+    let out = f.fetch(vec![s2]).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!((out.report.new_messages, out.report.deleted), (0, 2));
 }
