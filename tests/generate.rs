@@ -131,12 +131,66 @@ fn man_dir_writes_a_clean_page_for_every_command() {
                 .map(|(name, _)| name.replace(' ', "-")),
         )
         .map(|n| dir.join(format!("{n}.1")).display().to_string())
+        .chain([dir.join("popsync.toml.5").display().to_string()])
         .collect();
     want.sort();
     assert_eq!(written, want);
     for page in &written {
         assert_groff_clean(Path::new(page));
     }
+}
+
+/// Every configuration key, from the declarations the configuration reader uses, is in
+/// popsync.toml(5) and in popsync(1) with its default; popsync(1) has ENVIRONMENT and FILES.
+#[test]
+fn the_manual_describes_every_configuration_key_with_its_default() {
+    let home = Home::new();
+    let dir = home.path().join("man");
+    popsync(&["generate", "man", "--dir", dir.to_str().unwrap()]);
+    let page = dir.join("popsync.1");
+    std::fs::write(&page, popsync(&["generate", "man"]).stdout).unwrap();
+    let keys: Vec<&popsync::config::KeyDoc> = popsync::config::top_keys()
+        .iter()
+        .chain(popsync::config::account_keys())
+        .collect();
+    assert!(keys.len() >= 40, "{}", keys.len());
+    for page in [dir.join("popsync.toml.5"), page.clone()] {
+        let text = man_text(&page);
+        // man may hyphenate or break a line anywhere in running text: compare without them.
+        let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for key in &keys {
+            let entry = format!("{} = {}", key.name, key.example);
+            assert!(flat.contains(&entry), "{}: no {entry:?}", page.display());
+            if !key.default.is_empty() {
+                let default: String = key.default.split_whitespace().collect::<Vec<_>>().join(" ");
+                assert!(
+                    flat.contains(&format!("Default: {default}.")),
+                    "{}: no default for {}",
+                    page.display(),
+                    key.name
+                );
+            }
+        }
+    }
+    let text = man_text(&page);
+    for needle in [
+        "ENVIRONMENT",
+        "POPSYNC_STATE_DIR",
+        "FILES",
+        "state.db",
+        "NOTES",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+}
+
+#[test]
+fn generate_config_prints_the_example_configuration() {
+    let out = popsync(&["generate", "config"]);
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"))
+            .unwrap();
+    assert_eq!(stdout(&out), example);
 }
 
 /// Runs bash's completion for `words` (the last one being completed) with the script

@@ -138,7 +138,7 @@ fn popsync_signs_in_with_the_device_grant_and_keeps_its_tokens_fresh() {
     );
     assert!(
         server
-            .log()
+            .log_once("Login: user=<user1>, method=OAUTHBEARER")
             .contains("Login: user=<user1>, method=OAUTHBEARER"),
         "{}",
         server.log()

@@ -1,5 +1,7 @@
-//! `popsync generate man|completions`: the manual page and shell completions, made from the
-//! command-line definitions themselves so that they never drift from what popsync accepts.
+//! `popsync generate man|completions|config`: the manual pages and shell completions, made
+//! from the command-line definitions and the configuration keys' own declarations (the ones
+//! the configuration reader uses) so that they never drift from what popsync accepts; and the
+//! commented example configuration.
 
 use crate::exit;
 use std::io::Write;
@@ -20,9 +22,10 @@ pub struct GenerateArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum What {
-    /// The manual page popsync(1), covering every command, as roff on standard output
-    /// (`popsync generate man > ~/.local/share/man/man1/popsync.1`); with --dir, one page per
-    /// command written into DIR instead (popsync.1, popsync-fetch.1, ...)
+    /// The manual page popsync(1), covering every command and every configuration key, as
+    /// roff on standard output (`popsync generate man > ~/.local/share/man/man1/popsync.1`);
+    /// with --dir, one page per command written into DIR instead (popsync.1,
+    /// popsync-fetch.1, ...) and popsync.toml.5, the configuration file's
     Man {
         /// Write one page per command into this directory
         #[arg(long, value_name = "DIR")]
@@ -37,7 +40,13 @@ enum What {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The example configuration, every key explained, on standard output (`popsync generate
+    /// config > ~/.config/popsync/config.toml`, then edit it)
+    Config,
 }
+
+/// The example configuration, as shipped beside the source.
+const EXAMPLE_CONFIG: &str = include_str!("../../config.example.toml");
 
 pub fn run(_cli: &Cli, args: &GenerateArgs) -> u8 {
     let result = match &args.what {
@@ -45,6 +54,9 @@ pub fn run(_cli: &Cli, args: &GenerateArgs) -> u8 {
             man_page().and_then(|page| std::io::stdout().lock().write_all(&page))
         }
         What::Man { dir: Some(dir) } => man_pages(dir),
+        What::Config => std::io::stdout()
+            .lock()
+            .write_all(EXAMPLE_CONFIG.as_bytes()),
         What::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "popsync", &mut script);
@@ -84,11 +96,141 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     for sub in visible_subcommands(&cmd) {
         render_command(&sub, &mut page)?;
     }
+    configuration_section("CONFIGURATION").to_writer(&mut page)?;
+    environment_and_files().to_writer(&mut page)?;
     if let Some(notes) = cmd.get_after_help() {
         notes_section(&notes.to_string()).to_writer(&mut page)?;
     }
     man.render_version_section(&mut page)?;
     Ok(page)
+}
+
+/// popsync.toml(5): the configuration file, every key.
+pub fn config_page() -> std::io::Result<Vec<u8>> {
+    let mut roff = Roff::new();
+    roff.control("TH", ["POPSYNC.TOML", "5", "", "popsync", "popsync manual"]);
+    roff.control("SH", ["NAME"]);
+    roff.text([roman("popsync.toml - the configuration of popsync")]);
+    roff.control("SH", ["DESCRIPTION"]);
+    roff.text([roman(
+        "popsync reads one TOML file: --config FILE, else $POPSYNC_CONFIG, else \
+         ~/.config/popsync/config.toml (the platform's configuration directory). It holds a \
+         few keys of its own, a [defaults] table whose keys every account takes unless it \
+         sets them itself, and one [[account]] table per account. `popsync generate config` \
+         prints a commented example; `popsync check` reads the file and names every problem \
+         with its line, account and key.",
+    )]);
+    let mut page = Vec::new();
+    roff.to_writer(&mut page)?;
+    configuration_section("KEYS").to_writer(&mut page)?;
+    let mut see = Roff::new();
+    see.control("SH", ["SEE ALSO"]);
+    see.text([roman("popsync(1)")]);
+    see.to_writer(&mut page)?;
+    Ok(page)
+}
+
+/// Every configuration key, from the declarations the configuration reader uses: its
+/// name, an example value, what it does and its default.
+fn configuration_section(title: &str) -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", [title]);
+    // Values are to be copied as they are: never hyphenated.
+    roff.control("nh", []);
+    let groups: [(&str, Vec<&crate::config::KeyDoc>); 2] = [
+        (
+            "Outside any account",
+            crate::config::top_keys().iter().collect(),
+        ),
+        (
+            "In an [[account]] (or [defaults], for every account)",
+            crate::config::account_keys(),
+        ),
+    ];
+    for (heading, keys) in groups {
+        roff.control("SS", [heading]);
+        for key in keys {
+            roff.control("TP", []);
+            roff.text([
+                clap_mangen::roff::bold(key.name),
+                roman(format!(" = {}", key.example)),
+            ]);
+            let default = if key.default.is_empty() {
+                "none".to_owned()
+            } else {
+                key.default.to_owned()
+            };
+            roff.text([roman(format!("{} Default: {default}.", key.doc.trim()))]);
+        }
+    }
+    roff.control("hy", []);
+    roff
+}
+
+/// The environment variables popsync reads, and the files it uses.
+fn environment_and_files() -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["ENVIRONMENT"]);
+    for (name, what) in [
+        (
+            "POPSYNC_CONFIG",
+            "The configuration file, unless --config is given.",
+        ),
+        (
+            "POPSYNC_STATE_DIR",
+            "The state directory (the state database, locks, spools, OAuth2 token files), \
+             before state-dir in the file.",
+        ),
+        (
+            "RUST_LOG",
+            "What is logged, in tracing's filter syntax (before log-level and -v).",
+        ),
+        (
+            "SSL_CERT_FILE, SSL_CERT_DIR",
+            "Certificate authorities OpenSSL trusts, instead of the system's.",
+        ),
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "The session bus of desktop notifications and the Secret Service keyring.",
+        ),
+        (
+            "NOTIFY_SOCKET, WATCHDOG_USEC, STATE_DIRECTORY",
+            "Set by systemd for the agent: readiness, the watchdog, the state directory.",
+        ),
+    ] {
+        roff.control("TP", []);
+        roff.text([clap_mangen::roff::bold(name)]);
+        roff.text([roman(what)]);
+    }
+    roff.control("SH", ["FILES"]);
+    for (name, what) in [
+        (
+            "~/.config/popsync/config.toml",
+            "The configuration (on Linux; the platform's configuration directory elsewhere). \
+             See popsync.toml(5).",
+        ),
+        (
+            "~/.local/state/popsync/state.db",
+            "The state database: what popsync knows of every message (SQLite).",
+        ),
+        (
+            "~/.local/state/popsync/locks/",
+            "One lock per account, and the agent's.",
+        ),
+        (
+            "~/.local/state/popsync/oauth2/NAME.token",
+            "An account's OAuth2 refresh token, with oauth2-token-store = \"file\".",
+        ),
+        (
+            "~/.local/state/popsync/spool/NAME/",
+            "Messages on their way to an mbox or an MDA.",
+        ),
+    ] {
+        roff.control("TP", []);
+        roff.text([clap_mangen::roff::bold(name)]);
+        roff.text([roman(what)]);
+    }
+    roff
 }
 
 /// The text after `--help` (configuration, exit status) as a NOTES section: lines that
@@ -165,6 +307,8 @@ fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("popsync") && n.ends_with(".1"))
         .collect();
+    std::fs::write(dir.join("popsync.toml.5"), config_page()?)?;
+    names.push("popsync.toml.5".to_owned());
     names.sort();
     for name in names {
         println!("{}", dir.join(name).display());

@@ -182,6 +182,16 @@ impl Dovecot {
             .ok()
     }
 
+    /// The log once it says `needle` (Dovecot's log process writes it a moment after the
+    /// fact), or as it is after [`super::PATIENCE`].
+    pub fn log_once(&self, needle: &str) -> String {
+        super::wait_for(super::PATIENCE, || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+        .unwrap_or_else(|| self.log())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log/dovecot.log")).unwrap_or_default()
     }
