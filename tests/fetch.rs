@@ -360,6 +360,92 @@ fn mark_seen_records_the_mailbox_without_downloading_and_later_mail_still_arrive
     assert_eq!(server.message_count("user1"), 30);
 }
 
+/// `check` looks at the local side as a fetch would use it, changing nothing: a Maildir or
+/// state directory that is not there yet is fine (the first fetch makes it); one of the
+/// wrong shape fails with the code the fetch would fail with, and says why on standard
+/// output, naming the path.
+#[test]
+fn check_checks_the_mailbox_and_the_state_directory_as_a_fetch_would_use_them() {
+    let server = Dovecot::start();
+    server.add_messages("user1", &corpus::varied(12, 3, None));
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = common::stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "delivers to:    the Maildir {}: not there yet; the first fetch creates it",
+            md.display()
+        )) && text.contains(&format!(
+            "state:          {}: not there yet; the first fetch creates it",
+            home.state_dir().display()
+        )),
+        "{text}"
+    );
+    assert!(
+        !md.exists() && !home.state_dir().exists(),
+        "check made nothing"
+    );
+
+    // The Maildir's new/ is a file: named, 74 from check and from fetch alike.
+    std::fs::create_dir_all(md.join("cur")).unwrap();
+    std::fs::create_dir_all(md.join("tmp")).unwrap();
+    std::fs::write(md.join("new"), b"not a directory").unwrap();
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    let said = format!(
+        "mailbox {}: it is not a directory, as a Maildir's must be",
+        md.join("new").display()
+    );
+    let text = common::stdout(&out);
+    assert!(
+        text.contains(&format!("delivers to:    FAILED: {said}"))
+            && text.contains(&format!("result:         FAILED: {said}")),
+        "{}",
+        describe(&out)
+    );
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    std::fs::remove_file(md.join("new")).unwrap();
+
+    // The state directory is a file (the fetch above made it a directory).
+    std::fs::remove_dir_all(home.state_dir()).unwrap();
+    std::fs::write(home.state_dir(), b"not a directory").unwrap();
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains(&format!(
+            "state:          FAILED: the state directory {}: it is not a directory",
+            home.state_dir().display()
+        )),
+        "{}",
+        describe(&out)
+    );
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    std::fs::remove_file(home.state_dir()).unwrap();
+
+    // An MDA that is not there: 78, as the fetch.
+    home.write_config(&common::account_toml_to(
+        "home",
+        &server,
+        "user1",
+        "mda = [\"no-such-mda-here\"]",
+        "",
+    ));
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("\"no-such-mda-here\" is not found on $PATH"),
+        "{}",
+        describe(&out)
+    );
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+}
+
 #[test]
 fn check_shows_certificate_capabilities_login_method_and_counts_without_fetching() {
     let server = Dovecot::start();

@@ -40,9 +40,12 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
         }
         let mut out = String::new();
         let result = runtime.block_on(check(&config, account, &mut out));
+        // The local side, as a fetch would use it.
+        let local = local(&config, account, &mut out);
+        let result = result.and(local);
         print!("{out}");
         if let Err(e) = result {
-            println!("  result:         FAILED");
+            println!("  result:         FAILED: {}", crate::error_chain(&e));
             eprintln!(
                 "popsync: {}: error: {}",
                 account.name,
@@ -248,4 +251,79 @@ async fn login_would_do(s: &crate::oauth2::Settings) -> String {
         );
     }
     out
+}
+
+/// The mailbox, the state directory and the account's lock, as a fetch would use them,
+/// found without changing anything: one line each.
+fn local(config: &Config, account: &Account, out: &mut String) -> Result<(), FetchError> {
+    let mailbox = account.delivery.check_local();
+    let _ = writeln!(
+        out,
+        "  delivers to:    {}",
+        match &mailbox {
+            Ok(found) => found.clone(),
+            Err(e) => format!("FAILED: {}", crate::error_chain(e)),
+        }
+    );
+    let state = state_dir(config, account);
+    let _ = writeln!(
+        out,
+        "  state:          {}",
+        match &state {
+            Ok(found) => found.clone(),
+            Err(e) => format!("FAILED: {}", crate::error_chain(e)),
+        }
+    );
+    mailbox?;
+    state.map(drop)
+}
+
+/// The state directory writable (or creatable), its database writable, and whether another
+/// popsync holds the account now.
+fn state_dir(config: &Config, account: &Account) -> Result<String, FetchError> {
+    let dir = &config.state_dir;
+    let unusable = |path: &std::path::Path, source: std::io::Error| {
+        FetchError::Store(crate::store::StoreError::StateDir {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(unusable(
+                dir,
+                std::io::Error::other("it is not a directory"),
+            ));
+        }
+        Ok(_) => {
+            crate::delivery::probe_writable(dir).map_err(|e| unusable(dir, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let under = crate::delivery::creatable(dir).map_err(|e| match e {
+                crate::delivery::DeliveryError::Mailbox { path, source } => unusable(&path, source),
+                other => FetchError::Delivery(other),
+            })?;
+            return Ok(format!(
+                "{}: not there yet; the first fetch creates it (in {}, writable)",
+                dir.display(),
+                under.display()
+            ));
+        }
+        Err(e) => return Err(unusable(dir, e)),
+    }
+    let db = dir.join(crate::store::DB_FILE);
+    if db.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&db)
+            .map_err(|e| unusable(&db, e))?;
+    }
+    let lock = match crate::lock::AccountLock::try_acquire(dir, &account.name) {
+        Ok(_) => String::new(),
+        Err(crate::lock::LockError::Busy { .. }) => {
+            "; another popsync is fetching this account now (a fetch would wait for it)".into()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(format!("{}: writable{lock}", dir.display()))
 }

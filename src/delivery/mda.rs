@@ -95,8 +95,52 @@ impl Destination for Settings {
         )))
     }
 
+    /// The program found (by its path, or on `$PATH`) and executable.
+    fn check_local(&self) -> Result<String, DeliveryError> {
+        let program = &self.argv[0];
+        let candidates: Vec<std::path::PathBuf> =
+            if program.contains(std::path::MAIN_SEPARATOR) || program.contains('/') {
+                vec![std::path::PathBuf::from(program)]
+            } else {
+                std::env::var_os("PATH")
+                    .map(|paths| {
+                        std::env::split_paths(&paths)
+                            .map(|dir| dir.join(program))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+        match candidates.iter().find(|p| is_executable(p)) {
+            Some(found) => Ok(format!("{}: found, {}", self.describe(), found.display())),
+            None => Err(DeliveryError::Mda(MdaFailure::NotStarted(format!(
+                "{program:?} {}",
+                if candidates.len() == 1 {
+                    "is not an executable file"
+                } else {
+                    "is not found on $PATH"
+                }
+            )))),
+        }
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// A file that can be run.
+fn is_executable(path: &Path) -> bool {
+    let Ok(m) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        m.is_file()
     }
 }
 

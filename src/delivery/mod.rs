@@ -79,8 +79,49 @@ pub trait Destination: fmt::Debug + Send + Sync + 'static {
     fn stored_copies(&self, places: &[&Place]) -> Vec<Option<crate::identity::StoredCopy>> {
         vec![None; places.len()]
     }
+    /// Whether a fetch could deliver here, found without delivering anything (for `popsync
+    /// check`): what was found, in a few words, or what is wrong and where.
+    fn check_local(&self) -> Result<String, DeliveryError>;
     /// For a kind's recovery to read its own settings.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Whether `dir` can be written in: a file made there and removed again.
+pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".popsync-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// For a path that does not exist yet: the nearest directory above it that does, which must
+/// be writable for the path to be created.
+pub fn creatable(path: &Path) -> Result<PathBuf, DeliveryError> {
+    let mut at = path.parent();
+    while let Some(dir) = at {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {
+                probe_writable(dir).map_err(|source| DeliveryError::Mailbox {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+                return Ok(dir.to_owned());
+            }
+            Ok(_) => {
+                return Err(DeliveryError::Mailbox {
+                    path: dir.to_owned(),
+                    source: std::io::Error::other("it is not a directory"),
+                });
+            }
+            Err(_) => at = dir.parent(),
+        }
+    }
+    Ok(PathBuf::from("."))
 }
 
 /// An account's destination (cheap to clone).

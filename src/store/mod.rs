@@ -58,6 +58,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The state directory cannot be used (found by `popsync check`).
+    #[error("the state directory {}", .path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state database {}", .path.display())]
     Sqlite {
         path: PathBuf,

@@ -95,6 +95,54 @@ impl Destination for Settings {
         }))
     }
 
+    /// A directory with `cur/`, `new/` and `tmp/` (each a directory where it exists) in
+    /// which a file can be made; or, where none is yet, a place where one can be made.
+    fn check_local(&self) -> Result<String, DeliveryError> {
+        let wrong = |path: PathBuf, what: &str| DeliveryError::Mailbox {
+            path,
+            source: std::io::Error::other(what.to_owned()),
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| DeliveryError::Mailbox { path, source }
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(m) if !m.is_dir() => Err(wrong(
+                self.path.clone(),
+                "it is not a directory (a Maildir is a directory with cur/, new/ and tmp/ in it)",
+            )),
+            Ok(_) => {
+                for sub in ["cur", "new", "tmp"] {
+                    let path = self.path.join(sub);
+                    match std::fs::metadata(&path) {
+                        Ok(m) if !m.is_dir() => {
+                            return Err(wrong(
+                                path,
+                                "it is not a directory, as a Maildir's must be",
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io(&path)(e)),
+                    }
+                }
+                let tmp = self.path.join("tmp");
+                let probe = if tmp.is_dir() { tmp } else { self.path.clone() };
+                super::probe_writable(&probe).map_err(io(&probe))?;
+                Ok(format!("{}: writable", self.describe()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let under = super::creatable(&self.path)?;
+                Ok(format!(
+                    "{}: not there yet; the first fetch creates it (in {}, writable)",
+                    self.describe(),
+                    under.display()
+                ))
+            }
+            Err(e) => Err(io(&self.path)(e)),
+        }
+    }
+
     /// Each message is looked for in `new/`, then in `cur/` (where a mail reader moves it,
     /// adding ":2,FLAGS" to its name); one moved anywhere else is not found.
     fn stored_copies(&self, places: &[&Place]) -> Vec<Option<crate::identity::StoredCopy>> {

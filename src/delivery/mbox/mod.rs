@@ -150,6 +150,36 @@ impl Destination for Settings {
         )))
     }
 
+    /// A regular file that can be appended to; or, where none is yet, a place where one
+    /// can be made.
+    fn check_local(&self) -> Result<String, DeliveryError> {
+        let io = |source| DeliveryError::Mailbox {
+            path: self.path.clone(),
+            source,
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(m) if !m.is_file() => Err(io(std::io::Error::other(
+                "it is not a regular file (an mbox is one file)",
+            ))),
+            Ok(_) => {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(io)?;
+                Ok(format!("{}: writable", self.describe()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let under = super::creatable(&self.path)?;
+                Ok(format!(
+                    "{}: not there yet; the first fetch creates it (in {}, writable)",
+                    self.describe(),
+                    under.display()
+                ))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// Each message is read at the place popsync wrote it (its `From ` line, the message
     /// quoted mboxrd-style, the blank line after it). One that is not there any more (the
     /// mbox rewritten by a mail reader since) is not found, or has another identity.
