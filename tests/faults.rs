@@ -365,13 +365,31 @@ impl Fixture {
         run
     }
 
+    /// `popsync check` against these scripts.
+    fn check(&self, setup: &Setup, sessions: Vec<Vec<Step>>) -> Run {
+        let server = ScriptServer::start_with(|_| sessions);
+        self.write_config(server.port(), setup);
+        let run = self.run_popsync(&["check"]);
+        if let Err(report) = server.try_finish() {
+            panic!("{report}\npopsync {run}");
+        }
+        run
+    }
+
     fn popsync(&self, args: &[&str]) -> Run {
+        let all: Vec<&str> = ["fetch", "--no-progress"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        self.run_popsync(&all)
+    }
+
+    fn run_popsync(&self, args: &[&str]) -> Run {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_popsync"))
             .arg("--config")
             .arg(self.config_path())
-            .arg("fetch")
-            .arg("--no-progress")
             .args(args)
             .current_dir(self.root().join("cwd/deeper"))
             .env_remove("POPSYNC_CONFIG")
@@ -823,6 +841,70 @@ fn a_server_announcing_a_login_delay_is_not_asked_again() {
     );
     run.assert_exit(0);
     fx.assert_maildir_holds(&[1]);
+}
+
+/// A login refused for coming too soon, from a server that announced its delay between
+/// logins: temporary (75), and the error says when the next login is allowed.
+#[test]
+fn a_login_refused_for_a_login_delay_says_when_the_next_is_allowed() {
+    let fx = Fixture::new();
+    let caps: Vec<&str> = [CAPS, &["LOGIN-DELAY 60"]].concat();
+    let run = fx.fetch(
+        &Setup::default(),
+        &[],
+        vec![
+            [
+                greet(GREETING, &caps),
+                vec![
+                    expect(format!("USER {USER}")),
+                    send("+OK"),
+                    expect(format!("PASS {PASSWORD}")),
+                    send("-ERR [LOGIN-DELAY] wait a minute"),
+                ],
+            ]
+            .concat(),
+        ],
+    );
+    run.assert_exit(75);
+    run.assert_stderr_says(
+        "the server asks to wait before logging in again: -ERR [LOGIN-DELAY] wait a minute \
+         (it allows one login every 1 min: the next is allowed by ",
+    );
+    fx.assert_maildir_holds(&[]);
+}
+
+/// `check` against a server that announces a delay between logins says that its own login
+/// uses the window up, and when a fetch may log in.
+#[test]
+fn check_warns_that_its_login_uses_up_a_login_delay() {
+    let fx = Fixture::new();
+    let caps: Vec<&str> = [CAPS, &["LOGIN-DELAY 900"]].concat();
+    let run = fx.check(
+        &Setup::default(),
+        vec![
+            [
+                login(&caps),
+                vec![
+                    expect("STAT"),
+                    send("+OK 1 100"),
+                    expect("UIDL"),
+                    send("+OK"),
+                    send("1 uid-1"),
+                    send("."),
+                ],
+                quit(),
+            ]
+            .concat(),
+        ],
+    );
+    run.assert_exit(0);
+    assert!(
+        run.stdout.contains(
+            "login delay:    the server allows one login every 15 min: this check used it up, \
+             so a fetch before "
+        ),
+        "{run}"
+    );
 }
 
 #[test]

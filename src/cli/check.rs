@@ -151,6 +151,22 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
     }
     let mut session = greeted.login(&credentials, account.login.auth).await?;
     let _ = writeln!(out, "  login:          ok as {}", account.login.username);
+    // RFC 2449: the delay may be announced before login, or only after.
+    let delay = session
+        .capabilities()
+        .login_delay
+        .or(session.capabilities_before_login().login_delay)
+        .filter(|d| *d > 0);
+    if let Some(delay) = delay {
+        let next = chrono::Local::now() + chrono::Duration::seconds(delay as i64);
+        let _ = writeln!(
+            out,
+            "  login delay:    the server allows one login every {}: this check used it up, so a \
+             fetch before {} is refused (the agent waits it out by itself)",
+            crate::clock::span(delay),
+            next.format("%H:%M:%S")
+        );
+    }
     let _ = writeln!(
         out,
         "  capabilities after login: {}",

@@ -109,7 +109,7 @@ impl FetchError {
     /// one mailbox being in use or asking for time between logins).
     pub fn is_server_side(&self) -> bool {
         matches!(self, Self::Pop3(p) if p.is_transient()
-            && !matches!(p.kind(), pop3::ErrorKind::InUse(_) | pop3::ErrorKind::LoginDelay(_)))
+            && !matches!(p.kind(), pop3::ErrorKind::InUse(_) | pop3::ErrorKind::LoginDelay { .. }))
     }
 
     /// What went wrong, in words for people rather than for a log: "connection refused by
@@ -150,7 +150,13 @@ impl FetchError {
     pub fn server_asks_to_wait(&self) -> Option<Duration> {
         match self {
             Self::Pop3(p) => match p.response_code()? {
-                ResponseCode::LoginDelay => Some(LOGIN_DELAY_DEFAULT),
+                ResponseCode::LoginDelay => match p.kind() {
+                    pop3::ErrorKind::LoginDelay {
+                        next_login: Some((_, delay)),
+                        ..
+                    } => Some(Duration::from_secs(*delay)),
+                    _ => Some(LOGIN_DELAY_DEFAULT),
+                },
                 ResponseCode::InUse => Some(IN_USE_DELAY),
                 _ => None,
             },

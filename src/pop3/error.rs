@@ -85,8 +85,16 @@ pub enum ErrorKind {
     NoAuthMethod(String),
     #[error("the mailbox is in use by another session: {0}")]
     InUse(Status),
-    #[error("the server asks to wait before logging in again: {0}")]
-    LoginDelay(Status),
+    #[error(
+        "the server asks to wait before logging in again: {status}{}",
+        next_login_note(*.next_login)
+    )]
+    LoginDelay {
+        status: Status,
+        /// When the next login is allowed at the latest (unix seconds), where the server
+        /// announced its delay between logins (LOGIN-DELAY in CAPA), with the delay.
+        next_login: Option<(i64, u64)>,
+    },
     #[error("temporary server problem: {0}")]
     SysTemp(Status),
     #[error("permanent server problem: {0}")]
@@ -130,7 +138,7 @@ impl Error {
                 | ErrorKind::Io(_)
                 | ErrorKind::Tls(_)
                 | ErrorKind::InUse(_)
-                | ErrorKind::LoginDelay(_)
+                | ErrorKind::LoginDelay { .. }
                 | ErrorKind::SysTemp(_)
                 | ErrorKind::Refused { .. }
                 | ErrorKind::Protocol(_)
@@ -208,7 +216,7 @@ impl Error {
         match &*self.0 {
             ErrorKind::Auth { status, .. }
             | ErrorKind::InUse(status)
-            | ErrorKind::LoginDelay(status)
+            | ErrorKind::LoginDelay { status, .. }
             | ErrorKind::SysTemp(status)
             | ErrorKind::SysPerm(status)
             | ErrorKind::Refused { status, .. } => status.code(),
@@ -243,10 +251,51 @@ impl std::error::Error for Error {
 
 /// Turns an `-ERR` to a login command into the right error, by its response code
 /// (RFC 3206). Without a code, a refused login is taken to be about the credentials.
+/// When the next login is allowed, in words.
+fn next_login_note(next: Option<(i64, u64)>) -> String {
+    let Some((at, delay)) = next else {
+        return String::new();
+    };
+    let local = chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default();
+    format!(
+        " (it allows one login every {}: the next is allowed by {local} at the latest)",
+        crate::clock::span(delay)
+    )
+}
+
+impl Error {
+    /// A refusal for logging in too soon, with when the next login is allowed: the server
+    /// announced `delay` seconds between logins.
+    pub(crate) fn with_login_delay(self, delay: Option<u64>) -> Self {
+        match *self.0 {
+            ErrorKind::LoginDelay { status, .. } => ErrorKind::LoginDelay {
+                status,
+                next_login: delay.filter(|d| *d > 0).map(|d| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |t| t.as_secs() as i64);
+                    (now + d as i64, d)
+                }),
+            }
+            .into(),
+            other => Self(Box::new(other)),
+        }
+    }
+}
+
 pub(crate) fn login_error(method: &str, status: Status) -> Error {
     match status.code() {
         Some(ResponseCode::InUse) => ErrorKind::InUse(status),
-        Some(ResponseCode::LoginDelay) => ErrorKind::LoginDelay(status),
+        Some(ResponseCode::LoginDelay) => ErrorKind::LoginDelay {
+            status,
+            next_login: None,
+        },
         Some(ResponseCode::SysTemp) => ErrorKind::SysTemp(status),
         Some(ResponseCode::SysPerm) => ErrorKind::SysPerm(status),
         _ => ErrorKind::Auth {

@@ -372,7 +372,10 @@ impl Greeted {
             host: &self.host,
             port: self.port,
         };
-        auth::login(&mut self.conn, method, credentials, at).await?;
+        let delay = self.caps.login_delay;
+        auth::login(&mut self.conn, method, credentials, at)
+            .await
+            .map_err(|e| e.with_login_delay(delay))?;
         let before = std::mem::take(&mut self.caps);
         let caps = capabilities(&mut self.conn).await?;
         Ok(Authenticated {
