@@ -298,3 +298,86 @@ fn a_usage_error_exits_64() {
     let out = home.run(&["--version"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }
+
+/// `popsync config`: every key of each account with its value and where it came from (the
+/// account, `[defaults]`, popsync's default), the paths and the server it resolves to,
+/// secrets never shown; the same as JSON.
+#[test]
+fn config_shows_every_key_with_its_value_and_where_it_came_from() {
+    let home = Home::new();
+    home.write_config(
+        r#"
+[defaults]
+retention = "14d"
+password = "Secret-In-Defaults"
+
+[[account]]
+name = "home"
+host = "pop.example.net"
+username = "me"
+maildir = "Mail/home"
+
+[[account]]
+name = "work"
+host = "pop.example.org"
+port = 1995
+username = "me"
+password-command = ["pass", "show", "work"]
+mbox = "Mail/work.mbox"
+retention = "keep"
+"#,
+    );
+    let out = home.run(&["config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("Secret-In-Defaults"), "a password was shown");
+    let line = |account: &str, key: &str| -> String {
+        let at = text.find(&format!("\naccount {account}\n")).unwrap();
+        text[at..]
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} for {account}:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        line("home", "retention"),
+        "retention = \"14d\" ([defaults])"
+    );
+    assert_eq!(
+        line("work", "retention"),
+        "retention = \"keep\" (the account)"
+    );
+    assert_eq!(line("home", "password"), "password = <set> ([defaults])");
+    assert_eq!(
+        line("work", "password"),
+        "password = <set> ([defaults], not used: the account's own login source wins)"
+    );
+    assert_eq!(
+        line("home", "timeout"),
+        "timeout = \"1m\" (popsync's default)"
+    );
+    let maildir = home.path().join("Mail/home");
+    assert!(
+        text.contains(&format!(
+            "delivers to:    the Maildir {}",
+            maildir.display()
+        )) && text.contains("server:         pop.example.org:1995 (implicit TLS)"),
+        "{text}"
+    );
+
+    let out = home.run(&["config", "--json", "--account", "work"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["accounts"].as_array().unwrap().len(), 1);
+    let keys = v["accounts"][0]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), popsync::config::account_keys().len());
+    let port = keys.iter().find(|k| k["key"] == "port").unwrap();
+    assert_eq!(
+        (port["value"].as_str(), port["from"].as_str()),
+        (Some("1995"), Some("account"))
+    );
+    assert!(!stdout(&out).contains("Secret-In-Defaults"));
+    let _ = stderr(&out);
+}

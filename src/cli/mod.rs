@@ -11,6 +11,7 @@ mod password;
 mod poll;
 mod progress;
 mod service;
+mod show_config;
 mod status;
 
 use crate::exit;
@@ -65,6 +66,7 @@ pub struct Cli {
 enum Command {
     Fetch(fetch::FetchArgs),
     Check(check::CheckArgs),
+    Config(show_config::ConfigArgs),
     Daemon(daemon::DaemonArgs),
     Poll(poll::PollArgs),
     Status(status::StatusArgs),
@@ -98,6 +100,7 @@ pub fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Fetch(args) => fetch::run(&cli, args),
         Command::Check(args) => check::run(&cli, args),
+        Command::Config(args) => show_config::run(&cli, args),
         Command::Daemon(args) => daemon::run(&cli, args),
         Command::Poll(args) => poll::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),

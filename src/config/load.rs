@@ -308,6 +308,30 @@ pub(super) fn parse(
             }
         }
     }
+    let mut origins = super::Origins {
+        top: origins_in(TopKeys::DOCS.iter(), &root, None),
+        accounts: Vec::new(),
+    };
+    if let Some(DeValue::Array(items)) = root.get("account").map(|v| v.get_ref()) {
+        for item in items {
+            if let DeValue::Table(t) = item.get_ref() {
+                let mut these = origins_in(account_keys().into_iter(), t, defaults);
+                // An account's own source of its secret replaces every one in [defaults].
+                if these.iter().any(|(doc, o)| {
+                    SOURCE_KEYS.contains(&doc.name) && matches!(o, super::Origin::Account(_))
+                }) {
+                    for (doc, o) in &mut these {
+                        if let super::Origin::Defaults(v) = o
+                            && SOURCE_KEYS.contains(&doc.name)
+                        {
+                            *o = super::Origin::Superseded(std::mem::take(v));
+                        }
+                    }
+                }
+                origins.accounts.push(these);
+            }
+        }
+    }
     Ok(Config {
         file: file.to_owned(),
         state_dir,
@@ -316,7 +340,73 @@ pub(super) fn parse(
         max_parallel,
         notify_failure_after,
         password_sections,
+        origins,
     })
+}
+
+/// The keys that say where an account's login secret comes from (one at most).
+const SOURCE_KEYS: [&str; 5] = [
+    "password",
+    "password-command",
+    "password-keyring",
+    "oauth2-token-command",
+    "oauth2-provider",
+];
+
+/// Keys whose values are secrets: shown as `<set>`.
+const SECRET_KEYS: [&str; 2] = ["password", "oauth2-client-secret"];
+
+/// Where each of `keys` gets its value: `table`, then `defaults`, else popsync's default.
+fn origins_in<'k>(
+    keys: impl Iterator<Item = &'k KeyDoc>,
+    table: &DeTable<'_>,
+    defaults: Option<&DeTable<'_>>,
+) -> Vec<(&'k KeyDoc, super::Origin)>
+where
+    'k: 'static,
+{
+    keys.map(|doc| {
+        let shown = |v: &DeValue<'_>| {
+            if SECRET_KEYS.contains(&doc.name) {
+                "<set>".to_owned()
+            } else {
+                written(v)
+            }
+        };
+        let origin = match (table.get(doc.name), defaults.and_then(|d| d.get(doc.name))) {
+            (Some(v), _) => super::Origin::Account(shown(v.get_ref())),
+            (None, Some(v)) => super::Origin::Defaults(shown(v.get_ref())),
+            (None, None) => super::Origin::Default,
+        };
+        (doc, origin)
+    })
+    .collect()
+}
+
+/// A value as TOML writes it.
+fn written(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => format!("{:?}", s.as_ref()),
+        DeValue::Integer(i) => i.as_str().to_owned(),
+        DeValue::Float(f) => f.as_str().to_owned(),
+        DeValue::Boolean(b) => b.to_string(),
+        DeValue::Datetime(d) => d.to_string(),
+        DeValue::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| written(i.get_ref()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DeValue::Table(t) => format!(
+            "{{ {} }}",
+            t.iter()
+                .map(|(k, v)| format!("{} = {}", k.get_ref(), written(v.get_ref())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// A file holding a password must not be readable by group or others.

@@ -66,6 +66,30 @@ pub struct Config {
     /// Where the file writes a password (`[defaults]` or account names), whether or not the
     /// password is used: the file must then be private.
     pub(crate) password_sections: Vec<String>,
+    /// Where each key's value came from: the file's own keys, then each account's (in the
+    /// order of `accounts`), for `popsync config`.
+    pub origins: Origins,
+}
+
+/// Where the value of each key came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    pub top: Vec<(&'static KeyDoc, Origin)>,
+    pub accounts: Vec<Vec<(&'static KeyDoc, Origin)>>,
+}
+
+/// Where one key's value came from, with the value as written (secrets not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Set in the account's own section (or, for the file's own keys, in the file).
+    Account(String),
+    /// Set in `[defaults]`.
+    Defaults(String),
+    /// Not set: popsync's default (the key's declared default).
+    Default,
+    /// Set in `[defaults]` but not in effect: the account sets another source of its
+    /// login secret, which replaces every one in `[defaults]`.
+    Superseded(String),
 }
 
 /// What happens to messages on the server after they were downloaded.
