@@ -196,6 +196,11 @@ fn generate_config_prints_the_example_configuration() {
 /// Runs bash's completion for `words` (the last one being completed) with the script
 /// `popsync generate completions bash` prints, and returns the candidates.
 fn bash_complete(script: &Path, words: &[&str]) -> Vec<String> {
+    bash_complete_with(script, words, &[])
+}
+
+/// The same, with these environment variables set for bash (and the popsync it runs).
+fn bash_complete_with(script: &Path, words: &[&str], env: &[(&str, String)]) -> Vec<String> {
     let line = words.join(" ");
     let program = format!(
         r#"source "$1" || exit 99
@@ -216,6 +221,7 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
     let out = Command::new("bash")
         .args(["--norc", "--noprofile", "-c", &program, "bash"])
         .arg(script)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
@@ -277,4 +283,67 @@ fn completions_for_every_shell_name_every_command() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+}
+
+/// After `--account`, the completions offer the configured accounts' names (not file
+/// names), from the file popsync would read or the `--config` on the line.
+#[test]
+fn completion_offers_the_configured_account_names() {
+    let home = Home::new();
+    let config = home.write_config(
+        "[[account]]\nname = \"home\"\nhost = \"h\"\nusername = \"u\"\npassword-command = [\"true\"]\nmaildir = \"m\"\n\n\
+         [[account]]\nname = \"work\"\nhost = \"h\"\nusername = \"u\"\npassword-command = [\"true\"]\nmaildir = \"w\"\n",
+    );
+    let script = home.path().join("popsync.bash");
+    std::fs::write(
+        &script,
+        popsync(&["generate", "completions", "bash"]).stdout,
+    )
+    .unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_popsync")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("PATH", path.clone()),
+        ("POPSYNC_CONFIG", config.display().to_string()),
+    ];
+    let mut names = bash_complete_with(&script, &["popsync", "fetch", "--account", ""], &env);
+    names.sort();
+    assert_eq!(names, ["home", "work"]);
+    assert_eq!(
+        bash_complete_with(&script, &["popsync", "status", "-a", "wo"], &env),
+        ["work"]
+    );
+    // The --config on the line wins over $POPSYNC_CONFIG.
+    let other = home.path().join("other.toml");
+    std::fs::write(
+        &other,
+        "[[account]]\nname = \"elsewhere\"\nhost = \"h\"\nusername = \"u\"\npassword-command = [\"true\"]\nmaildir = \"m\"\n",
+    )
+    .unwrap();
+    let other = other.display().to_string();
+    assert_eq!(
+        bash_complete_with(
+            &script,
+            &["popsync", "--config", &other, "check", "--account", ""],
+            &[("PATH", path.clone())]
+        ),
+        ["elsewhere"]
+    );
+    // zsh and fish ask popsync the same way.
+    let zsh = stdout(&popsync(&["generate", "completions", "zsh"]));
+    assert!(zsh.contains(":NAME:_popsync_accounts") && zsh.contains("popsync complete-accounts"));
+    assert!(!zsh.contains(":NAME:_default"), "{zsh}");
+    let fish = stdout(&popsync(&["generate", "completions", "fish"]));
+    assert!(
+        fish.lines()
+            .filter(|l| l.contains(" -l account "))
+            .all(|l| l.ends_with("-f -a \"(popsync complete-accounts 2>/dev/null)\"")),
+        "{fish}"
+    );
+    let out = popsync(&["--config", config.to_str().unwrap(), "complete-accounts"]);
+    assert_eq!(stdout(&out), "home\nwork\n");
 }

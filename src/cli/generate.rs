@@ -60,7 +60,8 @@ pub fn run(_cli: &Cli, args: &GenerateArgs) -> u8 {
         What::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "popsync", &mut script);
-            std::io::stdout().lock().write_all(&script)
+            let script = with_account_names(*shell, &String::from_utf8_lossy(&script));
+            std::io::stdout().lock().write_all(script.as_bytes())
         }
     };
     match result {
@@ -71,6 +72,94 @@ pub fn run(_cli: &Cli, args: &GenerateArgs) -> u8 {
             eprintln!("popsync: {e}");
             exit::CANT_CREATE
         }
+    }
+}
+
+/// `popsync complete-accounts`: the configured accounts' names, one a line, for the shell
+/// completions to offer after `--account`. Quiet when there is no usable configuration.
+pub fn account_names(cli: &Cli) -> u8 {
+    let Ok(file) = cli.config_file() else {
+        return 0;
+    };
+    if let Ok(config) = crate::config::Config::load(&file, None) {
+        for a in &config.accounts {
+            println!("{}", a.name);
+        }
+    }
+    0
+}
+
+/// The completion script for `shell`, offering the configured accounts' names (from
+/// `popsync complete-accounts`, with the `--config` of the command line being completed,
+/// where the shell makes that easy) after `--account`/`-a`, where clap offers file names.
+fn with_account_names(shell: clap_complete::Shell, script: &str) -> String {
+    use clap_complete::Shell;
+    match shell {
+        Shell::Bash => {
+            let mut out = String::with_capacity(script.len() + 1024);
+            let mut account_case = false;
+            for line in script.lines() {
+                let trimmed = line.trim();
+                if trimmed == "--account)" || trimmed == "-a)" {
+                    account_case = true;
+                } else if account_case && trimmed.starts_with("COMPREPLY=($(compgen -f") {
+                    out.push_str(&line.replace(
+                        "compgen -f \"${cur}\"",
+                        "compgen -W \"$(_popsync_accounts)\" -- \"${cur}\"",
+                    ));
+                    out.push('\n');
+                    account_case = false;
+                    continue;
+                } else if trimmed.ends_with(')') {
+                    account_case = false;
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str(
+                "\n# The configured accounts (with the --config of the line being completed).\n\
+                 _popsync_accounts() {\n\
+                 \x20   local i config=()\n\
+                 \x20   for ((i = 1; i < ${#COMP_WORDS[@]} - 1; i++)); do\n\
+                 \x20       case ${COMP_WORDS[i]} in\n\
+                 \x20           -c | --config) config=(--config \"${COMP_WORDS[i + 1]}\") ;;\n\
+                 \x20       esac\n\
+                 \x20   done\n\
+                 \x20   popsync \"${config[@]}\" complete-accounts 2>/dev/null\n\
+                 }\n",
+            );
+            out
+        }
+        Shell::Zsh => {
+            let script = script.replace(":NAME:_default", ":NAME:_popsync_accounts");
+            let helper = "\n# The configured accounts.\n\
+                 (( $+functions[_popsync_accounts] )) ||\n\
+                 _popsync_accounts() {\n\
+                 \x20   local -a names\n\
+                 \x20   names=(${(f)\"$(popsync complete-accounts 2>/dev/null)\"})\n\
+                 \x20   _describe 'account' names\n\
+                 }\n";
+            // After the `#compdef` line, before the function that uses it.
+            match script.split_once('\n') {
+                Some((first, rest)) => format!("{first}\n{helper}{rest}"),
+                None => script,
+            }
+        }
+        Shell::Fish => {
+            script
+                .lines()
+                .map(|line| {
+                    if line.contains(" -l account ") && line.ends_with(" -r") {
+                        format!("{line} -f -a \"(popsync complete-accounts 2>/dev/null)\"")
+                    } else {
+                        line.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        }
+        _ => script.to_owned(),
     }
 }
 

@@ -75,6 +75,9 @@ enum Command {
     OAuth2(oauth2::OAuth2Args),
     Service(service::ServiceArgs),
     Generate(generate::GenerateArgs),
+    /// The names of the configured accounts, one a line (for shell completion)
+    #[command(hide = true)]
+    CompleteAccounts,
 }
 
 /// Parses the command line, runs the subcommand and returns its exit status.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::OAuth2(args) => oauth2::run(&cli, args),
         Command::Service(args) => service::run(&cli, args),
         Command::Generate(args) => generate::run(&cli, args),
+        Command::CompleteAccounts => generate::account_names(&cli),
     };
     ExitCode::from(code)
 }
