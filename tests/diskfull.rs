@@ -69,3 +69,40 @@ fn a_full_disk_stops_the_fetch_cleanly_and_the_next_run_finishes_it() {
     assert_eq!(server.message_count("user1"), 0);
     drop(mount);
 }
+
+/// A state directory on a read-only file system: `popsync status` still shows what the
+/// database says (read as it is on disk), and a fetch stops with 74, naming the state
+/// directory, without touching the server.
+#[test]
+#[ignore = "mounts a tmpfs, which needs root; scripts/test runs it when run as root, as CI is"]
+fn a_read_only_state_directory_is_still_shown_by_status_and_named_by_fetch() {
+    let server = Dovecot::start();
+    let messages = corpus::varied(31, 3, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    let mount = Mount::tmpfs(&home.state_dir(), "5m");
+    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    mount.remount("ro");
+
+    let out = home.run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        common::stdout(&out).contains("messages:      3 known, 3 downloaded in the last day"),
+        "{}",
+        describe(&out)
+    );
+    server.add_messages("user1", &corpus::varied(32, 1, None));
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&home.state_dir().display().to_string()),
+        "{}",
+        describe(&out)
+    );
+    assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
+    mount.remount("rw");
+}

@@ -89,7 +89,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
     };
     let now = SystemClock.now();
     let store = if config.state_dir.join(crate::store::DB_FILE).exists() {
-        match Store::open(&config.state_dir) {
+        // A state directory popsync cannot write in is still shown, as it is.
+        match Store::open(&config.state_dir)
+            .or_else(|e| Store::open_for_reading(&config.state_dir).map_err(|_| e))
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 eprintln!("popsync: {}", crate::error_chain(&e));

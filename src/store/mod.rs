@@ -113,6 +113,54 @@ impl Store {
         Ok(store)
     }
 
+    /// The state database opened for reading only, as it is on disk, for a state directory
+    /// popsync cannot write in (a read-only file system, someone else's files): what
+    /// `popsync status` shows then. Changes nothing, takes no lock, and reads what another
+    /// process may be writing as it is at that moment.
+    pub fn open_for_reading(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // `immutable`: no -shm file, no lock, no WAL recovery (none is possible here).
+        let mut uri = String::from("file:");
+        for ch in path.to_string_lossy().chars() {
+            match ch {
+                '%' => uri.push_str("%25"),
+                '?' => uri.push_str("%3f"),
+                '#' => uri.push_str("%23"),
+                c => uri.push(c),
+            }
+        }
+        uri.push_str("?immutable=1");
+        let conn = Connection::open_with_flags(
+            &uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version > schema::VERSION {
+            return Err(StoreError::TooNew {
+                path: path.clone(),
+                found: version,
+                known: schema::VERSION,
+            });
+        }
+        if version < schema::VERSION {
+            return Err(StoreError::StateDir {
+                path: state_dir.to_owned(),
+                source: std::io::Error::other(
+                    "its database is from an older popsync, and cannot be brought up to date \
+                     where it cannot be written",
+                ),
+            });
+        }
+        Ok(Self { conn, path })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
