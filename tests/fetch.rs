@@ -408,6 +408,14 @@ fn check_checks_the_mailbox_and_the_state_directory_as_a_fetch_would_use_them() 
     );
     let out = home.run(&["fetch", "--no-progress"]);
     assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains(&format!(
+            "{} is not a directory, as a Maildir's new/ must be",
+            md.join("new").display()
+        )),
+        "{}",
+        describe(&out)
+    );
     std::fs::remove_file(md.join("new")).unwrap();
 
     // The state directory is a file (the fetch above made it a directory).
@@ -425,6 +433,14 @@ fn check_checks_the_mailbox_and_the_state_directory_as_a_fetch_would_use_them() 
     );
     let out = home.run(&["fetch", "--no-progress"]);
     assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains(&format!(
+            "home: error: the state directory {}: it is not a directory",
+            home.state_dir().display()
+        )),
+        "{}",
+        describe(&out)
+    );
     std::fs::remove_file(home.state_dir()).unwrap();
 
     // An MDA that is not there: 78, as the fetch.

@@ -223,6 +223,17 @@ async fn locked(
     options: &FetchOptions,
     report: &mut Report,
 ) -> Result<(), FetchError> {
+    // A state directory that cannot be made is named as such (not as its lock file).
+    if let Err(source) = crate::store::create_private_dir(ctx.state_dir) {
+        let source = match std::fs::metadata(ctx.state_dir) {
+            Ok(m) if !m.is_dir() => std::io::Error::other("it is not a directory"),
+            _ => source,
+        };
+        return Err(FetchError::Store(crate::store::StoreError::StateDir {
+            path: ctx.state_dir.to_owned(),
+            source,
+        }));
+    }
     let _lock = match AccountLock::try_acquire(ctx.state_dir, &account.name) {
         Ok(lock) => lock,
         Err(LockError::Busy { holder }) if !options.no_wait => {

@@ -38,8 +38,30 @@ impl Maildir {
     /// Opens the Maildir at `root`, creating it (mode 0700) if needed.
     pub fn open(root: &Path) -> io::Result<Self> {
         for sub in ["tmp", "new", "cur"] {
-            crate::store::create_private_dir(&root.join(sub))
-                .map_err(|e| with_path(e, "cannot create the Maildir", root))?;
+            let dir = root.join(sub);
+            crate::store::create_private_dir(&dir).map_err(|e| {
+                // Something in the way that is not a directory: say which.
+                match std::fs::metadata(&dir) {
+                    Ok(m) if !m.is_dir() => io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{} is not a directory, as a Maildir's {sub}/ must be",
+                            dir.display()
+                        ),
+                    ),
+                    _ => match std::fs::metadata(root) {
+                        Ok(m) if !m.is_dir() => io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!(
+                                "{} is not a directory (a Maildir is a directory with cur/, \
+                                 new/ and tmp/ in it)",
+                                root.display()
+                            ),
+                        ),
+                        _ => with_path(e, "cannot create the Maildir", root),
+                    },
+                }
+            })?;
         }
         Ok(Self::at(root))
     }
