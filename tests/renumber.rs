@@ -7,38 +7,14 @@ mod common;
 use common::corpus;
 use common::dovecot::Dovecot;
 use common::{
-    Home, account_toml, assert_same_messages, describe, expected_contents, maildir_contents,
+    Home, account_toml, assert_same_messages, describe, expected_contents, fetch_at,
+    maildir_contents,
 };
 use popsync::clock::FixedClock;
 use popsync::config::Config;
-use popsync::poll::{self, Context, FetchOptions, NoProgress, Report};
 
 const DAY: i64 = 86_400;
 const T0: i64 = 1_900_000_000;
-
-/// The library's fetch of the one account, at the clock's time.
-fn fetch_at(config: &Config, clock: &FixedClock) -> Report {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ctx = Context {
-        state_dir: &config.state_dir,
-        clock,
-        progress: &NoProgress,
-        connector: &popsync::pop3::Tcp,
-        cancel: None,
-    };
-    let outcome = runtime.block_on(poll::fetch_account(
-        &config.accounts[0],
-        &ctx,
-        &FetchOptions::default(),
-    ));
-    if let Some(e) = outcome.error {
-        panic!("fetch failed: {}", popsync::error_chain(&e));
-    }
-    outcome.report
-}
 
 /// `popsync -v fetch`; asserts it succeeded and returns what it printed (its summary, then
 /// its log).

@@ -5,36 +5,14 @@ mod common;
 
 use common::corpus;
 use common::dovecot::Dovecot;
-use common::{Home, account_toml, assert_same_messages, expected_contents, maildir_contents};
+use common::{
+    Home, account_toml, assert_same_messages, expected_contents, fetch_at, maildir_contents,
+};
 use popsync::clock::FixedClock;
 use popsync::config::Config;
-use popsync::poll::{self, Context, FetchOptions, NoProgress, Report};
 
 const DAY: i64 = 86_400;
 const T0: i64 = 1_900_000_000;
-
-fn fetch(config: &Config, clock: &FixedClock) -> Report {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let ctx = Context {
-        state_dir: &config.state_dir,
-        clock,
-        progress: &NoProgress,
-        connector: &popsync::pop3::Tcp,
-        cancel: None,
-    };
-    let outcome = runtime.block_on(poll::fetch_account(
-        &config.accounts[0],
-        &ctx,
-        &FetchOptions::default(),
-    ));
-    if let Some(e) = outcome.error {
-        panic!("fetch failed: {}", popsync::error_chain(&e));
-    }
-    outcome.report
-}
 
 #[test]
 fn fourteen_day_retention_deletes_each_message_fourteen_days_after_it_was_downloaded() {
@@ -53,7 +31,7 @@ fn fourteen_day_retention_deletes_each_message_fourteen_days_after_it_was_downlo
     let config = Config::load(&path, None).unwrap();
     let clock = FixedClock::new(T0);
 
-    let r = fetch(&config, &clock);
+    let r = fetch_at(&config, &clock);
     assert_eq!((r.new_messages, r.deleted), (10, 0));
 
     clock.set(T0 + 10 * DAY);
@@ -61,7 +39,7 @@ fn fourteen_day_retention_deletes_each_message_fourteen_days_after_it_was_downlo
         .map(|i| corpus::message(20, i, corpus::Sizes::Small))
         .collect();
     server.add_messages("user1", &late);
-    let r = fetch(&config, &clock);
+    let r = fetch_at(&config, &clock);
     assert_eq!(
         (r.new_messages, r.deleted),
         (5, 0),
@@ -70,7 +48,7 @@ fn fourteen_day_retention_deletes_each_message_fourteen_days_after_it_was_downlo
     assert_eq!(server.message_count("user1"), 15);
 
     clock.set(T0 + 14 * DAY - 1);
-    let r = fetch(&config, &clock);
+    let r = fetch_at(&config, &clock);
     assert_eq!(
         (r.new_messages, r.deleted),
         (0, 0),
@@ -78,7 +56,7 @@ fn fourteen_day_retention_deletes_each_message_fourteen_days_after_it_was_downlo
     );
 
     clock.set(T0 + 14 * DAY);
-    let r = fetch(&config, &clock);
+    let r = fetch_at(&config, &clock);
     assert_eq!(
         (r.new_messages, r.deleted),
         (0, 10),
@@ -87,7 +65,7 @@ fn fourteen_day_retention_deletes_each_message_fourteen_days_after_it_was_downlo
     assert_eq!(server.message_count("user1"), 5);
 
     clock.set(T0 + 24 * DAY);
-    let r = fetch(&config, &clock);
+    let r = fetch_at(&config, &clock);
     assert_eq!((r.new_messages, r.deleted), (0, 5));
     assert_eq!(server.message_count("user1"), 0);
 
@@ -104,7 +82,7 @@ fn switching_from_keep_to_delete_deletes_what_was_downloaded_earlier() {
     let md = home.maildir("home");
     let path = home.write_config(&account_toml("home", &server, "user1", &md, ""));
     let clock = FixedClock::new(T0);
-    let r = fetch(&Config::load(&path, None).unwrap(), &clock);
+    let r = fetch_at(&Config::load(&path, None).unwrap(), &clock);
     assert_eq!((r.new_messages, r.deleted), (8, 0));
 
     let path = home.write_config(&account_toml(
@@ -114,7 +92,7 @@ fn switching_from_keep_to_delete_deletes_what_was_downloaded_earlier() {
         &md,
         "retention = \"delete\"",
     ));
-    let r = fetch(&Config::load(&path, None).unwrap(), &clock);
+    let r = fetch_at(&Config::load(&path, None).unwrap(), &clock);
     assert_eq!(
         (r.new_messages, r.deleted),
         (0, 8),

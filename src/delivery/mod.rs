@@ -124,6 +124,16 @@ pub fn creatable(path: &Path) -> Result<PathBuf, DeliveryError> {
     Ok(PathBuf::from("."))
 }
 
+/// What `check_local` says of a mailbox at `path` that is not there yet: fine, if it can be
+/// made where it is to be.
+pub fn not_there_yet(describe: &str, path: &Path) -> Result<String, DeliveryError> {
+    let under = creatable(path)?;
+    Ok(format!(
+        "{describe}: not there yet; the first fetch creates it (in {}, writable)",
+        under.display()
+    ))
+}
+
 /// An account's destination (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Delivery(Arc<dyn Destination>);

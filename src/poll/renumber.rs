@@ -122,16 +122,7 @@ pub(super) async fn recognise(
 
     // The suspects' identities: their sizes and header blocks.
     let msgs: Vec<MsgNum> = suspects.iter().map(|(m, _)| *m).collect();
-    let sizes: HashMap<MsgNum, u64> =
-        if super::session::list_each(msgs.len(), listing.len(), s.pipelining()) {
-            s.list_some(&msgs)
-                .await?
-                .iter()
-                .map(|e| (e.msg, e.size))
-                .collect()
-        } else {
-            s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
-        };
+    let sizes = super::session::sizes_of(s, msgs.len(), listing.len(), || msgs.clone()).await?;
     let identity_of = |heads: &Heads<'_>, msg: &MsgNum| heads.done.get(msg).copied();
     // A few first, spread over the listing: unless one of them is a missing message under
     // a new unique-id, this was no renumbering (a server such as Gmail lists what it has

@@ -115,15 +115,11 @@ pub(super) async fn session(
     } else if candidates().all(|l| sizes_known.contains_key(&l.msg)) {
         // Asked for already (to tell messages apart by their headers).
         sizes_known
-    } else if list_each(wanted, uidl.len(), s.pipelining()) {
-        let msgs: Vec<MsgNum> = candidates().map(|l| l.msg).collect();
-        s.list_some(&msgs)
-            .await?
-            .iter()
-            .map(|e| (e.msg, e.size))
-            .collect()
     } else {
-        s.list().await?.iter().map(|e| (e.msg, e.size)).collect()
+        sizes_of(&mut s, wanted, uidl.len(), || {
+            candidates().map(|l| l.msg).collect()
+        })
+        .await?
     };
     let split = plan::split_by_size(candidates(), &sizes, &sc.policy);
     let reconsidered: HashSet<&[u8]> = plan.reconsider.iter().map(|l| l.uid).collect();
@@ -193,13 +189,29 @@ pub(super) async fn session(
     })
 }
 
+/// The sizes of `wanted` messages of a listing of `listed`: each by `LIST n` when they are
+/// few among many (see [`list_each`]; `msgs` gives them then), else all by one `LIST`.
+pub(super) async fn sizes_of(
+    s: &mut pop3::Authenticated,
+    wanted: usize,
+    listed: usize,
+    msgs: impl FnOnce() -> Vec<MsgNum>,
+) -> Result<HashMap<MsgNum, u64>, FetchError> {
+    let entries = if list_each(wanted, listed, s.pipelining()) {
+        s.list_some(&msgs()).await?
+    } else {
+        s.list().await?
+    };
+    Ok(entries.iter().map(|e| (e.msg, e.size)).collect())
+}
+
 /// Whether to ask for the sizes of the `wanted` messages one `LIST n` at a time rather than
 /// listing all `listed`: when they are few among many (a poll of a large mailbox kept on
 /// the server finds a handful new), where the whole listing would cost the server and the
 /// line a line per message for nothing. With pipelining up to 256 commands go out together
 /// (about one round trip), so this pays once the listing is four times longer; without
 /// it, each costs a round trip of its own, worth it only instead of a listing of thousands.
-pub(super) fn list_each(wanted: usize, listed: usize, pipelining: bool) -> bool {
+fn list_each(wanted: usize, listed: usize, pipelining: bool) -> bool {
     let (most, ratio) = if pipelining {
         (pop3::session::LIST_WINDOW, 4)
     } else {

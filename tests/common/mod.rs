@@ -266,3 +266,32 @@ pub fn kill_at(home: &Home, point: &str) {
         Err(_) => panic!("failpoint {point} was not reached within 60 s"),
     }
 }
+
+/// The library's fetch of a configuration's first account at `clock`'s time (for tests that
+/// move the clock); panics if it fails.
+pub fn fetch_at(
+    config: &popsync::config::Config,
+    clock: &popsync::clock::FixedClock,
+) -> popsync::poll::Report {
+    use popsync::poll::{self, Context, FetchOptions, NoProgress};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ctx = Context {
+        state_dir: &config.state_dir,
+        clock,
+        progress: &NoProgress,
+        connector: &popsync::pop3::Tcp,
+        cancel: None,
+    };
+    let outcome = runtime.block_on(poll::fetch_account(
+        &config.accounts[0],
+        &ctx,
+        &FetchOptions::default(),
+    ));
+    if let Some(e) = outcome.error {
+        panic!("fetch failed: {}", popsync::error_chain(&e));
+    }
+    outcome.report
+}

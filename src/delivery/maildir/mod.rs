@@ -132,12 +132,7 @@ impl Destination for Settings {
                 Ok(format!("{}: writable", self.describe()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let under = super::creatable(&self.path)?;
-                Ok(format!(
-                    "{}: not there yet; the first fetch creates it (in {}, writable)",
-                    self.describe(),
-                    under.display()
-                ))
+                super::not_there_yet(&self.describe(), &self.path)
             }
             Err(e) => Err(io(&self.path)(e)),
         }
