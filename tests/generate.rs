@@ -179,6 +179,7 @@ fn the_manual_describes_every_configuration_key_with_its_default() {
         "FILES",
         "state.db",
         "NOTES",
+        "EXIT STATUS\n         0   success",
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }

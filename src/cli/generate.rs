@@ -322,13 +322,22 @@ fn environment_and_files() -> Roff {
     roff
 }
 
-/// The text after `--help` (configuration, exit status) as a NOTES section: lines that
-/// start with white space (the exit status table) as they are, the rest filled.
+/// The text after `--help` (configuration, exit status) as NOTES and EXIT STATUS sections:
+/// lines that start with white space (the exit status table) as they are, the rest filled.
 fn notes_section(text: &str) -> Roff {
     let mut roff = Roff::new();
     roff.control("SH", ["NOTES"]);
     let mut verbatim = false;
     for line in text.lines() {
+        // The exit status table is a section of its own.
+        if line.trim() == "Exit status:" {
+            if verbatim {
+                roff.control("fi", []);
+                verbatim = false;
+            }
+            roff.control("SH", ["EXIT STATUS"]);
+            continue;
+        }
         let indented = line.starts_with(' ');
         if indented != verbatim {
             roff.control(if indented { "nf" } else { "fi" }, []);
