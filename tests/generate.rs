@@ -164,7 +164,9 @@ fn the_manual_describes_every_configuration_key_with_its_default() {
             if !key.default.is_empty() {
                 let default: String = key.default.split_whitespace().collect::<Vec<_>>().join(" ");
                 assert!(
-                    flat.contains(&format!("Default: {default}.")),
+                    ["string", "list of strings", "true or false", "whole number"]
+                        .iter()
+                        .any(|t| flat.contains(&format!("Type: {t}. Default: {default}."))),
                     "{}: no default for {}",
                     page.display(),
                     key.name

@@ -249,11 +249,26 @@ fn configuration_section(title: &str) -> Roff {
             } else {
                 key.default.to_owned()
             };
-            roff.text([roman(format!("{} Default: {default}.", key.doc.trim()))]);
+            roff.text([roman(format!(
+                "{} Type: {}. Default: {default}.",
+                key.doc.trim(),
+                type_of(key.example)
+            ))]);
         }
     }
     roff.control("hy", []);
     roff
+}
+
+/// A key's type, as its example value shows it.
+fn type_of(example: &str) -> &'static str {
+    match example.trim() {
+        e if e.starts_with('"') => "string",
+        e if e.starts_with('[') => "list of strings",
+        "true" | "false" => "true or false",
+        e if e.chars().all(|c| c.is_ascii_digit()) => "whole number",
+        _ => "see the description",
+    }
 }
 
 /// The environment variables popsync reads, and the files it uses.
