@@ -99,7 +99,10 @@ fn a_read_only_state_directory_is_still_shown_by_status_and_named_by_fetch() {
     assert_eq!(out.status.code(), Some(74), "{}", describe(&out));
     let err = common::stderr(&out);
     assert!(
-        err.contains(&home.state_dir().display().to_string()),
+        err.contains(&format!(
+            "home: error: the state directory {}: cannot lock ",
+            home.state_dir().display()
+        )) && err.contains("Read-only file system"),
         "{}",
         describe(&out)
     );

@@ -248,6 +248,16 @@ async fn locked(
                     source: std::io::Error::other(e),
                 })??
         }
+        // The lock lives in the state directory: a trouble with it is the directory's.
+        Err(LockError::Io { path, source }) => {
+            return Err(FetchError::Store(crate::store::StoreError::StateDir {
+                path: ctx.state_dir.to_owned(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("cannot lock {}: {source}", path.display()),
+                ),
+            }));
+        }
         Err(e) => return Err(e.into()),
     };
     let mut store = Store::open(ctx.state_dir)?;
