@@ -164,6 +164,12 @@ impl AccountLock {
             })
     }
 
+    /// Whether another process holds the account's lock now (what it wrote, if so), found
+    /// without taking the lock or creating its file.
+    pub fn holder(state_dir: &Path, account: &str) -> Option<String> {
+        LockFile::holder(&Self::path(state_dir, account))
+    }
+
     pub fn file(&self) -> &Path {
         self.0.path()
     }

@@ -179,10 +179,8 @@ fn no_oauth2_token_code_or_verifier_appears_anywhere_but_the_token_store() {
 
     // Signed in through the browser, logging everything.
     let login = BrowserLogin::start_with(&provider, &home, &[("RUST_LOG", "trace")]);
-    let user = Browser::new(provider.port());
-    let back = user.interact(user.get(&login.url), "user1");
-    let to_popsync = back.location.expect("sent back to popsync");
-    user.get(&to_popsync);
+    let to_popsync = login.approve(&provider, "user1");
+    Browser::new(provider.port()).get(&to_popsync);
     let code = to_popsync
         .split("code=")
         .nth(1)

@@ -255,8 +255,7 @@ fn popsync_signs_in_through_the_browser_with_pkce_and_a_loopback_redirect() {
         login.url
     );
     let user = Browser::new(provider.port());
-    let back = user.interact(user.get(&login.url), "user1");
-    let to_popsync = back.location.clone().expect("sent back to popsync");
+    let to_popsync = login.approve(&provider, "user1");
     assert!(
         to_popsync.starts_with(&format!(
             "http://127.0.0.1:{}/?code=",
@@ -318,9 +317,7 @@ fn the_address_the_browser_ended_at_can_be_pasted_in() {
     let other = BrowserLogin::start(&provider, &home);
     assert_ne!(login.redirect_port(), other.redirect_port());
     assert!(login.shown.contains("paste it here"), "{}", login.shown);
-    let user = Browser::new(provider.port());
-    let back = user.interact(user.get(&login.url), "user1");
-    let ended_at = back.location.expect("sent back to popsync");
+    let ended_at = login.approve(&provider, "user1");
 
     // Something else pasted first: explained, and popsync waits on.
     let said = login.paste("https://mail.example.net/inbox");
@@ -441,8 +438,7 @@ fn the_refresh_token_is_kept_in_the_keyring_by_default() {
         &[("DBUS_SESSION_BUS_ADDRESS", empty_bus.address())],
     );
     let user = Browser::new(provider.port());
-    let back = user.interact(user.get(&login.url), "user1");
-    user.get(&back.location.expect("sent back to popsync"));
+    user.get(&login.approve(&provider, "user1"));
     let out = login.output();
     assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
     assert!(
@@ -457,8 +453,7 @@ fn the_refresh_token_is_kept_in_the_keyring_by_default() {
     let env = [("DBUS_SESSION_BUS_ADDRESS", bus.address())];
     let login = BrowserLogin::start_with(&provider, &home, &env);
     let user = Browser::new(provider.port());
-    let back = user.interact(user.get(&login.url), "user1");
-    user.get(&back.location.expect("sent back to popsync"));
+    user.get(&login.approve(&provider, "user1"));
     let out = login.output();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stored = keyring

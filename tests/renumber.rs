@@ -16,6 +16,18 @@ use popsync::config::Config;
 const DAY: i64 = 86_400;
 const T0: i64 = 1_900_000_000;
 
+/// The real Dovecot holding `n` varied messages (from `seed`) for user1, and a home whose
+/// account "home" fetches them into the Maildir `md`, with `extra` keys.
+fn mailbox(seed: u64, n: usize, extra: &str) -> (Dovecot, Vec<Vec<u8>>, Home, std::path::PathBuf) {
+    let server = Dovecot::start();
+    let messages = corpus::varied(seed, n, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let md = home.maildir("home");
+    home.write_config(&account_toml("home", &server, "user1", &md, extra));
+    (server, messages, home, md)
+}
+
 /// `popsync -v fetch`; asserts it succeeded and returns what it printed (its summary, then
 /// its log).
 fn fetch(home: &Home) -> String {
@@ -26,12 +38,7 @@ fn fetch(home: &Home) -> String {
 
 #[test]
 fn two_thousand_renumbered_messages_are_not_downloaded_again_and_ten_new_ones_are() {
-    let server = Dovecot::start();
-    let first = corpus::varied(150, 2000, None);
-    server.add_messages("user1", &first);
-    let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let (server, first, home, md) = mailbox(150, 2000, "");
     fetch(&home);
     assert_same_messages(&maildir_contents(&md), &expected_contents(&first));
 
@@ -90,12 +97,7 @@ fn two_thousand_renumbered_messages_are_not_downloaded_again_and_ten_new_ones_ar
 /// be, and is downloaded again.
 #[test]
 fn messages_recorded_before_identities_are_recognised_from_their_stored_copies() {
-    let server = Dovecot::start();
-    let first = corpus::varied(152, 60, None);
-    server.add_messages("user1", &first);
-    let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let (server, _, home, md) = mailbox(152, 60, "");
     fetch(&home);
 
     let db = rusqlite::Connection::open(home.state_dir().join("state.db")).unwrap();
@@ -158,18 +160,8 @@ fn messages_recorded_before_identities_are_recognised_from_their_stored_copies()
 #[test]
 fn with_fourteen_day_retention_age_counts_from_the_first_download_and_only_checked_copies_are_deleted()
  {
-    let server = Dovecot::start();
-    let messages = corpus::varied(153, 12, None);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let md = home.maildir("home");
-    let path = home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        "retention = \"14d\"",
-    ));
+    let (server, _, home, md) = mailbox(153, 12, "retention = \"14d\"");
+    let path = home.config_path();
     let config = Config::load(&path, None).unwrap();
     let clock = FixedClock::new(T0);
     let r = fetch_at(&config, &clock);
@@ -213,12 +205,7 @@ fn with_fourteen_day_retention_age_counts_from_the_first_download_and_only_check
 /// once, none downloaded again.
 #[test]
 fn killed_while_recognising_a_renumbering_every_message_stays_exactly_once() {
-    let server = Dovecot::start();
-    let messages = corpus::varied(154, 300, None);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml("home", &server, "user1", &md, ""));
+    let (server, messages, home, md) = mailbox(154, 300, "");
     fetch(&home);
     server.renumber("user1");
 
@@ -251,18 +238,7 @@ fn killed_while_recognising_a_renumbering_every_message_stays_exactly_once() {
 /// messages whose deletion is pending, deleted, and not downloaded again.
 #[test]
 fn a_renumbering_while_deletions_were_pending_deletes_them_without_downloading_again() {
-    let server = Dovecot::start();
-    let messages = corpus::varied(155, 40, None);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        "retention = \"delete\"",
-    ));
+    let (server, messages, home, md) = mailbox(155, 40, "retention = \"delete\"");
     common::kill_at(&home, "dele-answered");
     assert_eq!(server.message_count("user1"), 40, "QUIT never sent");
     assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
@@ -283,18 +259,7 @@ fn a_renumbering_while_deletions_were_pending_deletes_them_without_downloading_a
 fn the_agent_says_once_that_the_server_renumbered() {
     use common::daemon::Daemon;
     use common::dbus::{Bus, Mode, NotificationServer};
-    let server = Dovecot::start();
-    let messages = corpus::varied(156, 30, None);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        "interval = \"1h\"",
-    ));
+    let (server, messages, home, md) = mailbox(156, 30, "interval = \"1h\"");
     let bus = Bus::start();
     let notes = NotificationServer::start(&bus, Mode::Normal { actions: false });
     let daemon = Daemon::start(&home, bus.address());
@@ -358,18 +323,7 @@ fn messages_in_an_mbox_are_read_back_where_popsync_wrote_them() {
 /// changes nothing at all.
 #[test]
 fn identified_by_headers_a_mailbox_is_fetched_once_whatever_its_unique_ids() {
-    let server = Dovecot::start();
-    let messages = corpus::varied(158, 50, None);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let md = home.maildir("home");
-    home.write_config(&account_toml(
-        "home",
-        &server,
-        "user1",
-        &md,
-        "identify-by = \"headers\"",
-    ));
+    let (server, messages, home, md) = mailbox(158, 50, "identify-by = \"headers\"");
     fetch(&home);
     assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
     let out = home.run(&["check"]);

@@ -295,7 +295,7 @@ fn local(config: &Config, account: &Account, out: &mut String) -> Result<(), Fet
 }
 
 /// The state directory writable (or creatable), its database writable, and whether another
-/// popsync holds the account now.
+/// popsync holds the account now (the lock looked at, not taken).
 fn state_dir(config: &Config, account: &Account) -> Result<String, FetchError> {
     let dir = &config.state_dir;
     let unusable = |path: &std::path::Path, source: std::io::Error| {
@@ -334,12 +334,9 @@ fn state_dir(config: &Config, account: &Account) -> Result<String, FetchError> {
             .open(&db)
             .map_err(|e| unusable(&db, e))?;
     }
-    let lock = match crate::lock::AccountLock::try_acquire(dir, &account.name) {
-        Ok(_) => String::new(),
-        Err(crate::lock::LockError::Busy { .. }) => {
-            "; another popsync is fetching this account now (a fetch would wait for it)".into()
-        }
-        Err(e) => return Err(e.into()),
+    let lock = match crate::lock::AccountLock::holder(dir, &account.name) {
+        None => "",
+        Some(_) => "; another popsync is fetching this account now (a fetch would wait for it)",
     };
     Ok(format!("{}: writable{lock}", dir.display()))
 }

@@ -33,7 +33,9 @@ mod alarm;
 pub mod control;
 mod health;
 mod hooks;
+mod pauses;
 pub mod sdnotify;
+mod signals;
 mod state_dir;
 mod wording;
 
@@ -49,15 +51,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 use crate::config::{Account, Config};
 use crate::notify::{Courier, Note, Notifier};
 use crate::poll::{
     self, Context, ErrorClass, FetchError, FetchOptions, NoProgress, Outcome, Problem,
 };
 use crate::scheduler::{PollResult, ResumeDetector, Schedule};
-use crate::store::Pause;
 use crate::store::Store;
+use signals::{Signal, Signals};
 
 use alarm::Alarm;
 use control::DaemonLock;
@@ -65,7 +67,7 @@ use health::{Event, Failure, Health, Member};
 use hooks::Hooks;
 use sdnotify::SdNotify;
 use state_dir::with_systemd_state_dir;
-use wording::{PLAIN_FAILURE, advice, as_user_writes, problem_title, problem_title_named};
+use wording::{PLAIN_FAILURE, advice, as_user_writes, problem_title};
 
 /// How long a stop waits for running fetches before leaving them (they are safe to kill).
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
@@ -261,39 +263,6 @@ impl Agent {
         self.config.accounts.iter().find(|a| a.name == name)
     }
 
-    /// Accounts paused before a restart stay paused, and the user is not told again —
-    /// unless their configuration changed meanwhile.
-    fn resume_pauses(&mut self, mut store: Store) {
-        let now = SystemClock.now();
-        for account in &self.config.accounts {
-            let Ok(Some(id)) = store.find_account(&account.name) else {
-                continue;
-            };
-            let Ok(Some(pause)) = store.pause(id) else {
-                continue;
-            };
-            if pause.config != account.login_digest() {
-                info!(
-                    "{}: its configuration changed since it was paused ({}): trying it again",
-                    account.name, pause.problem
-                );
-                let _ = store.set_pause(id, None);
-                continue;
-            }
-            let left = Duration::from_secs(pause.until.saturating_sub(now).max(0) as u64);
-            info!(
-                "{}: still paused ({}); tried again in {} or by `popsync poll --account {}`",
-                account.name,
-                pause.problem,
-                crate::clock::span(left.as_secs()),
-                account.name
-            );
-            self.schedule.pause(&account.name, Instant::now() + left);
-            self.health
-                .already_told(&account.name, problem_title_named(&pause.problem));
-        }
-    }
-
     /// Starts the polls that are due, up to the parallel limit.
     fn start_due(&mut self) {
         let room = self.config.max_parallel.saturating_sub(self.polls.len());
@@ -374,45 +343,6 @@ impl Agent {
         self.first_round_or_send(&account, note);
         self.track_health(&account, outcome.error.as_ref());
         self.sd.status(&self.status_line());
-    }
-
-    /// Writes when the account is polled next (for `status`), and a pause, to the state
-    /// database.
-    fn record_schedule(
-        &self,
-        account: &Account,
-        now: Instant,
-        result: PollResult,
-        error: Option<&FetchError>,
-    ) {
-        let Some(due) = self.schedule.due(&account.name) else {
-            return;
-        };
-        let wall_now = SystemClock.now();
-        let wall = wall_now + (due.saturating_duration_since(now)).as_secs() as i64;
-        let Ok(mut store) = Store::open(&self.config.state_dir) else {
-            return;
-        };
-        let Ok(Some(id)) = store.find_account(&account.name) else {
-            return;
-        };
-        let _ = store.set_next_poll(id, Some(wall));
-        if let (PollResult::NeedsUser, Some(e)) = (result, error) {
-            let pause = Pause {
-                since: wall_now,
-                until: wall,
-                problem: problem_title(e).to_owned(),
-                config: account.login_digest(),
-            };
-            if let Err(e) = store.set_pause(id, Some(&pause)) {
-                warn!("could not record the pause: {e}");
-            }
-            info!(
-                "paused until {} or `popsync poll --account {}`",
-                crate::clock::span(due.saturating_duration_since(now).as_secs()),
-                account.name
-            );
-        }
     }
 
     fn status_line(&self) -> String {
@@ -640,18 +570,6 @@ impl Agent {
         self.sd.ready(&self.status_line());
     }
 
-    /// Polls `name` now, ending its pause (here and in the state database).
-    fn unpause(&mut self, name: &str, now: Instant) {
-        let was_paused = self.schedule.is_paused(name);
-        self.schedule.poll_now(name, now);
-        if was_paused
-            && let Ok(mut store) = Store::open(&self.config.state_dir)
-            && let Ok(Some(id)) = store.find_account(name)
-        {
-            let _ = store.set_pause(id, None);
-        }
-    }
-
     /// SIGUSR1: poll what the request files name, or everything. A configuration file
     /// edited since it was read is read again first (a fixed password, say, followed by
     /// `popsync poll`).
@@ -756,88 +674,4 @@ fn quiet_now(account: &Account) -> bool {
     };
     let now = chrono::Local::now();
     q.contains((now.hour() * 60 + now.minute()) as u16)
-}
-
-// Reload and PollNow come from Unix signals; elsewhere only a stop exists.
-#[cfg_attr(not(unix), allow(dead_code))]
-enum Signal {
-    Stop(&'static str),
-    Reload,
-    PollNow,
-}
-
-#[cfg(unix)]
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    usr1: tokio::signal::unix::Signal,
-}
-
-#[cfg(unix)]
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
-        })
-    }
-
-    async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.term.recv() => Signal::Stop("SIGTERM"),
-            _ = self.int.recv() => Signal::Stop("SIGINT"),
-            _ = self.hup.recv() => Signal::Reload,
-            _ = self.usr1.recv() => Signal::PollNow,
-        }
-    }
-}
-
-/// Ctrl-C, Ctrl-Break and the console window being closed. (Windows sends the logoff and
-/// shutdown events only to services; an interactive program is simply ended then, which is
-/// safe.) After a close event Windows ends the process a few seconds later whatever it does:
-/// a fetch cut short there is as safe as a kill.
-#[cfg(windows)]
-struct Signals {
-    c: tokio::signal::windows::CtrlC,
-    brk: tokio::signal::windows::CtrlBreak,
-    close: tokio::signal::windows::CtrlClose,
-}
-
-#[cfg(windows)]
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
-        Ok(Self {
-            c: ctrl_c()?,
-            brk: ctrl_break()?,
-            close: ctrl_close()?,
-        })
-    }
-
-    async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.c.recv() => Signal::Stop("Ctrl-C"),
-            _ = self.brk.recv() => Signal::Stop("Ctrl-Break"),
-            _ = self.close.recv() => Signal::Stop("the console window closing"),
-        }
-    }
-}
-
-#[cfg(not(any(unix, windows)))]
-struct Signals;
-
-#[cfg(not(any(unix, windows)))]
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self)
-    }
-
-    async fn next(&mut self) -> Signal {
-        let _ = tokio::signal::ctrl_c().await;
-        Signal::Stop("Ctrl-C")
-    }
 }

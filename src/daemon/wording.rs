@@ -85,11 +85,9 @@ pub(super) fn advice(
         }
     };
     Some(match problem {
-        Problem::LoginRefused => secret("new"),
+        // (A sign-in is needed only by accounts with oauth2-provider: "Sign in again".)
+        Problem::LoginRefused | Problem::SignInNeeded => secret("new"),
         Problem::NoPassword => secret("missing"),
-        Problem::SignInNeeded => {
-            format!("Sign in again with: popsync oauth2 login --account {name}")
-        }
         Problem::CertificateChanged => format!(
             "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint in {file}; {then_poll}"
         ),

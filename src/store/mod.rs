@@ -22,7 +22,7 @@
 //! | `oversize`       | over `max-size`, left on the server, not downloaded | `record_pending`, `record_delete_unfetched` |
 //!
 //! A message the server renumbered (recognised by content, see `poll::renumber`) keeps its
-//! state under its new unique-id by `rekey`; from `delivered`, `headers-only`,
+//! state under its new unique-id by `rekey` (in [`renumbering`]); from `delivered`, `headers-only`,
 //! `delete-pending` or `seen` only, and to `seen` when its stored copy could not be checked.
 //!
 //! Any state but `pending` is also left by `record_listing`'s forgetting, once the server has
@@ -32,6 +32,7 @@
 
 pub mod known;
 pub mod messages;
+pub mod renumbering;
 mod schema;
 pub mod status;
 
@@ -40,9 +41,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use known::KnownMessages;
-pub use messages::{
-    DeliveredRow, IdentityRow, Known, Listing, MessageState, PendingRow, Place, Rekey, Uid,
-};
+pub use messages::{DeliveredRow, Known, Listing, MessageState, PendingRow, Place, Uid};
+pub use renumbering::{IdentityRow, Rekey};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use status::{AccountStatus, Pause, PollRecord};
 

@@ -256,59 +256,6 @@ mod tests {
     }
 
     #[test]
-    fn a_renumbering_moves_rows_keeps_their_times_and_is_recorded() {
-        use crate::store::{MessageState, Place, Rekey};
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(dir.path()).unwrap();
-        let a = s.account("home", 1).unwrap();
-        let place = Place {
-            kind: "maildir".into(),
-            name: Some("n".into()),
-            ..Place::default()
-        };
-        s.record_pending(a, &[(b"u1", &place), (b"u2", &place)], 10, false)
-            .unwrap();
-        s.mark_delivered(
-            a,
-            &[(b"u1", 5, Some(&[1; 16])), (b"u2", 5, None)],
-            20,
-            false,
-        )
-        .unwrap();
-        let id = [1u8; 16];
-        s.rekey(
-            a,
-            &[
-                Rekey {
-                    old: b"u1",
-                    new: b"v1",
-                    identity: &id,
-                    verified: true,
-                },
-                Rekey {
-                    old: b"u2",
-                    new: b"v2",
-                    identity: &id,
-                    verified: false,
-                },
-            ],
-            30,
-        )
-        .unwrap();
-        let known = s.known(a).unwrap();
-        assert!(known.get(b"u1").is_none() && known.get(b"u2").is_none());
-        let v1 = known.get(b"v1").unwrap();
-        assert_eq!(
-            (v1.state, v1.delivered_at),
-            (MessageState::Delivered, Some(20))
-        );
-        // Its stored copy unchecked: never deleted by popsync.
-        assert_eq!(known.get(b"v2").unwrap().state, MessageState::Seen);
-        let st = s.account_status("home", 40).unwrap().unwrap();
-        assert_eq!(st.renumbered, Some((30, 2)));
-    }
-
-    #[test]
     fn a_pause_is_kept_until_ended_or_a_good_poll() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();

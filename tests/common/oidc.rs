@@ -539,6 +539,15 @@ impl BrowserLogin {
         }
     }
 
+    /// The user (`login`) signs in and approves in a browser of their own at the address
+    /// popsync showed: where the provider then sends the browser back (popsync's loopback
+    /// address with the code), not yet visited.
+    pub fn approve(&self, provider: &Provider, login: &str) -> String {
+        let user = Browser::new(provider.port());
+        let back = user.interact(user.get(&self.url), login);
+        back.location.expect("sent back to popsync")
+    }
+
     /// Where popsync waits for the browser (from the address's redirect_uri).
     pub fn redirect_port(&self) -> u16 {
         let key = "redirect_uri=http%3A%2F%2F127.0.0.1%3A";
