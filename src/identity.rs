@@ -48,6 +48,39 @@ pub fn of(head: &[u8], size: u64) -> Identity {
     id
 }
 
+/// A stored copy read a piece at a time (see [`StoredCopy::read_lf`]).
+#[derive(Debug, Default)]
+pub struct Reading {
+    head: crate::summary::Head,
+    len: u64,
+    lfs: u64,
+    last: Option<u8>,
+}
+
+impl Reading {
+    /// The next bytes of the copy, as stored (LF line endings).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.head.feed(bytes);
+        self.len += bytes.len() as u64;
+        self.lfs += memchr::memchr_iter(b'\n', bytes).count() as u64;
+        if let Some(&b) = bytes.last() {
+            self.last = Some(b);
+        }
+    }
+
+    pub fn finish(self) -> StoredCopy {
+        let wire = self.len + self.lfs;
+        let mut sizes = vec![wire];
+        if self.last == Some(b'\n') {
+            sizes.push(wire - 2);
+        }
+        StoredCopy {
+            head: self.head.block().to_vec(),
+            sizes,
+        }
+    }
+}
+
 /// A message's copy as popsync stored it, as far as recognising it needs: its header
 /// block, and the sizes it may have had on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,39 +95,30 @@ impl StoredCopy {
     /// without it is a possibility too. (A message that had bare LFs on the server has a
     /// smaller size there than either, and is simply not recognised.)
     pub fn of_lf(stored: &[u8]) -> Self {
-        let end = find_head_end(stored);
-        let wire = stored.len() as u64 + memchr::memchr_iter(b'\n', stored).count() as u64;
-        let mut sizes = vec![wire];
-        if stored.ends_with(b"\n") {
-            sizes.push(wire - 2);
+        Self::read_lf(stored).expect("reading a slice cannot fail")
+    }
+
+    /// The same, read from `r` a piece at a time: a message of any size takes no more
+    /// memory than its header block (at most `summary::MAX_HEADER_CAPTURE`, captured as a
+    /// download captures it).
+    pub fn read_lf(mut r: impl std::io::Read) -> std::io::Result<Self> {
+        let mut copy = Reading::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => copy.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
-        Self {
-            head: stored[..end].to_vec(),
-            sizes,
-        }
+        Ok(copy.finish())
     }
 
     /// The identities it may have.
     pub fn identities(&self) -> impl Iterator<Item = Identity> + '_ {
         self.sizes.iter().map(|size| of(&self.head, *size))
     }
-}
-
-/// Where a header block ends: just after the blank line, or at the end.
-fn find_head_end(m: &[u8]) -> usize {
-    let mut i = 0;
-    while let Some(p) = memchr::memchr(b'\n', &m[i..]) {
-        let at = i + p;
-        let rest = &m[at + 1..];
-        if rest.starts_with(b"\n") {
-            return at + 2;
-        }
-        if rest.starts_with(b"\r\n") {
-            return at + 3;
-        }
-        i = at + 1;
-    }
-    m.len()
 }
 
 #[cfg(test)]

@@ -263,10 +263,13 @@ fn next_login_note(next: Option<(i64, u64)>) -> String {
                 .to_string()
         })
         .unwrap_or_default();
-    format!(
-        " (it allows one login every {}: the next is allowed by {local} at the latest)",
-        crate::clock::span(delay)
-    )
+    // (In the words of `clock::span`; this module imports nothing of the rest of popsync.)
+    let every = match delay {
+        d if d < 60 => format!("{d} s"),
+        d if d < 3600 => format!("{} min", d / 60),
+        d => format!("{} h", d / 3600),
+    };
+    format!(" (it allows one login every {every}: the next is allowed by {local} at the latest)")
 }
 
 impl Error {

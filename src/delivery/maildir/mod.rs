@@ -147,8 +147,8 @@ impl Destination for Settings {
             .find_delivered(&names)
             .into_iter()
             .map(|path| {
-                let bytes = std::fs::read(path?).ok()?;
-                Some(crate::identity::StoredCopy::of_lf(&bytes))
+                let file = std::fs::File::open(path?).ok()?;
+                crate::identity::StoredCopy::read_lf(std::io::BufReader::new(file)).ok()
             })
             .collect()
     }

@@ -186,16 +186,8 @@ impl Destination for Settings {
         places
             .iter()
             .map(|p| {
-                let len = usize::try_from(p.len?).ok()?;
                 file.seek(SeekFrom::Start(p.offset?)).ok()?;
-                let mut stored = vec![0u8; len];
-                file.read_exact(&mut stored).ok()?;
-                if !stored.starts_with(b"From ") {
-                    return None;
-                }
-                let message = &stored[memchr::memchr(b'\n', &stored)? + 1..];
-                let message = message.strip_suffix(b"\n")?;
-                Some(crate::identity::StoredCopy::of_lf(&unquote(message)))
+                read_back(std::io::BufReader::new((&file).take(p.len?)))
             })
             .collect()
     }
@@ -205,19 +197,45 @@ impl Destination for Settings {
     }
 }
 
-/// A message as it was before mboxrd quoting: one `>` less on every line that matches
-/// `^>+From `.
-fn unquote(quoted: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(quoted.len());
-    for line in quoted.split_inclusive(|b| *b == b'\n') {
-        let arrows = line.iter().take_while(|b| **b == b'>').count();
-        if arrows > 0 && line[arrows..].starts_with(b"From ") {
-            out.extend_from_slice(&line[1..]);
-        } else {
-            out.extend_from_slice(line);
+/// The longest line read back from an mbox: a copy with a longer one is not read (and so
+/// not recognised by it), rather than held whole in memory.
+const MAX_LINE: u64 = 1024 * 1024;
+
+/// One message as popsync appended it (its `From ` line, the message quoted mboxrd-style,
+/// the blank line after it), read a line at a time as it was before the quoting: one `>`
+/// less on every line that matches `^>+From `. `None` if it is not such a message.
+fn read_back(mut r: impl std::io::BufRead) -> Option<crate::identity::StoredCopy> {
+    let mut line = Vec::new();
+    let next_line = |r: &mut dyn std::io::BufRead, line: &mut Vec<u8>| -> Option<bool> {
+        line.clear();
+        let n = std::io::Read::take(r, MAX_LINE)
+            .read_until(b'\n', line)
+            .ok()?;
+        if n as u64 == MAX_LINE && line.last() != Some(&b'\n') {
+            return None;
         }
+        Some(n > 0)
+    };
+    use std::io::BufRead as _;
+    if !next_line(&mut r, &mut line)? || !line.starts_with(b"From ") {
+        return None;
     }
-    out
+    let mut copy = crate::identity::Reading::default();
+    // Each line goes in once the next is read: the last one is the blank separator.
+    let mut held: Option<Vec<u8>> = None;
+    while next_line(&mut r, &mut line)? {
+        if let Some(previous) = held.take() {
+            copy.feed(&previous);
+        }
+        let arrows = line.iter().take_while(|b| **b == b'>').count();
+        let unquoted = if arrows > 0 && line[arrows..].starts_with(b"From ") {
+            &line[1..]
+        } else {
+            &line[..]
+        };
+        held = Some(unquoted.to_vec());
+    }
+    (held.as_deref() == Some(b"\n")).then(|| copy.finish())
 }
 
 /// Appending a spooled batch to the mbox.
