@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod exit;
 pub mod failpoint;
 pub mod identity;
+pub mod imap;
 pub mod keys;
 pub mod lock;
 pub mod oauth2;

@@ -57,6 +57,55 @@ impl Head {
         &self.parsed().sender
     }
 
+    /// The Message-ID, without its angle brackets, if the message has a usable one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.parsed().message_id.as_deref()
+    }
+
+    /// The Date header, if it is a date: year, month, day, hour, minute, second, and the
+    /// zone's offset east of UTC in minutes.
+    pub fn date(&self) -> Option<MessageDate> {
+        self.parsed().date
+    }
+}
+
+/// A message's own date (its Date header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageDate {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    /// Minutes east of UTC.
+    pub offset_minutes: i16,
+}
+
+impl MessageDate {
+    fn from_parsed(d: &mail_parser::DateTime) -> Option<Self> {
+        let valid = (1..=12).contains(&d.month)
+            && (1..=31).contains(&d.day)
+            && d.hour < 24
+            && d.minute < 60
+            && d.second < 61
+            && (1900..=9999).contains(&d.year)
+            && d.tz_hour < 24
+            && d.tz_minute < 60;
+        let offset = (d.tz_hour as i16) * 60 + d.tz_minute as i16;
+        valid.then_some(Self {
+            year: d.year,
+            month: d.month,
+            day: d.day,
+            hour: d.hour,
+            minute: d.minute,
+            second: d.second.min(59),
+            offset_minutes: if d.tz_before_gmt { -offset } else { offset },
+        })
+    }
+}
+
+impl Head {
     fn parsed(&self) -> &Parsed {
         self.parsed
             .get_or_init(|| Parsed::from_headers(&self.capture.head))
@@ -68,6 +117,8 @@ impl Head {
 struct Parsed {
     summary: MessageSummary,
     sender: String,
+    message_id: Option<String>,
+    date: Option<MessageDate>,
 }
 
 impl Parsed {
@@ -99,7 +150,16 @@ impl Parsed {
                     .map(str::to_owned)
             })
         });
+        let message_id = m
+            .and_then(|m| m.message_id())
+            .map(str::to_owned)
+            .filter(|id| {
+                !id.is_empty() && id.len() <= 512 && id.chars().all(|c| c.is_ascii_graphic())
+            });
+        let date = m.and_then(|m| m.date()).and_then(MessageDate::from_parsed);
         Self {
+            message_id,
+            date,
             summary: MessageSummary {
                 from: clean(from.as_deref().unwrap_or("(unknown sender)")),
                 subject: clean(subject.as_deref().unwrap_or("(no subject)")),

@@ -82,8 +82,13 @@ pub fn read(
 
     let layers = Layered::new(table, defaults);
     let preset = credentials::preset(&layers).and_then(crate::oauth2::Preset::pop3_server);
-    let server = server::read(c, &layers, preset.map(|(host, _)| host));
-    let credentials = credentials::read(c, &layers, &name, server.security);
+    let server = server::read(
+        c,
+        &layers,
+        preset.map(|(host, _)| host),
+        server::Protocol::Pop3,
+    );
+    let credentials = credentials::read(c, &layers, &name, server.security, server::Protocol::Pop3);
     let delivery = delivery(c, &layers);
     let limits = limits::read(c, &layers);
     let timing = timing::read(c, &layers);
@@ -141,7 +146,7 @@ fn delivery(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
 }
 
 /// A name that is safe as a file name and in messages.
-fn valid_name(n: &str) -> bool {
+pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())

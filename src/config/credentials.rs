@@ -74,6 +74,7 @@ pub fn read(
     layers: &Layered<'_>,
     name: &str,
     security: Security,
+    protocol: super::server::Protocol,
 ) -> Option<Login> {
     let keys = CredentialKeys::take(layers);
     let username = keys
@@ -111,8 +112,19 @@ pub fn read(
                 Some(PasswordSource::OAuth2(s)) if !keys.auth.is_set() => s.preset,
                 _ => return None,
             };
-            preset.pop3_server().map(|(_, method)| method)
+            match protocol {
+                super::server::Protocol::Pop3 => preset.pop3_server(),
+                super::server::Protocol::Imap => preset.imap_server(),
+            }
+            .map(|(_, method)| method)
         });
+    if protocol == super::server::Protocol::Imap && auth == Some(AuthMethod::Apop) {
+        c.problem(
+            keys.auth.at(),
+            Some("auth"),
+            "APOP is a POP3 login: an IMAP login is \"user\" (LOGIN), \"plain\", \"xoauth2\", \"oauthbearer\" or \"auto\"",
+        );
+    }
     if let (Some(method), Some(source)) = (auth, &password)
         && method.uses_token() != source.is_token()
     {

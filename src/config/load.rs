@@ -78,7 +78,7 @@ pub fn top_keys() -> &'static [KeyDoc] {
 }
 
 /// The tables at the top level, beside [`TopKeys`].
-const TABLES: [&str; 2] = ["defaults", "account"];
+const TABLES: [&str; 3] = ["defaults", "account", crate::delivery::imap::section::TABLE];
 
 pub(super) fn load(
     file: &Path,
@@ -214,6 +214,9 @@ pub(super) fn parse(
         },
     };
 
+    // The IMAP destinations accounts may name, before the accounts.
+    crate::delivery::imap::read_sections(&mut c, root.get("imap"));
+
     let mut accounts = Vec::new();
     match root.get("account") {
         None => c.problem(
@@ -305,6 +308,19 @@ pub(super) fn parse(
                     .and_then(|n| n.get_ref().as_str())
                     .map_or_else(|| format!("#{}", i + 1), str::to_owned);
                 password_sections.push(format!("account {name}"));
+            }
+        }
+    }
+    if let Some(DeValue::Array(items)) = root.get("imap").map(|v| v.get_ref()) {
+        for (i, item) in items.iter().enumerate() {
+            if let DeValue::Table(t) = item.get_ref()
+                && t.contains_key("password")
+            {
+                let name = t
+                    .get("name")
+                    .and_then(|n| n.get_ref().as_str())
+                    .map_or_else(|| format!("#{}", i + 1), str::to_owned);
+                password_sections.push(format!("[[imap]] {name}"));
             }
         }
     }

@@ -18,13 +18,13 @@
 //! (`~/.local/state/popsync` on Linux).
 
 mod account;
-mod credentials;
+pub(crate) mod credentials;
 pub mod keyring;
 mod limits;
 mod load;
 mod notifications;
 pub mod secret;
-mod server;
+pub(crate) mod server;
 mod timing;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ pub use crate::keys::duration::{format_duration, parse_duration};
 pub use crate::keys::values::{QuietHours, expand_path, parse_size};
 pub use crate::keys::{KeyDoc, Problem};
 pub use account::account_keys;
+pub(crate) use account::valid_name;
 pub use credentials::Login;
 pub use limits::Limits;
 pub use load::{ConfigError, top_keys};

@@ -40,15 +40,41 @@ pub struct Server {
     pub dangerous_accept_invalid_certs: bool,
 }
 
+/// The protocol a server speaks: its default ports and how it is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Pop3,
+    Imap,
+}
+
+impl Protocol {
+    /// The port when none is set: the protocol's TLS port, else its plain one.
+    pub fn default_port(self, security: Security) -> u16 {
+        match (self, security) {
+            (Self::Pop3, s) => s.default_port(),
+            (Self::Imap, Security::Tls) => 993,
+            (Self::Imap, _) => 143,
+        }
+    }
+}
+
 /// Reads the server keys; `preset_host` is the host an OAuth2 preset names, for an account
 /// that sets none. Whatever is wrong is reported (and the host is then empty).
-pub fn read(c: &mut Checker<'_>, layers: &Layered<'_>, preset_host: Option<&str>) -> Server {
+pub fn read(
+    c: &mut Checker<'_>,
+    layers: &Layered<'_>,
+    preset_host: Option<&str>,
+    protocol: Protocol,
+) -> Server {
     let keys = ServerKeys::take(layers);
     let host = match preset_host {
         Some(h) if !keys.host.is_set() => Some((h.to_owned(), 0)),
         _ => keys.host.required(
             c,
-            "the POP3 server's host name, e.g. host = \"pop.example.net\"",
+            match protocol {
+                Protocol::Pop3 => "the POP3 server's host name, e.g. host = \"pop.example.net\"",
+                Protocol::Imap => "the IMAP server's host name, e.g. host = \"imap.example.net\"",
+            },
         ),
     };
     if let Some((h, at)) = &host
@@ -86,7 +112,7 @@ pub fn read(c: &mut Checker<'_>, layers: &Layered<'_>, preset_host: Option<&str>
         .unwrap_or(Security::Tls);
 
     let port = match keys.port.value() {
-        None => security.default_port(),
+        None => protocol.default_port(security),
         Some(toml::de::DeValue::Integer(i)) => match i.as_str().parse::<u16>() {
             Ok(p) if p > 0 => p,
             _ => {

@@ -24,6 +24,7 @@
 //! endings, byte for byte otherwise.
 
 mod crlf;
+pub mod imap;
 pub mod maildir;
 pub mod mbox;
 pub mod mda;
@@ -41,7 +42,7 @@ use crate::store::{AccountId, PendingRow, Place, Store, StoreError};
 use crate::summary::Head;
 
 /// Every kind of delivery target. A new kind is a module of its own and one line here.
-pub const KINDS: &[&Kind] = &[&maildir::KIND, &mbox::KIND, &mda::KIND];
+pub const KINDS: &[&Kind] = &[&maildir::KIND, &mbox::KIND, &mda::KIND, &imap::KIND];
 
 /// A kind of delivery target.
 #[derive(Debug)]
@@ -289,6 +290,18 @@ impl<'a> Journal<'a> {
         Ok(())
     }
 
+    /// Records the UIDs these pending messages got in an IMAP mailbox of this UIDVALIDITY
+    /// (before they are marked delivered).
+    pub fn record_dest_uids(&mut self, uids: &[(usize, u32, u32)]) -> Result<(), StoreError> {
+        let rows: Vec<(&[u8], u32, u32)> = uids
+            .iter()
+            .map(|(i, validity, uid)| (self.uids[*i], *validity, *uid))
+            .collect();
+        self.store.record_dest_uids(self.account, &rows)?;
+        crate::failpoint::hit("imap-uid-recorded");
+        Ok(())
+    }
+
     /// Forgets pending records of messages that will not be delivered after all.
     pub fn drop_pending(&mut self, indexes: &[usize]) -> Result<(), StoreError> {
         let uids: Vec<&[u8]> = indexes.iter().map(|i| self.uids[*i]).collect();
@@ -340,6 +353,16 @@ impl<'a> Recovery<'a> {
         Ok(())
     }
 
+    /// These pending messages were found in an IMAP mailbox of this UIDVALIDITY, at these
+    /// UIDs (recorded, then the messages are delivered as [`Self::delivered`] says).
+    pub fn found_at(&mut self, found: &[(&PendingRow, u32, u32)]) -> Result<(), StoreError> {
+        let rows: Vec<(&[u8], u32, u32)> = found
+            .iter()
+            .map(|(row, validity, uid)| (row.uid.as_slice(), *validity, *uid))
+            .collect();
+        self.store.record_dest_uids(self.account, &rows)
+    }
+
     /// These pending messages did not get into the mailbox: they are downloaded again.
     pub fn not_delivered(&mut self, rows: &[&PendingRow]) -> Result<(), StoreError> {
         let uids: Vec<&[u8]> = rows.iter().map(|r| r.uid.as_slice()).collect();
@@ -363,6 +386,9 @@ pub enum DeliveryError {
     /// The MDA did not take a message.
     #[error(transparent)]
     Mda(#[from] mda::MdaFailure),
+    /// The IMAP mailbox could not be reached, or did not take a message.
+    #[error(transparent)]
+    Imap(#[from] imap::ImapFailure),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A pending message recorded by a kind of target this popsync does not know.
@@ -378,6 +404,7 @@ impl DeliveryError {
         match self {
             Self::Busy(_) => ErrorClass::Temporary,
             Self::Mda(m) => m.class(),
+            Self::Imap(m) => m.class(),
             Self::Mailbox { .. } | Self::Store(_) | Self::UnknownKind(_) => ErrorClass::Local,
         }
     }

@@ -26,6 +26,9 @@ pub enum SpoolFormat {
     Mboxrd,
     /// The message as is (LF line endings), with or without a `From ` line in front.
     Plain { from_line: bool },
+    /// The message as it goes over the wire to an IMAP server: as received, every line
+    /// ending in CRLF (a bare LF, from a server that sends them, gets its CR).
+    Wire,
 }
 
 /// A message being spooled.
@@ -56,6 +59,9 @@ pub struct Spooled {
     pub from_line: String,
     /// The envelope sender.
     pub sender: String,
+    /// The Message-ID, and the message's own date (see [`Head`]).
+    pub message_id: Option<String>,
+    pub date: Option<crate::summary::MessageDate>,
 }
 
 impl Spooled {
@@ -92,6 +98,9 @@ impl SpoolWriter {
 
     /// Message data as received (CRLF line endings). `head` has been fed this data already.
     pub fn write(&mut self, data: &[u8], head: &Head) -> io::Result<()> {
+        if self.format == SpoolFormat::Wire {
+            return self.wire(data);
+        }
         let mut converted = Vec::new();
         self.crlf.convert(data, &mut |d| {
             converted.extend_from_slice(d);
@@ -122,6 +131,7 @@ impl SpoolWriter {
         let wants_from = match self.format {
             SpoolFormat::Mboxrd => true,
             SpoolFormat::Plain { from_line } => from_line,
+            SpoolFormat::Wire => false,
         };
         if wants_from {
             let line = format!("{}\n", self.from_line);
@@ -184,6 +194,25 @@ impl SpoolWriter {
         Ok(())
     }
 
+    /// Data for the wire: as it is, a CR put before any LF that lacks one.
+    fn wire(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while let Some(p) = memchr::memchr(b'\n', data) {
+            let before_cr = if p == 0 {
+                self.last == b'\r'
+            } else {
+                data[p - 1] == b'\r'
+            };
+            if before_cr {
+                self.emit(&data[..=p])?;
+            } else {
+                self.emit(&data[..p])?;
+                self.emit(b"\r\n")?;
+            }
+            data = &data[p + 1..];
+        }
+        self.emit(data)
+    }
+
     fn emit(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
@@ -197,6 +226,18 @@ impl SpoolWriter {
     /// Ends the message: headers never completed are written out, a missing final newline
     /// added, and for mboxrd the blank line that separates messages.
     pub fn finish(mut self, parsed: &Head) -> io::Result<Spooled> {
+        if self.format == SpoolFormat::Wire {
+            self.out.flush()?;
+            return Ok(Spooled {
+                path: self.path,
+                len: self.written,
+                sha256: self.hasher.finalize().into(),
+                from_line: String::new(),
+                sender: parsed.sender().to_owned(),
+                message_id: parsed.message_id().map(str::to_owned),
+                date: parsed.date(),
+            });
+        }
         let mut tail = Vec::new();
         self.crlf.finish(&mut |d| {
             tail.extend_from_slice(d);
@@ -231,6 +272,8 @@ impl SpoolWriter {
             sha256: self.hasher.finalize().into(),
             from_line: self.from_line,
             sender,
+            message_id: parsed.message_id().map(str::to_owned),
+            date: parsed.date(),
         })
     }
 
@@ -446,6 +489,26 @@ mod tests {
         );
         let (bytes, _) = spool(SpoolFormat::Plain { from_line: true }, MSG, 7);
         assert!(bytes.starts_with(b"From bounce@example.org "));
+    }
+
+    #[test]
+    fn wire_spools_keep_the_bytes_with_crlf_line_ends() {
+        for chunk in 1..MSG.len() {
+            let (bytes, s) = spool(SpoolFormat::Wire, MSG, chunk);
+            assert_eq!(bytes, MSG, "chunk {chunk}");
+            assert_eq!(s.len, MSG.len() as u64);
+        }
+        let (bytes, _) = spool(SpoolFormat::Wire, b"A: b\nC: d\r\n\nbody\n", 1);
+        assert_eq!(bytes, b"A: b\r\nC: d\r\n\r\nbody\r\n");
+        let (_, s) = spool(
+            SpoolFormat::Wire,
+            b"Message-ID: <a.1@example.org>\r\nDate: Tue, 1 Dec 2026 10:11:12 -0130\r\n\r\nx\r\n",
+            5,
+        );
+        assert_eq!(s.message_id.as_deref(), Some("a.1@example.org"));
+        let date = s.date.unwrap();
+        assert_eq!((date.year, date.month, date.day), (2026, 12, 1));
+        assert_eq!(date.offset_minutes, -90);
     }
 
     #[test]

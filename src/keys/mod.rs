@@ -136,6 +136,13 @@ pub struct Checker<'a> {
     pub account: Option<String>,
     pub account_at: usize,
     pub problems: Vec<Problem>,
+    /// Sections of the file that accounts refer to by name (`[[imap]]`), read before the
+    /// accounts: their table, name and what was read of them.
+    pub named: Vec<(
+        &'static str,
+        String,
+        std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    )>,
 }
 
 impl<'a> Checker<'a> {
@@ -148,6 +155,7 @@ impl<'a> Checker<'a> {
             account: None,
             account_at: 0,
             problems: Vec::new(),
+            named: Vec::new(),
         }
     }
 

@@ -119,6 +119,16 @@ impl Preset {
             Self::Custom => None,
         }
     }
+
+    /// The provider's IMAP server and the mechanism it takes, for an `[[imap]]` section
+    /// that sets no `host` (or `auth`): implicit TLS on 993, the default.
+    pub fn imap_server(self) -> Option<(&'static str, crate::pop3::AuthMethod)> {
+        match self {
+            Self::Google => Some(("imap.gmail.com", crate::pop3::AuthMethod::XOAuth2)),
+            Self::Microsoft => Some(("outlook.office365.com", crate::pop3::AuthMethod::XOAuth2)),
+            Self::Custom => None,
+        }
+    }
 }
 
 /// Why no token could be had.

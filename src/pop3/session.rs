@@ -193,6 +193,31 @@ impl Connector for Tcp {
     }
 }
 
+/// A byte stream to the server of `options`: TCP, with TLS from the first byte when
+/// `implicit_tls` (for another protocol over the same transport, as IMAP delivery is).
+pub async fn open_stream(
+    options: &ConnectOptions,
+    implicit_tls: bool,
+) -> Result<(Box<dyn Stream>, Option<CertificateInfo>), Error> {
+    let tcp = tcp_connect(options).await?;
+    let _ = tcp.set_nodelay(true);
+    debug!("connected to {}:{}", options.host, options.port);
+    if implicit_tls {
+        tls_handshake(options, Box::new(tcp)).await
+    } else {
+        Ok((Box::new(tcp), None))
+    }
+}
+
+/// A TLS session over `stream` (after a STARTTLS of another protocol), checked as every
+/// session's is.
+pub async fn upgrade_stream(
+    options: &ConnectOptions,
+    stream: Box<dyn Stream>,
+) -> Result<(Box<dyn Stream>, Option<CertificateInfo>), Error> {
+    tls_handshake(options, stream).await
+}
+
 async fn tcp_connect(options: &ConnectOptions) -> Result<TcpStream, Error> {
     let address = format!("{}:{}", options.host, options.port);
     let limit = options.timeouts.connect;

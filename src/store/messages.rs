@@ -88,6 +88,10 @@ pub struct Place {
     pub sha256: Option<Vec<u8>>,
     /// The line it starts with (an mbox `From ` line).
     pub first_line: Option<String>,
+    /// An IMAP mailbox's UIDVALIDITY, and the UID the message got there (once the server
+    /// said). Kept after delivery.
+    pub uidvalidity: Option<u32>,
+    pub dest_uid: Option<u32>,
 }
 
 /// A message whose delivery was started but not confirmed.
@@ -180,7 +184,7 @@ impl Store {
         let r = (|| -> rusqlite::Result<Vec<PendingRow>> {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT uid, pending_kind, file_name, pending_dir, mbox_offset, mbox_length, mbox_hash, mbox_from,
-                        COALESCE(headers_only, 0)
+                        COALESCE(headers_only, 0), dest_uidvalidity, dest_uid
                  FROM message WHERE account_id = ?1 AND state = 'pending' ORDER BY mbox_offset",
             )?;
             stmt.query_map([account.0], |r| {
@@ -197,6 +201,8 @@ impl Store {
                         len: r.get::<_, Option<i64>>(5)?.map(|n| n as u64),
                         sha256: r.get(6)?,
                         first_line: r.get(7)?,
+                        uidvalidity: r.get::<_, Option<i64>>(9)?.map(|n| n as u32),
+                        dest_uid: r.get::<_, Option<i64>>(10)?.map(|n| n as u32),
                     },
                     headers_only: r.get::<_, i64>(8)? != 0,
                 })
@@ -219,11 +225,13 @@ impl Store {
         self.batch(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO message (account_id, uid, state, pending_kind, pending_dir, file_name, mbox_offset,
-                                      mbox_length, mbox_hash, mbox_from, first_seen, headers_only)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                      mbox_length, mbox_hash, mbox_from, first_seen, headers_only,
+                                      dest_uidvalidity, dest_uid)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (account_id, uid) DO UPDATE SET state = 'pending',
                      pending_kind = ?3, pending_dir = ?4, file_name = ?5, mbox_offset = ?6,
-                     mbox_length = ?7, mbox_hash = ?8, mbox_from = ?9, headers_only = ?11
+                     mbox_length = ?7, mbox_hash = ?8, mbox_from = ?9, headers_only = ?11,
+                     dest_uidvalidity = ?12, dest_uid = ?13
                  WHERE state = 'oversize'",
             )?;
             for (uid, p) in rows {
@@ -238,7 +246,9 @@ impl Store {
                     p.sha256,
                     p.first_line,
                     now,
-                    headers_only
+                    headers_only,
+                    p.uidvalidity,
+                    p.dest_uid
                 ])?;
             }
             Ok(())
@@ -276,6 +286,28 @@ impl Store {
                     state.as_str(),
                     identity
                 ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Pending messages got these UIDs in the IMAP mailbox they were appended to (whose
+    /// UIDVALIDITY is given): recorded before they are marked delivered.
+    pub fn record_dest_uids(
+        &mut self,
+        account: AccountId,
+        rows: &[(&[u8], u32, u32)],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.batch(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE message SET dest_uidvalidity = ?3, dest_uid = ?4
+                 WHERE account_id = ?1 AND uid = ?2 AND state = 'pending'",
+            )?;
+            for (uid, validity, dest_uid) in rows {
+                stmt.execute(params![account.0, uid, validity, dest_uid])?;
             }
             Ok(())
         })

@@ -88,6 +88,12 @@ ALTER TABLE message ADD COLUMN identity BLOB;
 ALTER TABLE account ADD COLUMN renumbered_at INTEGER;
 ALTER TABLE account ADD COLUMN renumbered_count INTEGER;
 "#,
+    // Delivery into an IMAP mailbox: the mailbox's UIDVALIDITY when the message was
+    // appended, and the UID the server gave it (UIDPLUS), kept after delivery.
+    r#"
+ALTER TABLE message ADD COLUMN dest_uidvalidity INTEGER;
+ALTER TABLE message ADD COLUMN dest_uid INTEGER;
+"#,
 ];
 
 /// The schema version this popsync writes.

@@ -22,6 +22,32 @@ pub struct Options {
     /// Also accept SASL XOAUTH2 and OAUTHBEARER, the tokens checked by Dovecot's oauth2
     /// passdb against a token introspection endpoint (RFC 7662).
     pub oauth2: Option<OAuth2Passdb>,
+    /// Also serve IMAP (`imap_port` with STARTTLS, `imaps_port` with implicit TLS), for
+    /// delivery into an IMAP mailbox.
+    pub imap: Option<ImapOptions>,
+}
+
+/// How the test Dovecot's IMAP service behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ImapOptions {
+    /// What it says it can do after login (`imap_capability`), to hide extensions
+    /// (UIDPLUS, MULTIAPPEND, LITERAL+); `None` for Dovecot's own list.
+    pub capability: Option<String>,
+    /// A storage quota for every user (`quota_rule = *:storage=...`, e.g. "200K").
+    pub quota: Option<String>,
+}
+
+/// Dovecot 2.3's own capability list after login, less what a test hides.
+pub fn imap_capability_without(hidden: &[&str]) -> String {
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES \
+     THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN \
+     NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES \
+     WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW \
+     STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE"
+        .split_whitespace()
+        .filter(|w| !hidden.contains(w))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Where Dovecot's oauth2 passdb asks whether a token is active, and which attribute of the
@@ -37,6 +63,9 @@ pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub plain_port: u16,
     pub tls_port: u16,
+    /// IMAP with STARTTLS, and with implicit TLS (0 unless asked for in [`Options`]).
+    pub imap_port: u16,
+    pub imaps_port: u16,
     /// The CA that signed the server certificate (what `ca-file` points to).
     pub ca_file: PathBuf,
     /// The server certificate itself.
@@ -89,7 +118,7 @@ impl Dovecot {
                 .arg("--version")
                 .output()
                 .is_ok_and(|o| o.status.success()),
-            "dovecot is not installed: apt-get install dovecot-core dovecot-pop3d (.ci/run does this)"
+            "dovecot is not installed: apt-get install dovecot-core dovecot-pop3d dovecot-imapd (.ci/run does this)"
         );
         let dir = tempfile::Builder::new()
             .prefix("popsync-dovecot-")
@@ -131,6 +160,8 @@ impl Dovecot {
             conf,
             plain_port: 0,
             tls_port: 0,
+            imap_port: 0,
+            imaps_port: 0,
             uid,
             gid,
             dir,
@@ -138,11 +169,19 @@ impl Dovecot {
         for _attempt in 0..5 {
             server.plain_port = free_port();
             server.tls_port = free_port();
+            if options.imap.is_some() {
+                server.imap_port = free_port();
+                server.imaps_port = free_port();
+            }
             let text = config(
                 server.dir.path(),
                 &users_file,
-                server.plain_port,
-                server.tls_port,
+                [
+                    server.plain_port,
+                    server.tls_port,
+                    server.imap_port,
+                    server.imaps_port,
+                ],
                 uid,
                 &options,
             );
@@ -164,8 +203,16 @@ impl Dovecot {
     fn wait_ready(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.plain_port)).is_ok()
-                && TcpStream::connect(("127.0.0.1", self.tls_port)).is_ok()
+            let ports = [
+                self.plain_port,
+                self.tls_port,
+                self.imap_port,
+                self.imaps_port,
+            ];
+            if ports
+                .iter()
+                .filter(|p| **p != 0)
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
             {
                 return true;
             }
@@ -386,12 +433,29 @@ fn make_certificates(tls: &Path) {
 fn config(
     dir: &Path,
     users: &Path,
-    plain_port: u16,
-    tls_port: u16,
+    [plain_port, tls_port, imap_port, imaps_port]: [u16; 4],
     uid: u32,
     options: &Options,
 ) -> String {
     let d = dir.display();
+    let (protocols, imap) = match &options.imap {
+        None => ("pop3", String::new()),
+        Some(imap) => {
+            let mut text = format!(
+                "service imap-login {{\n  {chroot}\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap_port}\n  }}\n  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n",
+                chroot = if is_root() { "" } else { "chroot =" }
+            );
+            if let Some(caps) = &imap.capability {
+                text.push_str(&format!("imap_capability = {caps}\n"));
+            }
+            if let Some(quota) = &imap.quota {
+                text.push_str(&format!(
+                    "mail_plugins = $mail_plugins quota\nplugin {{\n  quota = maildir:User quota\n  quota_rule = *:storage={quota}\n}}\n"
+                ));
+            }
+            ("pop3 imap", text)
+        }
+    };
     // Unprivileged, everything runs as the caller, and chroot() needs root.
     let (unprivileged, chroot) = if is_root() {
         (String::new(), "")
@@ -411,7 +475,7 @@ base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/log/dovecot.log
 info_log_path = {d}/log/dovecot.log
-protocols = pop3
+protocols = {protocols}
 listen = 127.0.0.1
 shutdown_clients = yes
 {unprivileged}
@@ -459,6 +523,7 @@ service anvil {{
     mode = 0
   }}
 }}
+{imap}
 "#,
         users = users.display(),
         plain = if options.plaintext_auth { "no" } else { "yes" },

@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod daemon;
 pub mod dbus;
 pub mod dovecot;
+pub mod imap;
 pub mod keyring;
 pub mod mbox;
 pub mod mount;

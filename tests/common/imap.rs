@@ -1,0 +1,140 @@
+//! A plain IMAP client of the tests' own, to look into the test Dovecot's IMAP mailboxes
+//! independently of popsync: every message's UID, flags, internal date and raw bytes
+//! (`UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])`). Plaintext LOGIN on loopback, so
+//! the Dovecot must be started with `plaintext_auth`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+use super::dovecot::{Dovecot, PASSWORD};
+
+/// One message as the server holds it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub uid: u32,
+    pub flags: String,
+    pub internal_date: String,
+    pub body: Vec<u8>,
+}
+
+pub struct Imap {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    tag: u32,
+}
+
+impl Imap {
+    pub fn login(server: &Dovecot, user: &str) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", server.imap_port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut imap = Self {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            tag: 0,
+        };
+        let greeting = imap.line();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        imap.ok(&format!("LOGIN {user} \"{PASSWORD}\""));
+        imap
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the IMAP server closed the connection");
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    }
+
+    /// Sends a command; returns its untagged responses (literals inline) and tagged line.
+    pub fn command(&mut self, command: &str) -> (Vec<(String, Vec<Vec<u8>>)>, String) {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        write!(self.writer, "{tag} {command}\r\n").unwrap();
+        let mut untagged = Vec::new();
+        loop {
+            let mut text = self.line();
+            if let Some(rest) = text.strip_prefix(&format!("{tag} ")) {
+                return (untagged, rest.to_owned());
+            }
+            let mut literals = Vec::new();
+            while let Some(n) = literal_len(&text) {
+                let mut data = vec![0; n];
+                self.reader.read_exact(&mut data).unwrap();
+                literals.push(data);
+                text.push_str(" <literal> ");
+                let more = self.line();
+                text.push_str(&more);
+            }
+            untagged.push((text, literals));
+        }
+    }
+
+    /// A command that must succeed.
+    pub fn ok(&mut self, command: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+        let (untagged, tagged) = self.command(command);
+        assert!(tagged.starts_with("OK"), "{command}: {tagged}");
+        untagged
+    }
+
+    /// Every message of `mailbox`, by UID.
+    pub fn messages(&mut self, mailbox: &str) -> Vec<Stored> {
+        self.ok(&format!("EXAMINE \"{mailbox}\""));
+        let untagged = self.ok("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])");
+        let mut out = Vec::new();
+        for (text, literals) in untagged {
+            if !text.contains(" FETCH ") || literals.is_empty() {
+                continue;
+            }
+            let uid = after(&text, "UID ").parse().unwrap();
+            let flags = text
+                .split_once("FLAGS (")
+                .and_then(|(_, r)| r.split_once(')'))
+                .map(|(f, _)| f.to_owned())
+                .unwrap();
+            let internal_date = text
+                .split_once("INTERNALDATE \"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .map(|(d, _)| d.to_owned())
+                .unwrap();
+            out.push(Stored {
+                uid,
+                flags,
+                internal_date,
+                body: literals.into_iter().next().unwrap(),
+            });
+        }
+        self.ok("CLOSE");
+        out.sort_by_key(|m| m.uid);
+        out
+    }
+}
+
+fn after<'a>(text: &'a str, key: &str) -> &'a str {
+    let rest = &text[text.find(key).unwrap() + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn literal_len(line: &str) -> Option<usize> {
+    let inner = line.strip_suffix('}')?;
+    let open = inner.rfind('{')?;
+    inner[open + 1..].parse().ok()
+}
+
+/// What a message the server stored as `original` is on the wire: what POP3 hands out
+/// (a final line end added if missing), with every line ending in CRLF.
+pub fn as_wire(original: &[u8]) -> Vec<u8> {
+    let lf = super::corpus::as_delivered(original);
+    let mut out = Vec::with_capacity(lf.len() + lf.len() / 40);
+    for &b in &lf {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
