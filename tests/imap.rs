@@ -20,7 +20,7 @@ fn server(imap: ImapOptions) -> Dovecot {
 /// (the test CA trusted with ca-file).
 fn config(server: &Dovecot, mailbox: &str, extra: &str) -> String {
     format!(
-        "[[imap]]\nname = \"dest\"\nhost = \"127.0.0.1\"\nport = {imaps}\nca-file = {ca:?}\nusername = \"user2\"\npassword = {PASSWORD:?}\nmailbox = {mailbox:?}\n\n\
+        "[[imap]]\nname = \"dest\"\ntimeout = \"3s\"\nhost = \"127.0.0.1\"\nport = {imaps}\nca-file = {ca:?}\nusername = \"user2\"\npassword = {PASSWORD:?}\nmailbox = {mailbox:?}\n\n\
          [[account]]\nname = \"home\"\nhost = \"127.0.0.1\"\nport = {pop3s}\nca-file = {ca:?}\nusername = \"user1\"\npassword = {PASSWORD:?}\nimap-destination = \"dest\"\n{extra}\n",
         imaps = server.imaps_port,
         pop3s = server.tls_port,
@@ -171,4 +171,173 @@ fn without_uidplus_multiappend_or_literal_plus_every_message_still_arrives_once(
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let (_, again) = contents(&server, "INBOX");
     assert_eq!(again, got);
+}
+
+/// popsync killed at each step of the append protocol, then run again: every message is in
+/// the destination exactly once — with UIDPLUS, MULTIAPPEND and LITERAL+, and without them
+/// (where recovery always has to search).
+#[test]
+fn killed_at_each_step_of_the_append_protocol_every_message_arrives_exactly_once() {
+    let points = [
+        "pending-committed:2",
+        "imap-appending:2",
+        "imap-appended:2",
+        "imap-uid-recorded:2",
+        "delivered-committed:2",
+    ];
+    for hidden in [&[][..], &["UIDPLUS", "MULTIAPPEND", "LITERAL+"][..]] {
+        let server = server(ImapOptions {
+            capability: Some(imap_capability_without(hidden)),
+            ..ImapOptions::default()
+        });
+        // Three batches; a few messages twice over, byte for byte.
+        let mut messages = corpus::varied(29, 150, None);
+        messages.extend_from_slice(&messages[70..73].to_vec());
+        server.add_messages("user1", &messages);
+        let mut admin = Imap::login(&server, "user2");
+        for (n, point) in points.iter().enumerate() {
+            let mailbox = format!("k{n}");
+            eprintln!("killed at {point}, the server hiding {hidden:?}");
+            admin.ok(&format!("CREATE {mailbox}"));
+            let home = Home::new();
+            home.write_config(&config(&server, &mailbox, ""));
+            common::kill_at(&home, point);
+            let out = home.run(&["fetch", "-v"]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{point}, hiding {hidden:?}: {}",
+                describe(&out)
+            );
+            let (_, got) = contents(&server, &mailbox);
+            assert_same(&got, &wanted(&messages));
+            // And a recovery killed half-way is recovered in its turn.
+            if *point == "imap-appending:2" {
+                let mailbox = format!("r{n}");
+                admin.ok(&format!("CREATE {mailbox}"));
+                let home = Home::new();
+                home.write_config(&config(&server, &mailbox, ""));
+                common::kill_at(&home, point);
+                common::kill_at(&home, "recovery-located");
+                let out = home.run(&["fetch"]);
+                assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+                assert!(
+                    stdout(&out).contains(" recovered from an interrupted run"),
+                    "{}",
+                    describe(&out)
+                );
+                let (_, got) = contents(&server, &mailbox);
+                assert_same(&got, &wanted(&messages));
+            }
+        }
+    }
+}
+
+/// Killed at random instants, over and over: still every message exactly once.
+#[test]
+fn killed_at_random_instants_every_message_arrives_exactly_once() {
+    let server = server(ImapOptions::default());
+    let messages = corpus::varied(31, 400, Some(1 << 20));
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    home.write_config(&config(&server, "INBOX", "retention = \"delete\""));
+    let mut rng = corpus::Rng::new(7);
+    for _ in 0..6 {
+        let mut child = home
+            .command(&["fetch", "--no-progress"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30 + rng.below(400)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (_, got) = contents(&server, "INBOX");
+    assert_same(&got, &wanted(&messages));
+    assert_eq!(server.message_count("user1"), 0);
+}
+
+/// A full destination refuses: the error says so, exits 75, and nothing that is not in the
+/// destination is deleted from the POP3 server; once there is room, the rest arrives.
+#[test]
+fn a_full_destination_refuses_clearly_and_nothing_it_lacks_is_deleted() {
+    let server = server(ImapOptions {
+        quota: Some("300K".into()),
+        ..ImapOptions::default()
+    });
+    let messages = corpus::varied(37, 120, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    home.write_config(&config(&server, "INBOX", "retention = \"delete\""));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("OVERQUOTA"), "{}", describe(&out));
+    assert!(err.contains("the mailbox is full"), "{}", describe(&out));
+    let (stored, got) = contents(&server, "INBOX");
+    // What the destination has was deleted from the POP3 server; nothing else was.
+    assert_eq!(
+        server.message_count("user1") + stored.len(),
+        messages.len(),
+        "{}",
+        describe(&out)
+    );
+    for (m, n) in &got {
+        assert_eq!(*n, 1, "{:?} twice", String::from_utf8_lossy(&m[..60]));
+    }
+}
+
+/// A mailbox that does not exist is a configuration problem, told before anything is
+/// downloaded.
+#[test]
+fn a_missing_mailbox_is_told_before_anything_is_downloaded() {
+    let server = server(ImapOptions::default());
+    server.add_messages("user1", &corpus::varied(3, 5, None));
+    let home = Home::new();
+    home.write_config(&config(&server, "Nowhere", "retention = \"delete\""));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(78), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("the IMAP mailbox \"Nowhere\" of \"dest\" does not exist"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.message_count("user1"), 5);
+    let out = home.run(&["status"]);
+    assert!(!stdout(&out).contains("5 delivered"), "{}", describe(&out));
+}
+
+/// A destination that cannot be reached: 75, nothing downloaded, nothing deleted.
+#[test]
+fn an_unreachable_destination_is_temporary_and_loses_nothing() {
+    let server = server(ImapOptions::default());
+    let messages = corpus::varied(5, 10, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = config(&server, "INBOX", "retention = \"delete\"").replace(
+        &format!("port = {}\n", server.imaps_port),
+        &format!("port = {port}\n"),
+    );
+    home.write_config(&text);
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("IMAP destination \"dest\""),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.message_count("user1"), 10);
+    // Reachable again: everything arrives once.
+    home.write_config(&config(&server, "INBOX", "retention = \"delete\""));
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (_, got) = contents(&server, "INBOX");
+    assert_same(&got, &wanted(&messages));
+    assert_eq!(server.message_count("user1"), 0);
 }

@@ -334,6 +334,11 @@ impl<'a> Recovery<'a> {
         }
     }
 
+    /// The time of this recovery (unix seconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
     /// These pending messages were found in the mailbox whole, with these sizes: they are
     /// delivered (or headers-only, where only the headers were being delivered).
     pub fn delivered(&mut self, found: &[(&PendingRow, u64)]) -> Result<(), StoreError> {

@@ -475,6 +475,17 @@ impl Client {
         }
     }
 
+    /// Whether `mailbox` exists (LIST).
+    pub async fn exists(&mut self, mailbox: &str) -> Result<bool, Error> {
+        let line = format!("LIST \"\" {}", mailbox_arg(mailbox));
+        let mut found = false;
+        self.run("LIST", &line, &mut NoSink, &mut |u| {
+            found |= strip_word_bytes(u, "LIST").is_some();
+        })
+        .await?;
+        Ok(found)
+    }
+
     /// Selects `mailbox` read-only; returns its UIDVALIDITY.
     pub async fn examine(&mut self, mailbox: &str) -> Result<u32, Error> {
         let line = format!("EXAMINE {}", mailbox_arg(mailbox));

@@ -226,10 +226,10 @@ impl Wire {
         loop {
             let from = text.len();
             self.line(&mut text).await?;
-            let Some(len) = literal_at_end(&text[from..]) else {
+            let Some((len, marker)) = literal_at_end(&text[from..]) else {
                 break;
             };
-            if sink.wants(&text, len) {
+            if sink.wants(&text[..from + marker], len) {
                 trace!(target: WIRE, "S: ({len} bytes of message data)");
                 let result = self.literal(len, &mut |piece| sink.data(piece)).await;
                 sink.end();
@@ -298,8 +298,9 @@ impl Wire {
     }
 }
 
-/// The length of the literal a line announces at its end (`{123}`), if it does.
-fn literal_at_end(line: &[u8]) -> Option<u64> {
+/// The length of the literal a line announces at its end (`{123}`), if it does, and where
+/// the announcement starts.
+fn literal_at_end(line: &[u8]) -> Option<(u64, usize)> {
     let inner = line.strip_suffix(b"}")?;
     let open = memchr::memrchr(b'{', inner)?;
     let digits = &inner[open + 1..];
@@ -307,7 +308,7 @@ fn literal_at_end(line: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    Some((std::str::from_utf8(digits).ok()?.parse().ok()?, open))
 }
 
 fn parse_response(text: &[u8]) -> Option<Response> {
@@ -390,8 +391,8 @@ mod tests {
 
     #[test]
     fn literals_are_found_at_line_ends_only() {
-        assert_eq!(literal_at_end(b"* 1 FETCH (BODY[] {42}"), Some(42));
-        assert_eq!(literal_at_end(b"* STATUS {5+}"), Some(5));
+        assert_eq!(literal_at_end(b"* 1 FETCH (BODY[] {42}"), Some((42, 17)));
+        assert_eq!(literal_at_end(b"* STATUS {5+}"), Some((5, 9)));
         assert_eq!(literal_at_end(b"* OK {x}"), None);
         assert_eq!(literal_at_end(b"* OK {}"), None);
         assert_eq!(literal_at_end(b"* OK {12} more"), None);

@@ -101,6 +101,8 @@ pub struct PendingRow {
     pub place: Place,
     /// Only the headers were being delivered (`headers-only-over`).
     pub headers_only: bool,
+    /// When the delivery was started (unix seconds), if recorded.
+    pub pending_at: Option<i64>,
 }
 
 /// The bookkeeping one listing brings (see [`Store::record_listing`]).
@@ -184,7 +186,7 @@ impl Store {
         let r = (|| -> rusqlite::Result<Vec<PendingRow>> {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT uid, pending_kind, file_name, pending_dir, mbox_offset, mbox_length, mbox_hash, mbox_from,
-                        COALESCE(headers_only, 0), dest_uidvalidity, dest_uid
+                        COALESCE(headers_only, 0), dest_uidvalidity, dest_uid, pending_at
                  FROM message WHERE account_id = ?1 AND state = 'pending' ORDER BY mbox_offset",
             )?;
             stmt.query_map([account.0], |r| {
@@ -205,6 +207,7 @@ impl Store {
                         dest_uid: r.get::<_, Option<i64>>(10)?.map(|n| n as u32),
                     },
                     headers_only: r.get::<_, i64>(8)? != 0,
+                    pending_at: r.get(11)?,
                 })
             })?
             .collect()
@@ -226,12 +229,12 @@ impl Store {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO message (account_id, uid, state, pending_kind, pending_dir, file_name, mbox_offset,
                                       mbox_length, mbox_hash, mbox_from, first_seen, headers_only,
-                                      dest_uidvalidity, dest_uid)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                      dest_uidvalidity, dest_uid, pending_at)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?10)
                  ON CONFLICT (account_id, uid) DO UPDATE SET state = 'pending',
                      pending_kind = ?3, pending_dir = ?4, file_name = ?5, mbox_offset = ?6,
                      mbox_length = ?7, mbox_hash = ?8, mbox_from = ?9, headers_only = ?11,
-                     dest_uidvalidity = ?12, dest_uid = ?13
+                     dest_uidvalidity = ?12, dest_uid = ?13, pending_at = ?10
                  WHERE state = 'oversize'",
             )?;
             for (uid, p) in rows {

@@ -89,10 +89,12 @@ ALTER TABLE account ADD COLUMN renumbered_at INTEGER;
 ALTER TABLE account ADD COLUMN renumbered_count INTEGER;
 "#,
     // Delivery into an IMAP mailbox: the mailbox's UIDVALIDITY when the message was
-    // appended, and the UID the server gave it (UIDPLUS), kept after delivery.
+    // appended, and the UID the server gave it (UIDPLUS), kept after delivery; and when a
+    // delivery was started (recovery waits for a server that may still be finishing it).
     r#"
 ALTER TABLE message ADD COLUMN dest_uidvalidity INTEGER;
 ALTER TABLE message ADD COLUMN dest_uid INTEGER;
+ALTER TABLE message ADD COLUMN pending_at INTEGER;
 "#,
 ];
 

@@ -34,8 +34,20 @@ impl Appender {
             match client.status(&section.mailbox).await {
                 Ok((validity, next)) => Ok((client, validity, next)),
                 Err(e) => {
+                    // Not every server says why (Dovecot's STATUS has no NONEXISTENT).
+                    let missing = matches!(e, crate::imap::Error::Refused { .. })
+                        && matches!(client.exists(&section.mailbox).await, Ok(false));
                     client.logout().await;
-                    Err(section.failure(e, "asking for the mailbox's status"))
+                    Err(match (missing, e) {
+                        (true, crate::imap::Error::Refused { answer, .. }) => {
+                            super::ImapFailure::NoMailbox {
+                                name: section.name.clone(),
+                                mailbox: section.mailbox.clone(),
+                                answer,
+                            }
+                        }
+                        (_, e) => section.failure(e, "asking for the mailbox's status"),
+                    })
                 }
             }
         })?;

@@ -190,6 +190,15 @@ pub enum ImapFailure {
         #[source]
         source: std::io::Error,
     },
+    /// The mailbox is not there.
+    #[error(
+        "the IMAP mailbox {mailbox:?} of {name:?} does not exist ({answer}): create it first (for Gmail, the label), or set `mailbox` in the [[imap]] section; nothing was downloaded"
+    )]
+    NoMailbox {
+        name: String,
+        mailbox: String,
+        answer: Tagged,
+    },
     /// The server would not take messages.
     #[error(
         "the IMAP mailbox {mailbox:?} of {name:?} refused {count} message(s): {answer}{}",
@@ -225,7 +234,7 @@ impl ImapFailure {
                 _ => ErrorClass::Temporary,
             },
             Self::Password { source, .. } => source.class(),
-            Self::CaFile { .. } => ErrorClass::Config,
+            Self::CaFile { .. } | Self::NoMailbox { .. } => ErrorClass::Config,
         }
     }
 }

@@ -62,9 +62,45 @@ pub fn recover(
     }
     let section = settings.section.clone();
     let link = Link::new(&section)?;
+    // A server may still be finishing an append the interrupted run sent (its data still
+    // on the way when popsync was killed): a message is taken as absent only once that
+    // append would have timed out.
+    let started = to_find
+        .iter()
+        .filter_map(|r| r.pending_at)
+        .max()
+        .unwrap_or(0);
+    let settle = (started + section.timeout.as_secs() as i64 - r.now()).max(0) as u64;
     let found = link.run(|| async {
         let mut client = section.session().await?;
-        let found = find(&mut client, &section, &to_find).await;
+        let mut claimed = HashSet::new();
+        let mut found = find(&mut client, &section, &to_find, &mut claimed).await;
+        if let Ok(first) = &found
+            && settle > 0
+            && first.iter().any(|f| matches!(f, Found::Absent))
+        {
+            info!(
+                "waiting {settle} s, in case the IMAP server is still finishing appends an interrupted run sent"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(settle)).await;
+            let absent: Vec<usize> = first
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| matches!(f, Found::Absent))
+                .map(|(i, _)| i)
+                .collect();
+            let again: Vec<&PendingRow> = absent.iter().map(|i| to_find[*i]).collect();
+            found = match find(&mut client, &section, &again, &mut claimed).await {
+                Ok(second) => {
+                    let mut all = found.expect("checked");
+                    for (i, f) in absent.into_iter().zip(second) {
+                        all[i] = f;
+                    }
+                    Ok(all)
+                }
+                Err(e) => Err(e),
+            };
+        }
         client.logout().await;
         found.map_err(|e| section.failure(e, "looking for messages an interrupted run appended"))
     })?;
@@ -97,15 +133,15 @@ fn sizes<'r>(rows: &[&'r PendingRow]) -> Vec<(&'r PendingRow, u64)> {
 }
 
 /// Looks for each message among the mailbox's messages that could be it.
+/// A UID in `claimed` was found to be one message already, and is not taken for another
+/// (the same message twice in one batch).
 async fn find(
     client: &mut Client,
     section: &Section,
     rows: &[&PendingRow],
+    claimed: &mut HashSet<u32>,
 ) -> Result<Vec<Found>, crate::imap::Error> {
     let validity = client.examine(&section.mailbox).await?;
-    // A UID that was found to be one message is not taken for another (the same message
-    // twice in one batch).
-    let mut claimed = HashSet::new();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let place = &row.place;

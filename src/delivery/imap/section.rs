@@ -71,6 +71,18 @@ impl Section {
 
     /// An error of this destination's session, while `doing`.
     pub fn failure(&self, source: ImapError, doing: &'static str) -> ImapFailure {
+        if let ImapError::Refused { answer, .. } = &source
+            && matches!(
+                answer.code_name().as_deref(),
+                Some("TRYCREATE" | "NONEXISTENT")
+            )
+        {
+            return ImapFailure::NoMailbox {
+                name: self.name.clone(),
+                mailbox: self.mailbox.clone(),
+                answer: answer.clone(),
+            };
+        }
         ImapFailure::Session {
             name: self.name.clone(),
             host: format!("{}:{}", self.server.host, self.server.port),
