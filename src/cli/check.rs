@@ -229,7 +229,10 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
 /// What `popsync oauth2 login` would do for an account that is not signed in: where the
 /// browser goes, for which application and access, and where the token would be kept.
 async fn login_would_do(s: &crate::oauth2::Settings) -> String {
-    let login = format!("popsync oauth2 login --account {}", s.account);
+    let login = format!(
+        "popsync oauth2 login {}",
+        crate::config::whose(&s.account).1
+    );
     let mut out = String::new();
     let (browser, device) = match s.resolve().await {
         Ok(e) => (e.authorization, e.device),

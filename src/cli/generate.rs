@@ -226,7 +226,7 @@ fn configuration_section(title: &str) -> Roff {
     roff.control("SH", [title]);
     // Values are to be copied as they are: never hyphenated.
     roff.control("nh", []);
-    let groups: [(&str, Vec<&crate::config::KeyDoc>); 2] = [
+    let groups: [(&str, Vec<&crate::config::KeyDoc>); 3] = [
         (
             "Outside any account",
             crate::config::top_keys().iter().collect(),
@@ -234,6 +234,10 @@ fn configuration_section(title: &str) -> Roff {
         (
             "In an [[account]] (or [defaults], for every account)",
             crate::config::account_keys(),
+        ),
+        (
+            "In an [[imap]] section (an IMAP mailbox accounts deliver into with imap-destination; [defaults] does not apply)",
+            crate::delivery::imap::section_keys(),
         ),
     ];
     for (heading, keys) in groups {

@@ -13,6 +13,7 @@ mod progress;
 mod service;
 mod show_config;
 mod status;
+mod whose;
 
 use crate::exit;
 use std::path::PathBuf;

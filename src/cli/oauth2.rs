@@ -2,7 +2,8 @@
 //! `oauth2-provider`.
 
 use super::Cli;
-use crate::config::{Account, Config, PasswordSource};
+use super::whose::{Whose, WhoseArgs, whose};
+use crate::config::{Config, Login, PasswordSource};
 use crate::exit;
 use crate::oauth2::{self, Settings};
 
@@ -15,12 +16,12 @@ pub struct OAuth2Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Sign the account in: approve popsync's access once, in the browser (opened for you
-    /// where one can be; the address is always shown), or with --device (not for Google)
+    /// Sign the account (or IMAP destination) in: approve popsync's access once, in the
+    /// browser (opened for you where one can be; the address is always shown), or with
+    /// --device (not for Google)
     Login {
-        /// The account (its name in the configuration)
-        #[arg(long, short, value_name = "NAME")]
-        account: String,
+        #[command(flatten)]
+        whose: WhoseArgs,
         /// Sign in with a code typed in on any device's browser (for a machine without one)
         #[arg(long)]
         device: bool,
@@ -29,35 +30,36 @@ enum Action {
         #[arg(long, conflicts_with = "device")]
         no_browser: bool,
     },
-    /// Whether each account with oauth2-provider is signed in, and where its token is kept
+    /// Whether each account and IMAP destination with oauth2-provider is signed in, and
+    /// where its token is kept
     Status {
         /// Only this account (repeatable)
         #[arg(long, short, value_name = "NAME")]
         account: Vec<String>,
     },
-    /// Sign the account out: the stored refresh token is removed
+    /// Sign the account (or IMAP destination) out: the stored refresh token is removed
     Logout {
-        /// The account (its name in the configuration)
-        #[arg(long, short, value_name = "NAME")]
-        account: String,
+        #[command(flatten)]
+        whose: WhoseArgs,
     },
 }
 
-fn settings(account: &Account) -> Option<&Settings> {
-    match &account.login.password {
+fn settings(login: &Login) -> Option<&Settings> {
+    match &login.password {
         PasswordSource::OAuth2(s) => Some(s),
         _ => None,
     }
 }
 
-fn one<'c>(config: &'c Config, name: &str) -> Result<(&'c Account, &'c Settings), u8> {
-    let account = super::select(config, std::slice::from_ref(&name.to_owned()))?[0];
-    match settings(account) {
-        Some(s) => Ok((account, s)),
+fn one<'c>(config: &'c Config, named: &WhoseArgs) -> Result<(Whose<'c>, &'c Settings), u8> {
+    let who = whose(config, named)?;
+    match settings(who.login) {
+        Some(s) => Ok((who, s)),
         None => {
             eprintln!(
-                "popsync: account {name:?} does not sign in with OAuth2: set oauth2-provider \
+                "popsync: {} does not sign in with OAuth2: set oauth2-provider \
                  (and oauth2-client-id) in its section of {}",
+                who.label,
                 config.file.display()
             );
             Err(exit::USAGE)
@@ -76,11 +78,11 @@ pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
     };
     match &args.action {
         Action::Login {
-            account,
+            whose: named,
             device,
             no_browser,
         } => {
-            let (account, settings) = match one(&config, account) {
+            let (who, settings) = match one(&config, named) {
                 Ok(x) => x,
                 Err(code) => return code,
             };
@@ -94,29 +96,43 @@ pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
             match runtime.block_on(login) {
                 Ok(()) => {
                     println!(
-                        "signed in: account {:?} can now fetch mail; its refresh token is kept in {}",
-                        account.name,
-                        settings.store.describe(&account.name)
+                        "signed in: {} can now {}; its refresh token is kept in {}",
+                        who.label,
+                        if named.imap.is_some() {
+                            "take mail"
+                        } else {
+                            "fetch mail"
+                        },
+                        settings.store.describe(&who.key)
                     );
-                    super::password::try_again_now(cli, &config.state_dir, &account.name);
+                    for account in &who.accounts {
+                        super::password::try_again_now(cli, &config.state_dir, account);
+                    }
                     0
                 }
                 Err(e) => {
-                    eprintln!("popsync: account {}: {e}", account.name);
+                    eprintln!("popsync: {}: {e}", who.label);
                     e.class().exit_code()
                 }
             }
         }
         Action::Status { account } => {
-            let chosen: Vec<&Account> = if account.is_empty() {
+            let chosen: Vec<(String, &Login)> = if account.is_empty() {
                 config
                     .accounts
                     .iter()
-                    .filter(|a| settings(a).is_some())
+                    .map(|a| (a.name.clone(), &a.login))
+                    .chain(config.imap.iter().map(|s| {
+                        (
+                            crate::delivery::imap::Section::credential_name(&s.name),
+                            &s.login,
+                        )
+                    }))
+                    .filter(|(_, login)| settings(login).is_some())
                     .collect()
             } else {
                 match super::select(&config, account) {
-                    Ok(a) => a,
+                    Ok(a) => a.into_iter().map(|a| (a.name.clone(), &a.login)).collect(),
                     Err(code) => return code,
                 }
             };
@@ -125,55 +141,62 @@ pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
                 return 0;
             }
             let mut code = 0;
-            for a in chosen {
-                let Some(s) = settings(a) else {
-                    println!("{}: not an OAuth2 account (no oauth2-provider)", a.name);
+            for (key, login) in chosen {
+                let (_, option) = crate::config::whose(&key);
+                let shown = key
+                    .strip_prefix("imap=")
+                    .map_or(key.clone(), |n| format!("[[imap]] {n}"));
+                let Some(s) = settings(login) else {
+                    println!(
+                        "{shown}: not an OAuth2 {} (no oauth2-provider)",
+                        if key.starts_with("imap=") {
+                            "IMAP destination"
+                        } else {
+                            "account"
+                        }
+                    );
                     continue;
                 };
-                match runtime.block_on(s.store.load(&a.name)) {
+                match runtime.block_on(s.store.load(&key)) {
                     Ok(Some(_)) => println!(
-                        "{}: signed in (refresh token in {})",
-                        a.name,
-                        s.store.describe(&a.name)
+                        "{shown}: signed in (refresh token in {})",
+                        s.store.describe(&key)
                     ),
                     Ok(None) => {
-                        println!(
-                            "{}: not signed in: run `popsync oauth2 login --account {}`",
-                            a.name, a.name
-                        );
+                        println!("{shown}: not signed in: run `popsync oauth2 login {option}`");
                         code = code.max(exit::NO_PERMISSION);
                     }
                     Err(e) => {
-                        println!("{}: cannot read the token store: {e}", a.name);
+                        println!("{shown}: cannot read the token store: {e}");
                         code = code.max(e.class().exit_code());
                     }
                 }
             }
             code
         }
-        Action::Logout { account } => {
-            let (account, settings) = match one(&config, account) {
+        Action::Logout { whose: named } => {
+            let (who, settings) = match one(&config, named) {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match runtime.block_on(settings.store.delete(&account.name)) {
+            match runtime.block_on(settings.store.delete(&who.key)) {
                 Ok(removed) => {
-                    oauth2::forget(&account.name);
+                    oauth2::forget(&who.key);
                     if !cli.quiet {
                         if removed {
                             println!(
-                                "signed out: removed the refresh token of account {:?} from {}",
-                                account.name,
-                                settings.store.describe(&account.name)
+                                "signed out: removed the refresh token of {} from {}",
+                                who.label,
+                                settings.store.describe(&who.key)
                             );
                         } else {
-                            println!("account {:?} was not signed in", account.name);
+                            println!("{} was not signed in", who.label);
                         }
                     }
                     0
                 }
                 Err(e) => {
-                    eprintln!("popsync: account {}: the token store: {e}", account.name);
+                    eprintln!("popsync: {}: the token store: {e}", who.label);
                     e.class().exit_code()
                 }
             }

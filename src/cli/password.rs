@@ -1,10 +1,11 @@
-//! `popsync password set|delete --account NAME`: the account's password in the system's
-//! credential store (for `password-keyring = true`).
+//! `popsync password set|delete --account NAME` (or `--imap NAME`): an account's password,
+//! or an IMAP destination's, in the system's credential store (for `password-keyring = true`).
 
 use crate::exit;
 use std::io::{BufRead, IsTerminal};
 
 use super::Cli;
+use super::whose::{WhoseArgs, whose};
 use crate::config::keyring::{self, KeyringError};
 use crate::pop3::Secret;
 
@@ -20,15 +21,13 @@ enum Action {
     /// Store the password: asked for without echo on a terminal, else the first line of
     /// standard input (e.g. `pass show mail/home | popsync password set --account home`)
     Set {
-        /// The account (its name in the configuration)
-        #[arg(long, short, value_name = "NAME")]
-        account: String,
+        #[command(flatten)]
+        whose: WhoseArgs,
     },
     /// Remove the stored password
     Delete {
-        /// The account (its name in the configuration)
-        #[arg(long, short, value_name = "NAME")]
-        account: String,
+        #[command(flatten)]
+        whose: WhoseArgs,
     },
 }
 
@@ -37,11 +36,9 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let name = match &args.action {
-        Action::Set { account } | Action::Delete { account } => account,
-    };
-    let account = match super::select(&config, std::slice::from_ref(name)) {
-        Ok(a) => a[0],
+    let (Action::Set { whose: named } | Action::Delete { whose: named }) = &args.action;
+    let who = match whose(&config, named) {
+        Ok(w) => w,
         Err(code) => return code,
     };
     let runtime = match super::runtime() {
@@ -49,55 +46,50 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
         Err(code) => return code,
     };
     let uses_keyring = matches!(
-        account.login.password,
+        who.login.password,
         crate::config::secret::PasswordSource::Keyring { .. }
     );
     match &args.action {
         Action::Set { .. } => {
-            let secret =
-                match read_secret(&account.name, &account.login.username, &account.server.host) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("popsync: {e}");
-                        return exit::USAGE;
-                    }
-                };
-            match runtime.block_on(keyring::set(&account.name, secret)) {
+            let secret = match read_secret(&who.label, &who.login.username, who.host) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("popsync: {e}");
+                    return exit::USAGE;
+                }
+            };
+            match runtime.block_on(keyring::set(&who.key, secret)) {
                 Ok(()) => {
                     if !cli.quiet {
-                        println!(
-                            "stored the password of account {:?} in the system keyring",
-                            account.name
-                        );
+                        println!("stored the password of {} in the system keyring", who.label);
                     }
                     if !uses_keyring {
                         eprintln!(
-                            "popsync: note: account {:?} does not use it yet: put \
+                            "popsync: note: {} does not use it yet: put \
                              `password-keyring = true` in its section (instead of password or \
                              password-command)",
-                            account.name
+                            who.label
                         );
                     } else {
-                        try_again_now(cli, &config.state_dir, &account.name);
+                        for account in &who.accounts {
+                            try_again_now(cli, &config.state_dir, account);
+                        }
                     }
                     0
                 }
                 Err(e) => fail(&e),
             }
         }
-        Action::Delete { .. } => match runtime.block_on(keyring::delete(&account.name)) {
+        Action::Delete { .. } => match runtime.block_on(keyring::delete(&who.key)) {
             Ok(removed) => {
                 if !cli.quiet {
                     if removed {
                         println!(
-                            "removed the password of account {:?} from the system keyring",
-                            account.name
+                            "removed the password of {} from the system keyring",
+                            who.label
                         );
                     } else {
-                        println!(
-                            "the system keyring held no password for account {:?}",
-                            account.name
-                        );
+                        println!("the system keyring held no password for {}", who.label);
                     }
                 }
                 0
@@ -133,13 +125,12 @@ fn fail(e: &KeyringError) -> u8 {
 
 /// The password: from a prompt without echo (asked twice) on a terminal, else the first line
 /// of standard input.
-fn read_secret(account: &str, username: &str, host: &str) -> Result<Secret, String> {
+fn read_secret(whose: &str, username: &str, host: &str) -> Result<Secret, String> {
     let stdin = std::io::stdin();
     let password = if stdin.is_terminal() {
-        let first = rpassword::prompt_password(format!(
-            "Password of {username} at {host} (account {account}): "
-        ))
-        .map_err(|e| format!("cannot read the password: {e}"))?;
+        let first =
+            rpassword::prompt_password(format!("Password of {username} at {host} ({whose}): "))
+                .map_err(|e| format!("cannot read the password: {e}"))?;
         let again = rpassword::prompt_password("The same again: ")
             .map_err(|e| format!("cannot read the password: {e}"))?;
         if first != again {

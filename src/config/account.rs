@@ -131,7 +131,7 @@ fn delivery(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
         }
         [kind] => (kind.configure)(c, layers),
         many => {
-            let names: Vec<&str> = many.iter().map(|k| k.name).collect();
+            let names: Vec<&str> = many.iter().map(|k| k.keys[0].name).collect();
             c.problem(
                 at,
                 Some(names[1]),

@@ -348,7 +348,14 @@ pub(super) fn parse(
             }
         }
     }
+    let imap = c
+        .named
+        .iter()
+        .filter(|(table, ..)| *table == crate::delivery::imap::section::TABLE)
+        .filter_map(|(_, _, s)| s.clone().downcast::<crate::delivery::imap::Section>().ok())
+        .collect();
     Ok(Config {
+        imap,
         file: file.to_owned(),
         state_dir,
         accounts,

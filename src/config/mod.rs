@@ -50,6 +50,22 @@ pub const CONFIG_ENV: &str = "POPSYNC_CONFIG";
 /// The environment variable naming the state directory (overrides `state-dir`).
 pub const STATE_DIR_ENV: &str = "POPSYNC_STATE_DIR";
 
+/// Who a stored secret (keyring password, OAuth2 refresh token) belongs to, from the name
+/// it is kept under: in words, and as the option that names it on the command line
+/// (`account "home"` and `--account home`, or `IMAP destination "gmail"` and `--imap gmail`).
+pub fn whose(credential_name: &str) -> (String, String) {
+    match credential_name.strip_prefix("imap=") {
+        Some(name) => (
+            format!("IMAP destination {name:?}"),
+            format!("--imap {name}"),
+        ),
+        None => (
+            format!("account {credential_name:?}"),
+            format!("--account {credential_name}"),
+        ),
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -67,6 +83,8 @@ pub struct Config {
     /// Where the file writes a password (`[defaults]` or account names), whether or not the
     /// password is used: the file must then be private.
     pub(crate) password_sections: Vec<String>,
+    /// The `[[imap]]` sections: IMAP mailboxes accounts deliver into.
+    pub imap: Vec<std::sync::Arc<crate::delivery::imap::Section>>,
     /// Where each key's value came from: the file's own keys, then each account's (in the
     /// order of `accounts`), for `popsync config`.
     pub origins: Origins,

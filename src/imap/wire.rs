@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn literals_are_found_at_line_ends_only() {
-        assert_eq!(literal_at_end(b"* 1 FETCH (BODY[] {42}"), Some((42, 17)));
+        assert_eq!(literal_at_end(b"* 1 FETCH (BODY[] {42}"), Some((42, 18)));
         assert_eq!(literal_at_end(b"* STATUS {5+}"), Some((5, 9)));
         assert_eq!(literal_at_end(b"* OK {x}"), None);
         assert_eq!(literal_at_end(b"* OK {}"), None);

@@ -135,9 +135,11 @@ impl Preset {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "account {account:?} is not signed in (or its sign-in was revoked or has expired{}): \
-         run `popsync oauth2 login --account {account}`",
-        reason_note(.reason)
+        "{} is not signed in (or its sign-in was revoked or has expired{}): \
+         run `popsync oauth2 login {}`",
+        crate::config::whose(.account).0,
+        reason_note(.reason),
+        crate::config::whose(.account).1
     )]
     SignInNeeded {
         account: String,

@@ -99,6 +99,13 @@ impl FetchError {
                 _ => Problem::NoPassword,
             },
             Self::Password(_) => Problem::NoPassword,
+            // The IMAP destination's login, certificate or mailbox: its [[imap]] section
+            // needs fixing (the error says what, and how).
+            Self::Delivery(DeliveryError::Imap(e))
+                if !matches!(e.class(), ErrorClass::Temporary | ErrorClass::Local) =>
+            {
+                Problem::Misconfigured
+            }
             _ if self.class() == ErrorClass::Config => Problem::Misconfigured,
             _ => Problem::Other,
         }

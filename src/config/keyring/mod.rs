@@ -21,8 +21,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
     #[error(
-        "no password stored for account {account:?}; store one with \
-         `popsync password set --account {account}`"
+        "no password stored for {}; store one with `popsync password set {}`",
+        crate::config::whose(.account).0,
+        crate::config::whose(.account).1
     )]
     NotFound { account: String },
     #[error(

@@ -71,12 +71,13 @@ fn configure(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
     match found.and_then(|s| s.downcast::<Section>().ok()) {
         Some(section) => Some(Delivery::new(Settings { section })),
         None => {
-            let names: Vec<String> = c
+            let mut names: Vec<String> = c
                 .named
                 .iter()
                 .filter(|(table, ..)| *table == section::TABLE)
                 .map(|(_, n, _)| format!("{n:?}"))
                 .collect();
+            names.dedup();
             c.problem(
                 Some(at),
                 Some("imap-destination"),

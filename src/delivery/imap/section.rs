@@ -238,10 +238,11 @@ pub fn read_all(c: &mut Checker<'_>, value: Option<&toml::Spanned<DeValue<'_>>>)
             );
         }
         c.account = None;
-        if c.problems.len() > before {
-            continue;
-        }
-        let (Some((name, _)), Some(login)) = (name, login) else {
+        let Some((name, _)) = name else { continue };
+        let (Some(login), false) = (login, c.problems.len() > before) else {
+            // Known by name all the same, so that an account naming it is not told it is
+            // missing: its own problems are told.
+            c.named.push((TABLE, name, Arc::new(())));
             continue;
         };
         let section = Section {
