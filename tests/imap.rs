@@ -341,3 +341,148 @@ fn an_unreachable_destination_is_temporary_and_loses_nothing() {
     assert_same(&got, &wanted(&messages));
     assert_eq!(server.message_count("user1"), 0);
 }
+
+/// An IMAP destination signs in with popsync's own OAuth2 (the device grant, against a real
+/// authorization server) and logs in with XOAUTH2: Dovecot's oauth2 passdb asks that server
+/// whether each token is active.
+#[test]
+fn an_imap_destination_signs_in_with_oauth2_and_logs_in_with_xoauth2() {
+    use common::oidc::{CLIENT_ID, Provider, device_login};
+    let provider = Provider::start(3600);
+    let server = Dovecot::start_with(Options {
+        plaintext_auth: true,
+        oauth2: Some(provider.passdb()),
+        imap: Some(ImapOptions::default()),
+    });
+    let messages = corpus::varied(43, 12, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let text = config(&server, "INBOX", "").replace(
+        &format!("username = \"user2\"\npassword = {PASSWORD:?}\n"),
+        &format!(
+            "username = \"user2\"\noauth2-provider = \"custom\"\noauth2-issuer = {:?}\n\
+             oauth2-client-id = {CLIENT_ID:?}\noauth2-scopes = \"openid pop\"\n\
+             oauth2-token-store = \"file\"\n",
+            provider.issuer
+        ),
+    );
+    assert!(text.contains("oauth2-issuer"), "{text}");
+    home.write_config(&text);
+
+    // Not signed in yet: told how, and nothing is downloaded.
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("IMAP destination \"dest\" is not signed in")
+            && common::stderr(&out).contains("run `popsync oauth2 login --imap dest`"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(server.message_count("user1"), 12);
+    let out = home.run(&["oauth2", "status"]);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        stdout(&out)
+            .contains("[[imap]] dest: not signed in: run `popsync oauth2 login --imap dest`"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = device_login(&provider, &home, &["--imap", "dest"], "user2");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("signed in: IMAP destination \"dest\" can now take mail"),
+        "{}",
+        describe(&out)
+    );
+    assert!(home.state_dir().join("oauth2/imap=dest.token").exists());
+
+    let out = home.run(&["fetch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (_, got) = contents(&server, "INBOX");
+    assert_same(&got, &wanted(&messages));
+    let log = server.log_once("user=<user2>, method=XOAUTH2");
+    assert!(
+        log.contains("imap-login: Info: Login: user=<user2>, method=XOAUTH2"),
+        "{log}"
+    );
+    let out = home.run(&["oauth2", "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("[[imap]] dest: signed in"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// An IMAP destination's password in the system keyring (`popsync password set --imap`),
+/// and `popsync check` logging in there and finding the mailbox.
+#[test]
+fn an_imap_destination_password_lives_in_the_keyring_and_check_logs_in_there() {
+    use std::io::Write as _;
+    let server = server(ImapOptions::default());
+    let messages = corpus::varied(47, 4, None);
+    server.add_messages("user1", &messages);
+    let bus = common::dbus::Bus::start();
+    let keyring = common::keyring::Keyring::start(&bus);
+    let home = Home::new();
+    home.write_config(&config(&server, "INBOX", "").replacen(
+        &format!("password = {PASSWORD:?}\nmailbox"),
+        "password-keyring = true\nmailbox",
+        1,
+    ));
+    let run = |args: &[&str], input: &str| {
+        let mut child = home
+            .command(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["fetch", "--no-progress"], "");
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains(
+            "no password stored for IMAP destination \"dest\"; store one with `popsync password set --imap dest`"
+        ),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["password", "set", "--imap", "nope"], "x\n");
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("no [[imap]] section is named \"nope\""),
+        "{}",
+        describe(&out)
+    );
+    let out = run(
+        &["password", "set", "--imap", "dest"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(keyring.lookup("imap=dest").as_deref(), Some(PASSWORD));
+
+    let out = run(&["check"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains(
+            "the IMAP mailbox \"INBOX\" of dest (user2@127.0.0.1): there, and popsync can log in (the server offers UIDPLUS, MULTIAPPEND, LITERAL+)"
+        ),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["fetch"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (_, got) = contents(&server, "INBOX");
+    assert_same(&got, &wanted(&messages));
+    keyring.stop();
+}

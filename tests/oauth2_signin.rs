@@ -9,43 +9,9 @@ use std::time::Duration;
 use common::oidc::{Browser, BrowserLogin, Provider, server, signin_account};
 use common::{Home, assert_same_messages, corpus, describe, expected_contents, maildir_contents};
 
-/// `popsync oauth2 login --device`, with the test approving the code in the "browser" as
-/// soon as popsync shows it.
+/// `popsync oauth2 login --device --account home`, approved as user1.
 fn device_login(provider: &Provider, home: &Home) -> std::process::Output {
-    use std::io::BufRead as _;
-    let mut child = home
-        .command(&["oauth2", "login", "--device", "--account", "home"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let mut shown = String::new();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("popsync shows where to sign in")
-            .unwrap();
-        shown.push_str(&line);
-        shown.push('\n');
-        if let Some(at) = line.find("http")
-            && line.contains("user_code=")
-        {
-            let url = &line[at..];
-            break url.split([' ', ',']).next().unwrap().to_owned();
-        }
-    };
-    // Approved after popsync's first poll (1 s), which is told authorization_pending.
-    std::thread::sleep(Duration::from_millis(1500));
-    Browser::new(provider.port()).approve_device(&url, "user1");
-    for line in lines {
-        shown.push_str(&line.unwrap());
-        shown.push('\n');
-    }
-    let mut out = child.wait_with_output().unwrap();
-    out.stdout = shown.into_bytes();
-    out
+    common::oidc::device_login(provider, home, &["--account", "home"], "user1")
 }
 
 /// The whole sign-in by popsync: device login (the server first says `authorization_pending`,

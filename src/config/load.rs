@@ -214,8 +214,10 @@ pub(super) fn parse(
         },
     };
 
+    let state_dir = state_dir_override.or(state_dir).or_else(default_state_dir);
+
     // The IMAP destinations accounts may name, before the accounts.
-    crate::delivery::imap::read_sections(&mut c, root.get("imap"));
+    crate::delivery::imap::read_sections(&mut c, root.get("imap"), state_dir.as_deref());
 
     let mut accounts = Vec::new();
     match root.get("account") {
@@ -268,7 +270,6 @@ pub(super) fn parse(
         }
     }
 
-    let state_dir = state_dir_override.or(state_dir).or_else(default_state_dir);
     let Some(state_dir) = state_dir else {
         c.problem(
             None,

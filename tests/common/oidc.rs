@@ -570,3 +570,47 @@ impl BrowserLogin {
         out
     }
 }
+
+/// `popsync oauth2 login --device` for `whose` (`--account NAME`, `--imap NAME`), with the
+/// test approving the code in the "browser", as `login`, as soon as popsync shows it.
+pub fn device_login(
+    provider: &Provider,
+    home: &Home,
+    whose: &[&str],
+    login: &str,
+) -> std::process::Output {
+    use std::io::BufRead as _;
+    let mut child = home
+        .command(&[&["oauth2", "login", "--device"][..], whose].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut shown = String::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("popsync shows where to sign in")
+            .unwrap();
+        shown.push_str(&line);
+        shown.push('\n');
+        if let Some(at) = line.find("http")
+            && line.contains("user_code=")
+        {
+            let url = &line[at..];
+            break url.split([' ', ',']).next().unwrap().to_owned();
+        }
+    };
+    // Approved after popsync's first poll (1 s), which is told authorization_pending.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    Browser::new(provider.port()).approve_device(&url, login);
+    for line in lines {
+        shown.push_str(&line.unwrap());
+        shown.push('\n');
+    }
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = shown.into_bytes();
+    out
+}

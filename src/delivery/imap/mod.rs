@@ -95,9 +95,14 @@ fn configure(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
     }
 }
 
-/// Reads the file's `[[imap]]` sections, for accounts to name.
-pub fn read_sections(c: &mut Checker<'_>, value: Option<&toml::Spanned<toml::de::DeValue<'_>>>) {
-    section::read_all(c, value);
+/// Reads the file's `[[imap]]` sections, for accounts to name; OAuth2 token files are kept
+/// in `state_dir`.
+pub fn read_sections(
+    c: &mut Checker<'_>,
+    value: Option<&toml::Spanned<toml::de::DeValue<'_>>>,
+    state_dir: Option<&std::path::Path>,
+) {
+    section::read_all(c, value, state_dir);
 }
 
 /// Where an account's mail goes: a mailbox on an IMAP server.

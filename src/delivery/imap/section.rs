@@ -143,7 +143,11 @@ impl Section {
 }
 
 /// Reads every `[[imap]]` section into `c.named`.
-pub fn read_all(c: &mut Checker<'_>, value: Option<&toml::Spanned<DeValue<'_>>>) {
+pub fn read_all(
+    c: &mut Checker<'_>,
+    value: Option<&toml::Spanned<DeValue<'_>>>,
+    state_dir: Option<&std::path::Path>,
+) {
     let Some(value) = value else { return };
     let items = match value.get_ref() {
         DeValue::Array(items) => items,
@@ -239,12 +243,18 @@ pub fn read_all(c: &mut Checker<'_>, value: Option<&toml::Spanned<DeValue<'_>>>)
         }
         c.account = None;
         let Some((name, _)) = name else { continue };
-        let (Some(login), false) = (login, c.problems.len() > before) else {
+        let (Some(mut login), false) = (login, c.problems.len() > before) else {
             // Known by name all the same, so that an account naming it is not told it is
             // missing: its own problems are told.
             c.named.push((TABLE, name, Arc::new(())));
             continue;
         };
+        if let crate::config::PasswordSource::OAuth2(s) = &mut login.password
+            && let crate::oauth2::store::Store::File(dir) = &mut s.store
+            && let Some(state_dir) = state_dir
+        {
+            dir.clone_from(&state_dir.to_owned());
+        }
         let section = Section {
             name: name.clone(),
             server,
