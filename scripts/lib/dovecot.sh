@@ -14,7 +14,9 @@
 # Plain POP3 with STLS listens on 127.0.0.1:DV_POP3_PORT and implicit TLS on
 # 127.0.0.1:DV_POP3S_PORT (free ports, picked at start). Logging in without TLS is refused
 # unless DV_PLAINTEXT_AUTH=yes is set before dovecot_start. DV_EXTRA_CONF, if set, is appended
-# to the configuration.
+# to the configuration. With DV_IMAP=yes it serves IMAP too (Debian package dovecot-imapd),
+# plain with STARTTLS on 127.0.0.1:DV_IMAP_PORT; DV_IMAP_CAPABILITY, if set, replaces what it
+# says it can do after login (imap_capability: to hide LITERAL+, MULTIAPPEND or UIDPLUS).
 #
 # Started as root, Dovecot runs the mail processes as the numeric uid/gid DV_MAIL_UID
 # (default 5000), which needs no /etc/passwd entry, and the mail files belong to it; started
@@ -124,7 +126,7 @@ base_dir = $DV_DIR/run
 state_dir = $DV_DIR/state
 log_path = $DV_DIR/log/dovecot.log
 info_log_path = $DV_DIR/log/dovecot.log
-protocols = pop3
+protocols = pop3$([[ ${DV_IMAP:-no} == yes ]] && echo " imap")
 listen = 127.0.0.1
 shutdown_clients = yes
 $owner_lines
@@ -168,8 +170,26 @@ service pop3-login {
     ssl = yes
   }
 }
+$(_dovecot_imap_conf "$chroot")
 ${DV_EXTRA_CONF:-}
 EOF
+}
+
+_dovecot_imap_conf() {
+    [[ ${DV_IMAP:-no} == yes ]] || return 0
+    cat <<EOF
+service imap-login {
+  $1
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DV_IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+EOF
+    [[ -z ${DV_IMAP_CAPABILITY:-} ]] || echo "imap_capability = $DV_IMAP_CAPABILITY"
 }
 
 _dovecot_wait_ready() {
@@ -239,6 +259,11 @@ dovecot_start() {
     for attempt in 1 2 3 4 5; do
         DV_POP3_PORT=$(dovecot_free_port) && DV_POP3S_PORT=$(dovecot_free_port) || return 1
         [[ $DV_POP3_PORT != "$DV_POP3S_PORT" ]] || continue
+        DV_IMAP_PORT=0
+        if [[ ${DV_IMAP:-no} == yes ]]; then
+            DV_IMAP_PORT=$(dovecot_free_port) || return 1
+            [[ $DV_IMAP_PORT != "$DV_POP3_PORT" && $DV_IMAP_PORT != "$DV_POP3S_PORT" ]] || continue
+        fi
         _dovecot_write_config "$DV_POP3_PORT" "$DV_POP3S_PORT" "$users_file" || return 1
         # Not attached to the caller's pipes: a daemon holding them open makes `$(...)` and
         # `| tee` in the caller wait forever.
@@ -250,6 +275,7 @@ DV_LOG='$DV_LOG'
 DV_CA_FILE='$DV_CA_FILE'
 DV_POP3_PORT=$DV_POP3_PORT
 DV_POP3S_PORT=$DV_POP3S_PORT
+DV_IMAP_PORT=$DV_IMAP_PORT
 DV_PASSWORD='$DV_PASSWORD'
 DV_MAIL_UID=$DV_MAIL_UID
 DV_MAIL_GID=$DV_MAIL_GID
