@@ -90,7 +90,7 @@ pub fn read(
         );
     }
 
-    let password = password_source(c, &keys, name);
+    let password = password_source(c, &keys, name, protocol);
 
     let auth = keys
         .auth
@@ -163,6 +163,7 @@ fn password_source(
     c: &mut Checker<'_>,
     keys: &CredentialKeys<'_>,
     name: &str,
+    protocol: super::server::Protocol,
 ) -> Option<PasswordSource> {
     let sources: [&Key<'_>; 5] = [
         &keys.password,
@@ -230,7 +231,7 @@ fn password_source(
             .argv(c)
             .map(PasswordSource::TokenCommand),
         [only] if only.name() == "oauth2-provider" => {
-            oauth2_settings(c, keys, name).map(|s| PasswordSource::OAuth2(Box::new(s)))
+            oauth2_settings(c, keys, name, protocol).map(|s| PasswordSource::OAuth2(Box::new(s)))
         }
         [_keyring] => match keys.password_keyring.boolean(c, false) {
             (true, _) => Some(PasswordSource::Keyring {
@@ -247,6 +248,7 @@ fn oauth2_settings(
     c: &mut Checker<'_>,
     keys: &CredentialKeys<'_>,
     name: &str,
+    protocol: super::server::Protocol,
 ) -> Option<crate::oauth2::Settings> {
     use crate::oauth2::{Endpoints, Preset, Settings, store::Store};
     let preset = keys.oauth2_provider.one_of(
@@ -302,7 +304,15 @@ fn oauth2_settings(
             }
             (
                 endpoints,
-                scopes.unwrap_or_else(|| preset_scopes.to_owned()),
+                scopes.unwrap_or_else(|| {
+                    // Microsoft grants POP and IMAP apart.
+                    match (protocol, preset) {
+                        (super::server::Protocol::Imap, Preset::Microsoft) => {
+                            crate::oauth2::MICROSOFT_IMAP_SCOPES.to_owned()
+                        }
+                        _ => preset_scopes.to_owned(),
+                    }
+                }),
             )
         }
         None => {

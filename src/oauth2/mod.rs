@@ -131,6 +131,11 @@ impl Preset {
     }
 }
 
+/// The scopes a Microsoft sign-in asks for to log in by IMAP (its POP scope does not
+/// cover IMAP; Google's one scope covers both).
+pub const MICROSOFT_IMAP_SCOPES: &str =
+    "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
+
 /// Why no token could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
