@@ -192,7 +192,7 @@ fn killed_at_each_step_of_the_append_protocol_every_message_arrives_exactly_once
         });
         // Three batches; a few messages twice over, byte for byte.
         let mut messages = corpus::varied(29, 150, None);
-        messages.extend_from_slice(&messages[70..73].to_vec());
+        messages.extend_from_within(70..73);
         server.add_messages("user1", &messages);
         let mut admin = Imap::login(&server, "user2");
         for (n, point) in points.iter().enumerate() {

@@ -393,7 +393,7 @@ pub enum DeliveryError {
     Mda(#[from] mda::MdaFailure),
     /// The IMAP mailbox could not be reached, or did not take a message.
     #[error(transparent)]
-    Imap(#[from] imap::ImapFailure),
+    Imap(Box<imap::ImapFailure>),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A pending message recorded by a kind of target this popsync does not know.
@@ -401,6 +401,12 @@ pub enum DeliveryError {
         "the state database records an unfinished delivery of an unknown kind {0:?} (written by a newer popsync?)"
     )]
     UnknownKind(String),
+}
+
+impl From<imap::ImapFailure> for DeliveryError {
+    fn from(e: imap::ImapFailure) -> Self {
+        Self::Imap(Box::new(e))
+    }
 }
 
 impl DeliveryError {

@@ -185,6 +185,27 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client, Error> {
     Ok(client)
 }
 
+/// A session over a stream already connected (an in-memory pipe in tests): reads the
+/// greeting and learns the capabilities; no TLS is set up.
+pub async fn over(
+    stream: Box<dyn crate::pop3::connection::Stream>,
+    options: &ConnectOptions,
+    encrypted: bool,
+) -> Result<Client, Error> {
+    let mut client = Client {
+        wire: Wire::new(stream, options.timeouts.response),
+        caps: Capabilities::default(),
+        next_tag: 1,
+        encrypted,
+        certificate: None,
+        host: options.host.clone(),
+        port: options.port,
+        mode: AppendMode::default(),
+    };
+    client.greeting().await?;
+    Ok(client)
+}
+
 impl Client {
     async fn greeting(&mut self) -> Result<(), Error> {
         match self.wire.response(&mut NoSink).await? {
@@ -557,7 +578,7 @@ impl Client {
         let mailbox = mailbox_arg(mailbox);
         let mode = self.mode;
         let groups: Vec<std::ops::Range<usize>> = if mode.multi {
-            vec![0..messages.len()]
+            std::iter::once(0..messages.len()).collect()
         } else {
             (0..messages.len()).map(|i| i..i + 1).collect()
         };
@@ -847,6 +868,9 @@ pub fn modified_utf7(name: &str) -> String {
     flush(&mut pending, &mut out);
     out
 }
+
+#[cfg(test)]
+mod scripted;
 
 #[cfg(test)]
 mod tests {

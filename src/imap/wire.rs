@@ -50,7 +50,7 @@ pub enum Response {
 }
 
 /// The end of a command.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tagged {
     pub tag: String,
     pub state: State,

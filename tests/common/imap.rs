@@ -17,6 +17,9 @@ pub struct Stored {
     pub body: Vec<u8>,
 }
 
+/// An untagged response: its text (literals marked `<literal>`) and its literals.
+pub type Untagged = (String, Vec<Vec<u8>>);
+
 pub struct Imap {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
@@ -48,7 +51,7 @@ impl Imap {
     }
 
     /// Sends a command; returns its untagged responses (literals inline) and tagged line.
-    pub fn command(&mut self, command: &str) -> (Vec<(String, Vec<Vec<u8>>)>, String) {
+    pub fn command(&mut self, command: &str) -> (Vec<Untagged>, String) {
         self.tag += 1;
         let tag = format!("t{}", self.tag);
         write!(self.writer, "{tag} {command}\r\n").unwrap();
@@ -72,7 +75,7 @@ impl Imap {
     }
 
     /// A command that must succeed.
-    pub fn ok(&mut self, command: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+    pub fn ok(&mut self, command: &str) -> Vec<Untagged> {
         let (untagged, tagged) = self.command(command);
         assert!(tagged.starts_with("OK"), "{command}: {tagged}");
         untagged

@@ -43,7 +43,7 @@ impl Appender {
                             super::ImapFailure::NoMailbox {
                                 name: section.name.clone(),
                                 mailbox: section.mailbox.clone(),
-                                answer,
+                                answer: Box::new(answer),
                             }
                         }
                         (_, e) => section.failure(e, "asking for the mailbox's status"),
@@ -262,7 +262,7 @@ impl Appender {
                 name: self.section.name.clone(),
                 mailbox: self.section.mailbox.clone(),
                 count: refused.len(),
-                answer,
+                answer: Box::new(answer),
             }
             .into());
         }

@@ -180,7 +180,7 @@ pub enum ImapFailure {
         host: String,
         doing: &'static str,
         #[source]
-        source: ImapError,
+        source: Box<ImapError>,
     },
     /// Its login secret could not be had.
     #[error("IMAP destination {name:?}: no password")]
@@ -203,7 +203,7 @@ pub enum ImapFailure {
     NoMailbox {
         name: String,
         mailbox: String,
-        answer: Tagged,
+        answer: Box<Tagged>,
     },
     /// The server would not take messages.
     #[error(
@@ -214,7 +214,7 @@ pub enum ImapFailure {
         name: String,
         mailbox: String,
         count: usize,
-        answer: Tagged,
+        answer: Box<Tagged>,
     },
 }
 
@@ -281,7 +281,9 @@ impl Link {
                 name: section.name.clone(),
                 host: section.server.host.clone(),
                 doing: "starting its runtime",
-                source: ImapError::Transport(crate::pop3::ErrorKind::Io(source).into()),
+                source: Box::new(ImapError::Transport(
+                    crate::pop3::ErrorKind::Io(source).into(),
+                )),
             })?;
         Ok(Self {
             runtime: Some(runtime),

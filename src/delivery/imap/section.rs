@@ -80,14 +80,14 @@ impl Section {
             return ImapFailure::NoMailbox {
                 name: self.name.clone(),
                 mailbox: self.mailbox.clone(),
-                answer: answer.clone(),
+                answer: Box::new(answer.clone()),
             };
         }
         ImapFailure::Session {
             name: self.name.clone(),
             host: format!("{}:{}", self.server.host, self.server.port),
             doing,
-            source,
+            source: Box::new(source),
         }
     }
 
