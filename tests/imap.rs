@@ -486,3 +486,37 @@ fn an_imap_destination_password_lives_in_the_keyring_and_check_logs_in_there() {
     assert_same(&got, &wanted(&messages));
     keyring.stop();
 }
+
+/// Even at trace level, with the protocol transcript, the destination's password appears
+/// nowhere, and what is logged of the IMAP session is marked with the account.
+#[test]
+fn the_destination_password_never_appears_even_in_the_transcript() {
+    let server = server(ImapOptions::default());
+    server.add_messages("user1", &corpus::varied(53, 3, None));
+    let home = Home::new();
+    // The section logs in with LOGIN, the account by SASL PLAIN.
+    home.write_config(&config(&server, "INBOX", "").replacen(
+        "mailbox = ",
+        "auth = \"user\"\nmailbox = ",
+        1,
+    ));
+    let out = home
+        .command(&["fetch", "-vvv"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let all = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert!(
+        all.lines()
+            .any(|l| l.contains("home:") && l.contains("C: p1 LOGIN <redacted>")),
+        "{all}"
+    );
+    assert!(
+        all.contains("home: logged in to IMAP destination dest"),
+        "{all}"
+    );
+    assert!(!all.contains(PASSWORD), "the password leaked:\n{all}");
+    let (_, got) = contents(&server, "INBOX");
+    assert_eq!(got.values().sum::<usize>(), 3);
+}

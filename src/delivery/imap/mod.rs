@@ -293,8 +293,10 @@ impl Link {
     /// Runs the future `work` makes to its end, on a thread of its own.
     fn run<T: Send, F: Future<Output = T>>(&self, work: impl FnOnce() -> F + Send) -> T {
         let runtime = self.runtime.as_ref().expect("until dropped");
+        // What it logs is marked with the account, as the rest of the fetch is.
+        let span = tracing::Span::current();
         std::thread::scope(|s| {
-            s.spawn(|| runtime.block_on(work()))
+            s.spawn(|| span.in_scope(|| runtime.block_on(work())))
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
