@@ -520,3 +520,78 @@ fn the_destination_password_never_appears_even_in_the_transcript() {
     let (_, got) = contents(&server, "INBOX");
     assert_eq!(got.values().sum::<usize>(), 3);
 }
+
+/// Forwards 127.0.0.1:port to `upstream`, and cuts every connection once the client has sent
+/// `limit` bytes through it (a destination lost in the middle of an append).
+fn cutting_proxy(upstream: u16, limit: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = client.read(&mut buf) {
+                    if n == 0 || server.write_all(&buf[..n.min(limit - sent)]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if sent >= limit {
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Both);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// The destination lost in the middle of an append: 75, and the next run finds out from the
+/// destination what got there; every message ends up there exactly once, and nothing the
+/// destination lacked was deleted from the POP3 server.
+#[test]
+fn a_destination_lost_mid_append_is_temporary_and_nothing_is_lost_or_doubled() {
+    let server = server(ImapOptions::default());
+    let messages = corpus::varied(59, 200, None);
+    server.add_messages("user1", &messages);
+    let home = Home::new();
+    let plain = |port: u16| {
+        config(&server, "INBOX", "retention = \"delete\"").replace(
+            &format!("port = {}\n", server.imaps_port),
+            &format!("port = {port}\nsecurity = \"dangerous-plaintext\"\n"),
+        )
+    };
+    // Cut in the middle of the second batch (of 64).
+    let first: usize = messages[..64].iter().map(|m| as_wire(m).len() + 40).sum();
+    let second: usize = messages[64..128].iter().map(|m| as_wire(m).len()).sum();
+    home.write_config(&plain(cutting_proxy(server.imap_port, first + second / 2)));
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(75), "{}", describe(&out));
+    assert!(
+        common::stderr(&out).contains("IMAP destination \"dest\""),
+        "{}",
+        describe(&out)
+    );
+    let (_, partial) = contents(&server, "INBOX");
+    let there: usize = partial.values().sum();
+    assert!(
+        there > 0 && there < 200,
+        "{there} arrived before the cut: {}",
+        describe(&out)
+    );
+    assert!(server.message_count("user1") + there >= 200);
+
+    home.write_config(&plain(server.imap_port));
+    let out = home.run(&["fetch", "--no-progress"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (_, got) = contents(&server, "INBOX");
+    assert_same(&got, &wanted(&messages));
+    assert_eq!(server.message_count("user1"), 0);
+}
