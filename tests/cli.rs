@@ -381,3 +381,77 @@ retention = "keep"
     assert!(!stdout(&out).contains("Secret-In-Defaults"));
     let _ = stderr(&out);
 }
+
+/// `popsync config` shows each `[[imap]]` section too (IMAP's defaults, its secret as
+/// `<set>`), and with `--account`, only the sections those accounts deliver into.
+#[test]
+fn config_shows_the_imap_destinations_accounts_deliver_into() {
+    let home = Home::new();
+    home.write_config(
+        r#"
+[[imap]]
+name = "dest"
+host = "imap.example.net"
+username = "me"
+password = "Imap-Secret"
+mailbox = "From ISP"
+
+[[imap]]
+name = "other"
+host = "imap.example.org"
+security = "starttls"
+username = "me"
+password-keyring = true
+
+[[account]]
+name = "isp"
+host = "pop.example.net"
+username = "me"
+password = "p"
+imap-destination = "dest"
+"#,
+    );
+    let out = home.run(&["config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains("Imap-Secret"),
+        "a password was shown:\n{text}"
+    );
+    assert!(
+        text.contains(
+            "delivers to:    the IMAP mailbox \"From ISP\" of dest (me at imap.example.net)"
+        ) && text.contains("\n[[imap]] dest\n")
+            && text.contains("server:         imap.example.net:993 (implicit TLS)")
+            && text.contains("\n[[imap]] other\n")
+            && text.contains("server:         imap.example.org:143 (STLS)"),
+        "{text}"
+    );
+    let section = &text[text.find("\n[[imap]] dest\n").unwrap()..];
+    let shown = |key: &str| {
+        section
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} = ")))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(shown("password"), "password = <set> (the section)");
+    assert_eq!(
+        shown("port"),
+        "port = 993 for \"tls\", 143 otherwise (popsync's default)"
+    );
+    assert_eq!(shown("mailbox"), "mailbox = \"From ISP\" (the section)");
+
+    let out = home.run(&["config", "--json", "--account", "isp"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let imap = v["imap"].as_array().unwrap();
+    assert_eq!(imap.len(), 1, "{v}");
+    assert_eq!(imap[0]["name"], "dest");
+    assert_eq!(
+        imap[0]["keys"].as_array().unwrap().len(),
+        popsync::delivery::imap::section_keys().len()
+    );
+}

@@ -475,7 +475,7 @@ fn an_imap_destination_password_lives_in_the_keyring_and_check_logs_in_there() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
         stdout(&out).contains(
-            "the IMAP mailbox \"INBOX\" of dest (user2@127.0.0.1): there, and popsync can log in (the server offers UIDPLUS, MULTIAPPEND, LITERAL+)"
+            "the IMAP mailbox \"INBOX\" of dest (user2 at 127.0.0.1): there, and popsync can log in (the server offers UIDPLUS, MULTIAPPEND, LITERAL+)"
         ),
         "{}",
         describe(&out)

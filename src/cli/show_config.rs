@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use super::Cli;
-use crate::config::{Account, Origin};
+use crate::config::Origin;
+use crate::delivery::Destination as _;
 
 /// Show the configuration as popsync understands it: every key of each account with its
 /// value and where it came from (the account, [defaults] or popsync's default), paths
@@ -26,6 +27,17 @@ struct Shown {
     state_dir: String,
     keys: Vec<KeyShown>,
     accounts: Vec<AccountShown>,
+    /// The `[[imap]]` sections (those the chosen accounts deliver into).
+    imap: Vec<ImapShown>,
+}
+
+#[derive(Debug, Serialize)]
+struct ImapShown {
+    name: String,
+    /// The mailbox, resolved: "the IMAP mailbox "INBOX" of gmail (...)".
+    mailbox: String,
+    server: String,
+    keys: Vec<KeyShown>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,13 +86,13 @@ fn keys(origins: &[(&'static crate::config::KeyDoc, Origin)], own: &'static str)
         .collect()
 }
 
-fn server(a: &Account) -> String {
+fn server(a: &crate::config::Server) -> String {
     use crate::pop3::Security;
     format!(
         "{}:{} ({})",
-        a.server.host,
-        a.server.port,
-        match a.server.security {
+        a.host,
+        a.port,
+        match a.security {
             Security::Tls => "implicit TLS",
             Security::StartTls => "STLS",
             Security::DangerousPlaintext => "no encryption",
@@ -112,7 +124,7 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> u8 {
                 AccountShown {
                     name: a.name.clone(),
                     delivers_to: a.delivery.describe(),
-                    server: server(a),
+                    server: server(&a.server),
                     keys: config
                         .origins
                         .accounts
@@ -120,6 +132,33 @@ pub fn run(cli: &Cli, args: &ConfigArgs) -> u8 {
                         .map(|o| keys(o, "account"))
                         .unwrap_or_default(),
                 }
+            })
+            .collect(),
+        imap: config
+            .imap
+            .iter()
+            .filter(|section| {
+                args.account.is_empty()
+                    || chosen.iter().any(|a| {
+                        a.delivery
+                            .settings::<crate::delivery::imap::Settings>()
+                            .is_some_and(|s| s.section.name == section.name)
+                    })
+            })
+            .map(|section| ImapShown {
+                name: section.name.clone(),
+                mailbox: crate::delivery::imap::Settings {
+                    section: section.clone(),
+                }
+                .describe(),
+                server: server(&section.server),
+                keys: config
+                    .origins
+                    .imap
+                    .iter()
+                    .find(|(n, _)| *n == section.name)
+                    .map(|(_, o)| keys(o, "section"))
+                    .unwrap_or_default(),
             })
             .collect(),
     };
@@ -146,6 +185,7 @@ fn text(s: &Shown) -> String {
         .keys
         .iter()
         .chain(s.accounts.iter().flat_map(|a| &a.keys))
+        .chain(s.imap.iter().flat_map(|i| &i.keys))
         .map(|k| k.key.len() + 3 + k.value.len())
         .max()
         .unwrap_or(0)
@@ -156,6 +196,7 @@ fn text(s: &Shown) -> String {
             "defaults" => "([defaults])",
             "defaults, not used" => "([defaults], not used: the account's own login source wins)",
             "file" => "(the file)",
+            "section" => "(the section)",
             _ => "(the account)",
         };
         format!("  {:<width$}  {from}\n", format!("{} = {}", k.key, k.value))
@@ -169,6 +210,15 @@ fn text(s: &Shown) -> String {
             a.name, a.delivers_to, a.server
         ));
         for k in &a.keys {
+            out.push_str(&line(k));
+        }
+    }
+    for i in &s.imap {
+        out.push_str(&format!(
+            "\n[[imap]] {}\n  mailbox:        {}\n  server:         {}\n",
+            i.name, i.mailbox, i.server
+        ));
+        for k in &i.keys {
             out.push_str(&line(k));
         }
     }

@@ -328,7 +328,20 @@ pub(super) fn parse(
     let mut origins = super::Origins {
         top: origins_in(TopKeys::DOCS.iter(), &root, None),
         accounts: Vec::new(),
+        imap: Vec::new(),
     };
+    if let Some(DeValue::Array(items)) = root.get("imap").map(|v| v.get_ref()) {
+        for item in items {
+            if let DeValue::Table(t) = item.get_ref()
+                && let Some(name) = t.get("name").and_then(|n| n.get_ref().as_str())
+            {
+                let keys = crate::delivery::imap::section_keys().into_iter();
+                origins
+                    .imap
+                    .push((name.to_owned(), origins_in(keys, t, None)));
+            }
+        }
+    }
     if let Some(DeValue::Array(items)) = root.get("account").map(|v| v.get_ref()) {
         for item in items {
             if let DeValue::Table(t) = item.get_ref() {

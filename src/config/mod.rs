@@ -95,6 +95,8 @@ pub struct Config {
 pub struct Origins {
     pub top: Vec<(&'static KeyDoc, Origin)>,
     pub accounts: Vec<Vec<(&'static KeyDoc, Origin)>>,
+    /// Each `[[imap]]` section's, by its name.
+    pub imap: Vec<(String, Vec<(&'static KeyDoc, Origin)>)>,
 }
 
 /// Where one key's value came from, with the value as written (secrets not).

@@ -114,7 +114,7 @@ pub struct Settings {
 impl Destination for Settings {
     fn describe(&self) -> String {
         format!(
-            "the IMAP mailbox {:?} of {} ({}@{})",
+            "the IMAP mailbox {:?} of {} ({} at {})",
             self.section.mailbox,
             self.section.name,
             self.section.login.username,

@@ -36,10 +36,28 @@ keys! {
     }
 }
 
+/// The server keys whose defaults differ for IMAP, as an `[[imap]]` section documents them.
+static IMAP_HOST: KeyDoc = KeyDoc {
+    name: "host",
+    default: "none (imap.gmail.com or outlook.office365.com with oauth2-provider \"google\" or \"microsoft\")",
+    example: "\"imap.example.net\"",
+    doc: "The IMAP server's host name (or IP address, an IPv6 one without brackets).",
+};
+static IMAP_PORT: KeyDoc = KeyDoc {
+    name: "port",
+    default: "993 for \"tls\", 143 otherwise",
+    example: "993",
+    doc: "The server's port.",
+};
+
 /// Every key an `[[imap]]` section may set.
 pub fn section_keys() -> Vec<&'static KeyDoc> {
     let mut keys: Vec<&'static KeyDoc> = SectionKeys::DOCS.iter().collect();
-    keys.extend(ServerKeys::DOCS);
+    keys.extend(ServerKeys::DOCS.iter().map(|k| match k.name {
+        "host" => &IMAP_HOST,
+        "port" => &IMAP_PORT,
+        _ => k,
+    }));
     keys.extend(CredentialKeys::DOCS);
     keys
 }
