@@ -4,6 +4,11 @@
 //! for an appended message again (EXAMINE, UID SEARCH, UID FETCH BODY.PEEK[] streamed into a
 //! SHA-256).
 //!
+//! Layers: [`wire`] reads responses with their literals (kept, streamed to a sink, or
+//! skipped) within fixed bounds; `text` quotes arguments and reads the few response fields
+//! needed; `append` sends APPENDs in the ways the server allows; this module has the
+//! session: greeting, STARTTLS, login, STATUS, LIST, EXAMINE, UID SEARCH, UID FETCH.
+//!
 //! It rides on the POP3 client's transport: the same TCP connect with its time limits, the
 //! same TLS connectors and certificate checks (`tls-fingerprint`, `ca-file`), the same
 //! login encodings (SASL PLAIN, XOAUTH2, OAUTHBEARER). It imports nothing else of popsync.
@@ -13,9 +18,14 @@
 //! is an error, never a fallback; secrets never appear in the transcript or in errors; no
 //! response grows without bound.
 
+mod append;
+mod text;
 pub mod wire;
 
-use std::io::Read;
+pub use append::{AppendMode, Appended, Message};
+
+use text::{appenduid, number_after, quoted, strip_word, strip_word_bytes};
+pub use text::{mailbox_arg, modified_utf7};
 
 use tracing::{debug, trace, warn};
 
@@ -97,43 +107,6 @@ impl Capabilities {
             .iter()
             .any(|w| w.strip_prefix("AUTH=") == Some(mechanism))
     }
-}
-
-/// What an appended message became.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Appended {
-    /// In the mailbox, with this UID (the server told it: UIDPLUS).
-    Uid { validity: u32, uid: u32 },
-    /// In the mailbox; the server does not tell UIDs.
-    Stored,
-}
-
-/// One message to append: its bytes (CRLF line ends), exactly `len` of them, and the
-/// internal date to give it (`"dd-Mon-yyyy hh:mm:ss +zzzz"`), if any.
-pub struct Message<'a> {
-    pub data: &'a mut dyn Read,
-    pub len: u64,
-    pub date: Option<String>,
-}
-
-impl std::fmt::Debug for Message<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Message")
-            .field("len", &self.len)
-            .field("date", &self.date)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How appends go over the wire, from what the server offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AppendMode {
-    /// Several messages in one APPEND (MULTIAPPEND).
-    pub multi: bool,
-    /// Literals sent without waiting for the server's `+` (LITERAL+; LITERAL- up to 4096
-    /// bytes).
-    pub literal_plus: bool,
-    pub literal_minus: bool,
 }
 
 /// A logged-in (or not yet) IMAP session.
@@ -566,127 +539,6 @@ impl Client {
         Ok(out)
     }
 
-    /// Appends `messages` to `mailbox`, not marked seen, as [`Self::mode`] allows. Returns
-    /// what became of each, in order: `Err` for one the server refused (with MULTIAPPEND
-    /// all are refused together). `sent` is called once every message is on its way.
-    pub async fn append(
-        &mut self,
-        mailbox: &str,
-        messages: &mut [Message<'_>],
-        sent: &mut dyn FnMut(),
-    ) -> Result<Vec<Result<Appended, Tagged>>, Error> {
-        let mailbox = mailbox_arg(mailbox);
-        let mode = self.mode;
-        let groups: Vec<std::ops::Range<usize>> = if mode.multi {
-            std::iter::once(0..messages.len()).collect()
-        } else {
-            (0..messages.len()).map(|i| i..i + 1).collect()
-        };
-        // Each group is one APPEND command; they are pipelined when no literal needs to
-        // wait for the server.
-        let mut tags: Vec<(String, std::ops::Range<usize>)> = Vec::new();
-        let mut answers: Vec<(String, Tagged)> = Vec::new();
-        for group in groups {
-            let tag = self.tag();
-            trace!(target: WIRE, "C: {tag} APPEND {mailbox} ({} message(s))", group.len());
-            self.wire
-                .write(format!("{tag} APPEND {mailbox}").as_bytes())
-                .await?;
-            let mut refused_early = None;
-            for m in &mut messages[group.clone()] {
-                let nonsync = mode.literal_plus || (mode.literal_minus && m.len <= 4096);
-                let date = m
-                    .date
-                    .as_deref()
-                    .map(|d| format!(" \"{d}\""))
-                    .unwrap_or_default();
-                let plus = if nonsync { "+" } else { "" };
-                self.wire
-                    .write(format!(" (){date} {{{}{plus}}}\r\n", m.len).as_bytes())
-                    .await?;
-                if !nonsync {
-                    self.wire.flush().await?;
-                    if let Some(refusal) = self.wait_continue(&tag, &mut answers).await? {
-                        refused_early = Some(refusal);
-                        break;
-                    }
-                }
-                self.send_literal(m).await?;
-            }
-            match refused_early {
-                Some(refusal) => answers.push((tag.clone(), refusal)),
-                None => self.wire.write(b"\r\n").await?,
-            }
-            tags.push((tag, group));
-        }
-        self.wire.flush().await?;
-        sent();
-        let mut results: Vec<Option<Result<Appended, Tagged>>> = vec![None; messages.len()];
-        for (tag, group) in &tags {
-            let answer = match answers.iter().position(|(t, _)| t == tag) {
-                Some(i) => answers.swap_remove(i).1,
-                None => self.until_tagged(tag, &mut NoSink, &mut |_| {}).await?,
-            };
-            let uids = (answer.state == State::Ok)
-                .then(|| {
-                    answer
-                        .code
-                        .as_deref()
-                        .and_then(|c| appenduid(c, group.len()))
-                })
-                .flatten();
-            for (k, i) in group.clone().enumerate() {
-                results[i] = Some(match (&answer.state, &uids) {
-                    (State::Ok, Some((validity, uids))) => Ok(Appended::Uid {
-                        validity: *validity,
-                        uid: uids[k],
-                    }),
-                    (State::Ok, None) => Ok(Appended::Stored),
-                    _ => Err(answer.clone()),
-                });
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every message answered"))
-            .collect())
-    }
-
-    /// Waits for the `+` that lets a literal go; a tagged answer instead is the command
-    /// refused (returned), any other tagged answer is kept for later.
-    async fn wait_continue(
-        &mut self,
-        tag: &str,
-        answers: &mut Vec<(String, Tagged)>,
-    ) -> Result<Option<Tagged>, Error> {
-        loop {
-            match self.wire.response(&mut NoSink).await? {
-                Response::Continue(_) => return Ok(None),
-                Response::Tagged(t) if t.tag == tag => return Ok(Some(t)),
-                Response::Tagged(t) => answers.push((t.tag.clone(), t)),
-                Response::Untagged(_) => {}
-            }
-        }
-    }
-
-    async fn send_literal(&mut self, m: &mut Message<'_>) -> Result<(), Error> {
-        let mut left = m.len;
-        let mut buf = vec![0u8; 64 * 1024];
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = m.data.read(&mut buf[..want]).map_err(Error::Spool)?;
-            if n == 0 {
-                return Err(Error::Spool(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the spooled message is shorter than recorded",
-                )));
-            }
-            self.wire.write(&buf[..n]).await?;
-            left -= n as u64;
-        }
-        Ok(())
-    }
-
     /// Ends the session politely; errors are of no interest by then.
     pub async fn logout(mut self) {
         if !self.wire.is_broken() {
@@ -751,180 +603,5 @@ fn imap_name(method: AuthMethod) -> &'static str {
     }
 }
 
-/// `text` without its first word `word` (any case), if that is its first word.
-fn strip_word<'t>(text: &'t str, word: &str) -> Option<&'t str> {
-    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
-    first.eq_ignore_ascii_case(word).then_some(rest)
-}
-
-fn strip_word_bytes<'t>(text: &'t [u8], word: &str) -> Option<&'t [u8]> {
-    let end = memchr::memchr(b' ', text).unwrap_or(text.len());
-    text[..end]
-        .eq_ignore_ascii_case(word.as_bytes())
-        .then(|| text.get(end + 1..).unwrap_or_default())
-}
-
-/// The number after the word `key` in `text` (`UIDNEXT 42`).
-fn number_after(text: &str, key: &str) -> Option<u32> {
-    let upper = text.to_ascii_uppercase();
-    let mut from = 0;
-    while let Some(p) = upper[from..].find(key) {
-        let at = from + p;
-        let before_ok = at == 0 || !upper.as_bytes()[at - 1].is_ascii_alphanumeric();
-        let rest = &text[at + key.len()..];
-        if before_ok && rest.starts_with(' ') {
-            let digits: String = rest[1..].chars().take_while(char::is_ascii_digit).collect();
-            if let Ok(n) = digits.parse() {
-                return Some(n);
-            }
-        }
-        from = at + key.len();
-    }
-    None
-}
-
-/// The UIDs of an `APPENDUID validity uid-set` code, when there are `count` of them.
-fn appenduid(code: &str, count: usize) -> Option<(u32, Vec<u32>)> {
-    let rest = strip_word(code, "APPENDUID")?;
-    let (validity, set) = rest.split_once(' ')?;
-    let validity = validity.parse().ok()?;
-    let mut uids = Vec::new();
-    for part in set.trim().split(',') {
-        match part.split_once(':') {
-            Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-                let (lo, hi) = (a.min(b), a.max(b));
-                if (hi - lo) as usize >= count {
-                    return None;
-                }
-                uids.extend(lo..=hi);
-            }
-            None => uids.push(part.parse().ok()?),
-        }
-        if uids.len() > count {
-            return None;
-        }
-    }
-    (uids.len() == count).then_some((validity, uids))
-}
-
-/// A string as an IMAP quoted string; line breaks and NUL cannot be sent that way, nor
-/// bytes outside ASCII.
-fn quoted(s: &str) -> Result<String, Error> {
-    if s.bytes()
-        .any(|b| matches!(b, b'\r' | b'\n' | 0) || !b.is_ascii())
-    {
-        return Err(Error::NoLoginMethod(
-            "a user name or password with line breaks, NUL or non-ASCII characters cannot be \
-             sent with LOGIN: use auth = \"plain\""
-                .into(),
-        ));
-    }
-    Ok(format!(
-        "\"{}\"",
-        s.replace('\\', "\\\\").replace('"', "\\\"")
-    ))
-}
-
-/// A mailbox name as a command argument: modified UTF-7 (RFC 3501 section 5.1.3), quoted.
-pub fn mailbox_arg(name: &str) -> String {
-    let encoded = modified_utf7(name);
-    format!("\"{}\"", encoded.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// RFC 3501's modified UTF-7: printable ASCII as is (`&` as `&-`), anything else as
-/// `&` + modified base64 of its UTF-16 + `-`.
-pub fn modified_utf7(name: &str) -> String {
-    use base64::Engine as _;
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::IMAP_MUTF7,
-        base64::engine::general_purpose::NO_PAD,
-    );
-    let mut out = String::new();
-    let mut pending: Vec<u16> = Vec::new();
-    let flush = |pending: &mut Vec<u16>, out: &mut String| {
-        if pending.is_empty() {
-            return;
-        }
-        let bytes: Vec<u8> = pending.iter().flat_map(|u| u.to_be_bytes()).collect();
-        out.push('&');
-        out.push_str(&engine.encode(bytes));
-        out.push('-');
-        pending.clear();
-    };
-    for ch in name.chars() {
-        if (' '..='~').contains(&ch) {
-            flush(&mut pending, &mut out);
-            if ch == '&' {
-                out.push_str("&-");
-            } else {
-                out.push(ch);
-            }
-        } else {
-            let mut units = [0u16; 2];
-            pending.extend_from_slice(ch.encode_utf16(&mut units));
-        }
-    }
-    flush(&mut pending, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod scripted;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mailbox_names_are_modified_utf7() {
-        assert_eq!(modified_utf7("INBOX"), "INBOX");
-        assert_eq!(modified_utf7("Tom & Jerry"), "Tom &- Jerry");
-        // RFC 3501's own example.
-        assert_eq!(
-            modified_utf7("~peter/mail/台北/日本語"),
-            "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
-        );
-        assert_eq!(
-            mailbox_arg("[Gmail]/All \"Mail\""),
-            r#""[Gmail]/All \"Mail\"""#
-        );
-    }
-
-    #[test]
-    fn appenduid_sets_give_one_uid_per_message() {
-        assert_eq!(appenduid("APPENDUID 7 42", 1), Some((7, vec![42])));
-        assert_eq!(
-            appenduid("APPENDUID 7 42:44", 3),
-            Some((7, vec![42, 43, 44]))
-        );
-        assert_eq!(
-            appenduid("APPENDUID 7 3,9:10", 3),
-            Some((7, vec![3, 9, 10]))
-        );
-        assert_eq!(appenduid("APPENDUID 7 42:44", 2), None);
-        assert_eq!(appenduid("APPENDUID 7 1:4294967295", 2), None);
-        assert_eq!(appenduid("APPENDUID x 42", 1), None);
-        assert_eq!(appenduid("TRYCREATE", 1), None);
-    }
-
-    #[test]
-    fn numbers_are_found_after_their_word() {
-        let s = "STATUS \"INBOX\" (UIDNEXT 5 UIDVALIDITY 1700000000)";
-        assert_eq!(number_after(s, "UIDNEXT"), Some(5));
-        assert_eq!(number_after(s, "UIDVALIDITY"), Some(1_700_000_000));
-        assert_eq!(number_after("12 FETCH (UID 99 BODY[] {3}", "UID"), Some(99));
-        assert_eq!(
-            number_after("OK [UIDVALIDITY 3] ok", "[UIDVALIDITY"),
-            Some(3)
-        );
-        assert_eq!(number_after("XUID 4", "UID"), None);
-    }
-
-    #[test]
-    fn quoting_escapes_and_refuses_what_cannot_be_quoted() {
-        assert_eq!(quoted(r#"a"b\c"#).unwrap(), r#""a\"b\\c""#);
-        assert!(quoted("a\r\nb").is_err());
-        assert!(quoted("pässword").is_err());
-    }
-}
