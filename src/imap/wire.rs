@@ -257,7 +257,7 @@ impl Wire {
         })
     }
 
-    /// Queues bytes to send; they go out once enough are gathered, or at [`flush`].
+    /// Queues bytes to send; they go out once enough are gathered, or at [`Self::flush`].
     pub async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
         self.out.extend_from_slice(data);
         if self.out.len() >= WRITE_BUFFER {

@@ -16,7 +16,7 @@
 //! 4. only then is each message marked *delivered* — and only a delivered message may be
 //!    deleted from the POP3 server.
 //!
-//! After a crash anywhere in there, recovery ([`recover`]) asks the destination: a message
+//! After a crash anywhere in there, recovery (`recover`) asks the destination: a message
 //! whose UID was recorded is there; any other is looked for among the UIDs from its lowest
 //! possible one up (`UID SEARCH UID n:* HEADER Message-ID ...`, or by its exact size when it
 //! has none), and each candidate's bytes are read (`BODY.PEEK[]`, which does not mark it
