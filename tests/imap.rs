@@ -595,3 +595,46 @@ fn a_destination_lost_mid_append_is_temporary_and_nothing_is_lost_or_doubled() {
     assert_same(&got, &wanted(&messages));
     assert_eq!(server.message_count("user1"), 0);
 }
+
+/// The agent delivers into an IMAP mailbox too, polls after polls, and tells of new mail.
+#[test]
+fn the_agent_delivers_into_the_imap_mailbox_and_tells_of_new_mail() {
+    use common::daemon::Daemon;
+    use common::dbus::{Bus, Mode, NotificationServer};
+    let server = server(ImapOptions::default());
+    let home = Home::new();
+    home.write_config(&config(
+        &server,
+        "INBOX",
+        "interval = \"1h\"\nretention = \"delete\"",
+    ));
+    let bus = Bus::start();
+    let notes = NotificationServer::start(&bus, Mode::Normal { actions: false });
+    let daemon = Daemon::start(&home, bus.address());
+    daemon.wait_log("home: done in ");
+
+    let first = corpus::varied(61, 7, None);
+    server.add_messages("user1", &first);
+    daemon.signal("USR1");
+    daemon.wait_log_count("home: done in ", 2);
+    let second = corpus::varied(62, 3, None);
+    server.add_messages("user1", &second);
+    daemon.signal("USR1");
+    daemon.wait_log_count("home: done in ", 3);
+
+    let (_, got) = contents(&server, "INBOX");
+    let mut all = first.clone();
+    all.extend(second);
+    assert_same(&got, &wanted(&all));
+    assert_eq!(server.message_count("user1"), 0, "{}", daemon.log());
+    let record = common::wait_for(common::PATIENCE, || {
+        let r = notes.record();
+        (r.notifications.len() >= 2).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("{:#?}\n{}", notes.record(), daemon.log()));
+    assert!(
+        record.notifications[0].summary.contains("7 new messages")
+            && record.notifications[1].summary.contains("3 new messages"),
+        "{record:#?}"
+    );
+}

@@ -308,3 +308,55 @@ async fn a_hostile_or_broken_server_is_an_error_not_a_hang() {
     .await;
     assert!(matches!(e, Error::Protocol(_)), "{e:?}");
 }
+
+#[tokio::test]
+async fn with_literal_minus_only_literals_up_to_4096_bytes_go_without_waiting() {
+    static BIG: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| format!("{}\r\n", "x".repeat(98)).repeat(50).into_bytes());
+    let mut steps = login_steps("IMAP4rev1 LITERAL-");
+    steps.extend([
+        expect("p2 APPEND \"INBOX\" () {22+}"),
+        expect("Subject: one"),
+        expect(""),
+        expect("body"),
+        expect(""),
+        expect_alone("p3 APPEND \"INBOX\" () {5000}"),
+        send("p2 OK [APPENDUID 9 4] done"),
+        send("+ go ahead"),
+    ]);
+    steps.extend((0..50).map(|_| expect(&"x".repeat(98))));
+    steps.extend([expect_alone(""), send("p3 OK [APPENDUID 9 5] done")]);
+    let results = with_script(steps, async |mut c: Client| {
+        c.login(&credentials(), None).await.unwrap();
+        let mut small = std::io::Cursor::new(M1);
+        let mut big = std::io::Cursor::new(BIG.as_slice());
+        let mut messages = [
+            Message {
+                data: &mut small,
+                len: M1.len() as u64,
+                date: None,
+            },
+            Message {
+                data: &mut big,
+                len: BIG.len() as u64,
+                date: None,
+            },
+        ];
+        c.append("INBOX", &mut messages, &mut || {}).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            Ok(Appended::Uid {
+                validity: 9,
+                uid: 4
+            }),
+            Ok(Appended::Uid {
+                validity: 9,
+                uid: 5
+            })
+        ]
+    );
+}
