@@ -56,6 +56,21 @@ impl Client {
         messages: &mut [Message<'_>],
         sent: &mut dyn FnMut(),
     ) -> Result<Vec<Result<Appended, Tagged>>, Error> {
+        let result = self.append_all(mailbox, messages, sent).await;
+        if result.is_err() {
+            // A command may be half sent (a spool file that could not be read, say): the
+            // connection cannot be trusted with another.
+            self.wire.mark_broken();
+        }
+        result
+    }
+
+    async fn append_all(
+        &mut self,
+        mailbox: &str,
+        messages: &mut [Message<'_>],
+        sent: &mut dyn FnMut(),
+    ) -> Result<Vec<Result<Appended, Tagged>>, Error> {
         let mailbox = mailbox_arg(mailbox);
         let mode = self.mode;
         let groups: Vec<std::ops::Range<usize>> = if mode.multi {

@@ -152,6 +152,11 @@ impl Wire {
         self.broken
     }
 
+    /// Marks the connection unusable (a command left half sent).
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
     fn fail(&mut self, kind: ErrorKind) -> Error {
         self.broken = true;
         Error::Transport(kind.into())

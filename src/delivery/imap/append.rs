@@ -219,10 +219,8 @@ impl Appender {
         let results = match outcome {
             Ok(results) => results,
             Err(e) => {
-                if client.is_broken() {
-                    self.client = None;
-                }
-                // What is pending stays so: whether the server took it is for the next
+                // (The client marked its connection broken: it is not used again.) What is
+                // pending stays so: whether the server took it is for the next
                 // run's recovery to find out.
                 return Err(self.section.failure(e, "appending").into());
             }
