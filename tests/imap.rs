@@ -5,7 +5,7 @@
 mod common;
 
 use common::dovecot::{Dovecot, ImapOptions, Options, PASSWORD, imap_capability_without};
-use common::imap::{Imap, Stored, as_wire};
+use common::imap::{Imap, as_wire, assert_same, config, contents, wanted};
 use common::{Home, corpus, describe, stdout};
 
 fn server(imap: ImapOptions) -> Dovecot {
@@ -14,53 +14,6 @@ fn server(imap: ImapOptions) -> Dovecot {
         imap: Some(imap),
         ..Options::default()
     })
-}
-
-/// An account fetching user1 by POP3 into user2's IMAP mailbox `mailbox`, over implicit TLS
-/// (the test CA trusted with ca-file).
-fn config(server: &Dovecot, mailbox: &str, extra: &str) -> String {
-    format!(
-        "[[imap]]\nname = \"dest\"\ntimeout = \"3s\"\nhost = \"127.0.0.1\"\nport = {imaps}\nca-file = {ca:?}\nusername = \"user2\"\npassword = {PASSWORD:?}\nmailbox = {mailbox:?}\n\n\
-         [[account]]\nname = \"home\"\nhost = \"127.0.0.1\"\nport = {pop3s}\nca-file = {ca:?}\nusername = \"user1\"\npassword = {PASSWORD:?}\nimap-destination = \"dest\"\n{extra}\n",
-        imaps = server.imaps_port,
-        pop3s = server.tls_port,
-        ca = server.ca_file.display().to_string(),
-    )
-}
-
-/// The multiset of message bytes in user2's `mailbox`, after checking that none is marked
-/// seen.
-fn contents(
-    server: &Dovecot,
-    mailbox: &str,
-) -> (Vec<Stored>, std::collections::BTreeMap<Vec<u8>, usize>) {
-    let stored = Imap::login(server, "user2").messages(mailbox);
-    let mut multiset = std::collections::BTreeMap::new();
-    for m in &stored {
-        assert!(
-            !m.flags.contains("\\Seen"),
-            "uid {} is marked seen: {}",
-            m.uid,
-            m.flags
-        );
-        *multiset.entry(m.body.clone()).or_insert(0) += 1;
-    }
-    (stored, multiset)
-}
-
-fn wanted(messages: &[Vec<u8>]) -> std::collections::BTreeMap<Vec<u8>, usize> {
-    let mut out = std::collections::BTreeMap::new();
-    for m in messages {
-        *out.entry(as_wire(m)).or_insert(0) += 1;
-    }
-    out
-}
-
-fn assert_same(
-    got: &std::collections::BTreeMap<Vec<u8>, usize>,
-    want: &std::collections::BTreeMap<Vec<u8>, usize>,
-) {
-    common::assert_same_messages(got, want);
 }
 
 #[test]
@@ -340,79 +293,6 @@ fn an_unreachable_destination_is_temporary_and_loses_nothing() {
     let (_, got) = contents(&server, "INBOX");
     assert_same(&got, &wanted(&messages));
     assert_eq!(server.message_count("user1"), 0);
-}
-
-/// An IMAP destination signs in with popsync's own OAuth2 (the device grant, against a real
-/// authorization server) and logs in with XOAUTH2: Dovecot's oauth2 passdb asks that server
-/// whether each token is active.
-#[test]
-fn an_imap_destination_signs_in_with_oauth2_and_logs_in_with_xoauth2() {
-    use common::oidc::{CLIENT_ID, Provider, device_login};
-    let provider = Provider::start(3600);
-    let server = Dovecot::start_with(Options {
-        plaintext_auth: true,
-        oauth2: Some(provider.passdb()),
-        imap: Some(ImapOptions::default()),
-    });
-    let messages = corpus::varied(43, 12, None);
-    server.add_messages("user1", &messages);
-    let home = Home::new();
-    let text = config(&server, "INBOX", "").replace(
-        &format!("username = \"user2\"\npassword = {PASSWORD:?}\n"),
-        &format!(
-            "username = \"user2\"\noauth2-provider = \"custom\"\noauth2-issuer = {:?}\n\
-             oauth2-client-id = {CLIENT_ID:?}\noauth2-scopes = \"openid pop\"\n\
-             oauth2-token-store = \"file\"\n",
-            provider.issuer
-        ),
-    );
-    assert!(text.contains("oauth2-issuer"), "{text}");
-    home.write_config(&text);
-
-    // Not signed in yet: told how, and nothing is downloaded.
-    let out = home.run(&["fetch", "--no-progress"]);
-    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
-    assert!(
-        common::stderr(&out).contains("IMAP destination \"dest\" is not signed in")
-            && common::stderr(&out).contains("run `popsync oauth2 login --imap dest`"),
-        "{}",
-        describe(&out)
-    );
-    assert_eq!(server.message_count("user1"), 12);
-    let out = home.run(&["oauth2", "status"]);
-    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
-    assert!(
-        stdout(&out)
-            .contains("[[imap]] dest: not signed in: run `popsync oauth2 login --imap dest`"),
-        "{}",
-        describe(&out)
-    );
-
-    let out = device_login(&provider, &home, &["--imap", "dest"], "user2");
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(
-        stdout(&out).contains("signed in: IMAP destination \"dest\" can now take mail"),
-        "{}",
-        describe(&out)
-    );
-    assert!(home.state_dir().join("oauth2/imap=dest.token").exists());
-
-    let out = home.run(&["fetch"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let (_, got) = contents(&server, "INBOX");
-    assert_same(&got, &wanted(&messages));
-    let log = server.log_once("user=<user2>, method=XOAUTH2");
-    assert!(
-        log.contains("imap-login: Info: Login: user=<user2>, method=XOAUTH2"),
-        "{log}"
-    );
-    let out = home.run(&["oauth2", "status"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(
-        stdout(&out).contains("[[imap]] dest: signed in"),
-        "{}",
-        describe(&out)
-    );
 }
 
 /// An IMAP destination's password in the system keyring (`popsync password set --imap`),

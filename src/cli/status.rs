@@ -68,6 +68,9 @@ struct AccountStatus {
     headers_only: u64,
     /// The last time the server renumbered the mailbox.
     renumbered: Option<RenumberedStatus>,
+    /// How to sign in again when a sign-in is what it waits for.
+    #[serde(skip)]
+    sign_in_with: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +154,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
             renumbered: s
                 .renumbered
                 .map(|(at, messages)| RenumberedStatus { at, messages }),
+            sign_in_with: sign_in_with(account),
         });
     }
     let daemon = DaemonLock::running(&config.state_dir).map(|d| DaemonStatus {
@@ -179,6 +183,27 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
 }
 
 /// A time as local date and time, and how far from now: "in 4 min", "3 h ago", "now".
+/// The command that signs `account` in again: its own sign-in, or its IMAP destination's
+/// (both, when both sign in with OAuth2: `oauth2 status` tells which is gone).
+fn sign_in_with(account: &crate::config::Account) -> String {
+    use crate::config::PasswordSource;
+    let own = matches!(account.login.password, PasswordSource::OAuth2(_));
+    let destination = account
+        .delivery
+        .settings::<crate::delivery::imap::Settings>()
+        .filter(|s| matches!(s.section.login.password, PasswordSource::OAuth2(_)))
+        .map(|s| s.section.name.clone());
+    match (own, destination) {
+        (false, Some(dest)) => format!("`popsync oauth2 login --imap {dest}`"),
+        (true, Some(dest)) => format!(
+            "`popsync oauth2 login --account {}` or `popsync oauth2 login --imap {dest}` \
+             (`popsync oauth2 status` says which)",
+            account.name
+        ),
+        _ => format!("`popsync oauth2 login --account {}`", account.name),
+    }
+}
+
 fn when(at: Option<i64>, now: i64) -> String {
     let Some(at) = at else {
         return "never".to_owned();
@@ -235,9 +260,9 @@ fn text(s: &Status, now: i64) -> String {
             && p.problem == crate::daemon::SIGN_IN_AGAIN
         {
             out.push_str(&format!(
-                "  paused:        needs an OAuth2 sign-in (since {}): sign in again with `popsync oauth2 login --account {}`\n",
+                "  paused:        needs an OAuth2 sign-in (since {}): sign in again with {}\n",
                 when(Some(p.since), now),
-                a.name
+                a.sign_in_with
             ));
         } else if let Some(p) = &a.paused {
             out.push_str(&format!(

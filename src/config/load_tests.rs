@@ -239,3 +239,28 @@ fn closest_key_suggestions() {
     assert_eq!(closest("mail-dir", &keys), Some("maildir"));
     assert_eq!(closest("zzzzzz", &keys), None);
 }
+
+/// A pause ends when what decides the account's login changes: for an account delivering
+/// into an IMAP mailbox, that mailbox's login too. Other accounts' digests are what they
+/// were before IMAP delivery existed (a pause kept over an upgrade stays kept).
+#[test]
+fn the_login_digest_covers_the_imap_destination_and_only_there() {
+    let imap = |password: &str| {
+        format!(
+            "[[imap]]\nname = \"dest\"\nhost = \"imap.example.net\"\nusername = \"me\"\n\
+             password = {password:?}\n\n{GOOD}"
+        )
+        .replace("maildir = \"~/Mail/home\"", "imap-destination = \"dest\"")
+    };
+    let digest = |text: &str, name: &str| {
+        let config = parse_str(text).unwrap();
+        let account = config.accounts.iter().find(|a| a.name == name).unwrap();
+        account.login_digest()
+    };
+    let (one, two) = (imap("first"), imap("second"));
+    assert_ne!(digest(&one, "home"), digest(&two, "home"));
+    assert_eq!(digest(&one, "work"), digest(&two, "work"));
+    assert_eq!(digest(&one, "home"), digest(&imap("first"), "home"));
+    // As before: the server, the login and where its secret comes from.
+    assert_eq!(digest(GOOD, "home"), "27b707f22125a4d4e9fadbf5cf503c11");
+}

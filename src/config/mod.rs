@@ -156,6 +156,15 @@ impl Account {
         if let PasswordSource::Inline(secret) = &self.login.password {
             h.update(secret.expose().as_bytes());
         }
+        // The IMAP mailbox it delivers into logs in too: a pause for its sake ends when its
+        // section changes. (Only then: the digests of other accounts stay what they were.)
+        if let Some(imap) = self.delivery.settings::<crate::delivery::imap::Settings>() {
+            let s = &imap.section;
+            h.update(format!("imap\0{:?}\0{:?}\0{}\0", s.server, s.login, s.mailbox).as_bytes());
+            if let PasswordSource::Inline(secret) = &s.login.password {
+                h.update(secret.expose().as_bytes());
+            }
+        }
         h.finalize()
             .iter()
             .take(16)

@@ -457,7 +457,7 @@ impl Agent {
                     title,
                     urgent: title != PLAIN_FAILURE,
                     detail: e.plainly(),
-                    advice: advice(account, e.problem(), &self.config.file),
+                    advice: advice(account, e, &self.config.file),
                     server_side: e.is_server_side(),
                 })
             }

@@ -57,44 +57,66 @@ pub(super) fn as_user_writes(path: &std::path::Path) -> String {
     }
 }
 
-/// What the user can do about a problem that needs them.
-pub(super) fn advice(
-    account: &Account,
-    problem: Problem,
-    file: &std::path::Path,
-) -> Option<String> {
+/// What the user can do about a problem that needs them: in the account's configuration,
+/// or in the `[[imap]]` section it delivers into when that is what failed.
+pub(super) fn advice(account: &Account, e: &FetchError, file: &std::path::Path) -> Option<String> {
     use crate::config::PasswordSource;
     let name = &account.name;
     let file = as_user_writes(file);
     let then_poll = format!("then run: popsync poll --account {name}");
-    let secret = |what: &str| match &account.login.password {
+    let section = e.imap_destination().and_then(|dest| {
+        account
+            .delivery
+            .settings::<crate::delivery::imap::Settings>()
+            .map(|s| &s.section)
+            .filter(|s| s.name == dest)
+    });
+    // Whose login and configuration: the account's, or its IMAP destination's (whose
+    // words say so: " of the [[imap]] section gmail").
+    let (login, of_whose, option, keys_of, of_section) = match section {
+        Some(s) => (
+            &s.login,
+            format!(" of the IMAP destination {}", s.name),
+            format!("--imap {}", s.name),
+            format!("the [[imap]] section {}", s.name),
+            format!(" of the [[imap]] section {}", s.name),
+        ),
+        None => (
+            &account.login,
+            String::new(),
+            format!("--account {name}"),
+            format!("account {name}"),
+            String::new(),
+        ),
+    };
+    let secret = |what: &str| match &login.password {
         PasswordSource::Keyring { .. } => {
-            format!("Store the {what} password with: popsync password set --account {name}")
+            format!("Store the {what} password{of_whose} with: popsync password set {option}")
         }
         PasswordSource::Inline(_) => {
-            format!("Correct password for account {name} in {file}, {then_poll}")
+            format!("Correct password for {keys_of} in {file}, {then_poll}")
         }
         PasswordSource::Command(_) => {
-            format!("Check what password-command of account {name} prints, {then_poll}")
+            format!("Check what password-command of {keys_of} prints, {then_poll}")
         }
         PasswordSource::TokenCommand(_) => format!(
-            "Check oauth2-token-command of account {name} (the sign-in may need renewing), {then_poll}"
+            "Check oauth2-token-command of {keys_of} (the sign-in may need renewing), {then_poll}"
         ),
         PasswordSource::OAuth2(_) => {
-            format!("Sign in again with: popsync oauth2 login --account {name}")
+            format!("Sign in again with: popsync oauth2 login {option}")
         }
     };
-    Some(match problem {
-        // (A sign-in is needed only by accounts with oauth2-provider: "Sign in again".)
+    Some(match e.problem() {
+        // (A sign-in is needed only by logins with oauth2-provider: "Sign in again".)
         Problem::LoginRefused | Problem::SignInNeeded => secret("new"),
         Problem::NoPassword => secret("missing"),
         Problem::CertificateChanged => format!(
-            "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint in {file}; {then_poll}"
+            "If the server's certificate was renewed, see the new one with `popsync check --account {name}` and update tls-fingerprint{of_section} in {file}; {then_poll}"
         ),
         Problem::CertificateUntrusted => format!(
-            "See the certificate with `popsync check --account {name}`; fix ca-file or the server, {then_poll}"
+            "See the certificate with `popsync check --account {name}`; fix ca-file{of_section} or the server, {then_poll}"
         ),
-        Problem::Misconfigured => format!("Fix account {name} in {file}, {then_poll}"),
+        Problem::Misconfigured => format!("Fix {keys_of} in {file}, {then_poll}"),
         Problem::Other => return None,
     })
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use crate::delivery::DeliveryError;
+use crate::delivery::imap::ImapFailure;
 use crate::exit::ErrorClass;
+use crate::imap::Error as ImapError;
 use crate::lock::LockError;
 use crate::pop3::{self, ResponseCode, Status};
 use crate::store::StoreError;
@@ -63,6 +65,36 @@ pub enum Problem {
     Other,
 }
 
+fn password_problem(e: &crate::config::secret::PasswordError) -> Problem {
+    match e {
+        crate::config::secret::PasswordError::OAuth2(e) => match e {
+            crate::oauth2::Error::SignInNeeded { .. } => Problem::SignInNeeded,
+            // An authorization server that cannot be reached: passing trouble.
+            e if e.class() == ErrorClass::Temporary => Problem::Other,
+            _ => Problem::NoPassword,
+        },
+        _ => Problem::NoPassword,
+    }
+}
+
+/// The problems of an IMAP destination are those of an account: its login, its secret, its
+/// certificate; the rest (a missing mailbox, a server without STARTTLS) needs its
+/// `[[imap]]` section fixed, and the error says what.
+fn imap_problem(e: &ImapFailure) -> Problem {
+    match e {
+        ImapFailure::Password { source, .. } => password_problem(source),
+        ImapFailure::Session { source, .. } => match &**source {
+            ImapError::Login { .. } => Problem::LoginRefused,
+            ImapError::Transport(p) if p.is_fingerprint_mismatch() => Problem::CertificateChanged,
+            ImapError::Transport(p) if p.is_certificate() => Problem::CertificateUntrusted,
+            _ if matches!(e.class(), ErrorClass::Temporary | ErrorClass::Local) => Problem::Other,
+            _ => Problem::Misconfigured,
+        },
+        _ if matches!(e.class(), ErrorClass::Temporary | ErrorClass::Local) => Problem::Other,
+        _ => Problem::Misconfigured,
+    }
+}
+
 /// How long a server that asks for a delay between logins (`[LOGIN-DELAY]`) is left alone
 /// when it does not say how long.
 pub const LOGIN_DELAY_DEFAULT: Duration = Duration::from_secs(15 * 60);
@@ -92,22 +124,19 @@ impl FetchError {
             Self::Pop3(p) if p.is_fingerprint_mismatch() => Problem::CertificateChanged,
             Self::Pop3(p) if p.is_certificate() => Problem::CertificateUntrusted,
             Self::Pop3(p) if p.is_auth() => Problem::LoginRefused,
-            Self::Password(crate::config::secret::PasswordError::OAuth2(e)) => match e {
-                crate::oauth2::Error::SignInNeeded { .. } => Problem::SignInNeeded,
-                // An authorization server that cannot be reached: passing trouble.
-                e if e.class() == ErrorClass::Temporary => Problem::Other,
-                _ => Problem::NoPassword,
-            },
-            Self::Password(_) => Problem::NoPassword,
-            // The IMAP destination's login, certificate or mailbox: its [[imap]] section
-            // needs fixing (the error says what, and how).
-            Self::Delivery(DeliveryError::Imap(e))
-                if !matches!(e.class(), ErrorClass::Temporary | ErrorClass::Local) =>
-            {
-                Problem::Misconfigured
-            }
+            Self::Password(e) => password_problem(e),
+            Self::Delivery(DeliveryError::Imap(e)) => imap_problem(e),
             _ if self.class() == ErrorClass::Config => Problem::Misconfigured,
             _ => Problem::Other,
+        }
+    }
+
+    /// The `[[imap]]` section whose destination failed, if that is what failed (its
+    /// problems are fixed there, not in the account).
+    pub fn imap_destination(&self) -> Option<&str> {
+        match self {
+            Self::Delivery(DeliveryError::Imap(e)) => Some(e.section()),
+            _ => None,
         }
     }
 

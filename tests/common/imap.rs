@@ -141,3 +141,50 @@ pub fn as_wire(original: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// An account fetching user1 by POP3 into user2's IMAP mailbox `mailbox`, over implicit TLS
+/// (the test CA trusted with ca-file).
+pub fn config(server: &Dovecot, mailbox: &str, extra: &str) -> String {
+    format!(
+        "[[imap]]\nname = \"dest\"\ntimeout = \"3s\"\nhost = \"127.0.0.1\"\nport = {imaps}\nca-file = {ca:?}\nusername = \"user2\"\npassword = {PASSWORD:?}\nmailbox = {mailbox:?}\n\n\
+         [[account]]\nname = \"home\"\nhost = \"127.0.0.1\"\nport = {pop3s}\nca-file = {ca:?}\nusername = \"user1\"\npassword = {PASSWORD:?}\nimap-destination = \"dest\"\n{extra}\n",
+        imaps = server.imaps_port,
+        pop3s = server.tls_port,
+        ca = server.ca_file.display().to_string(),
+    )
+}
+
+/// The multiset of message bytes in user2's `mailbox`, after checking that none is marked
+/// seen.
+pub fn contents(
+    server: &Dovecot,
+    mailbox: &str,
+) -> (Vec<Stored>, std::collections::BTreeMap<Vec<u8>, usize>) {
+    let stored = Imap::login(server, "user2").messages(mailbox);
+    let mut multiset = std::collections::BTreeMap::new();
+    for m in &stored {
+        assert!(
+            !m.flags.contains("\\Seen"),
+            "uid {} is marked seen: {}",
+            m.uid,
+            m.flags
+        );
+        *multiset.entry(m.body.clone()).or_insert(0) += 1;
+    }
+    (stored, multiset)
+}
+
+pub fn wanted(messages: &[Vec<u8>]) -> std::collections::BTreeMap<Vec<u8>, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in messages {
+        *out.entry(as_wire(m)).or_insert(0) += 1;
+    }
+    out
+}
+
+pub fn assert_same(
+    got: &std::collections::BTreeMap<Vec<u8>, usize>,
+    want: &std::collections::BTreeMap<Vec<u8>, usize>,
+) {
+    super::assert_same_messages(got, want);
+}

@@ -232,6 +232,17 @@ fn advice(answer: &Tagged) -> &'static str {
 }
 
 impl ImapFailure {
+    /// The name of the `[[imap]]` section it is about.
+    pub fn section(&self) -> &str {
+        match self {
+            Self::Session { name, .. }
+            | Self::Password { name, .. }
+            | Self::CaFile { name, .. }
+            | Self::NoMailbox { name, .. }
+            | Self::Refused { name, .. } => name,
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Session { source, .. } => class_of(source),

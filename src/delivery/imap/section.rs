@@ -132,8 +132,29 @@ impl Section {
         })
     }
 
-    /// Connects and logs in.
+    /// Connects and logs in. An OAuth2 access token held from an earlier poll that the
+    /// server refuses (the sign-in was revoked meanwhile) is replaced once from the refresh
+    /// token, which says so if the sign-in itself is gone.
     pub async fn session(&self) -> Result<Client, ImapFailure> {
+        let key = Self::credential_name(&self.name);
+        let held = self.login.password.is_token() && crate::oauth2::holds(&key);
+        match self.log_in().await {
+            Err(ImapFailure::Session { source, .. })
+                if held && matches!(*source, ImapError::Login { .. }) =>
+            {
+                tracing::info!(
+                    "IMAP destination {}: the server refused the OAuth2 access token held from \
+                     an earlier poll ({source}); asking the authorization server for a new one",
+                    self.name
+                );
+                crate::oauth2::forget(&key);
+                self.log_in().await
+            }
+            other => other,
+        }
+    }
+
+    async fn log_in(&self) -> Result<Client, ImapFailure> {
         let options = self.connect_options()?;
         let mut client = crate::imap::connect(&options)
             .await
