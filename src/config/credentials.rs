@@ -147,8 +147,13 @@ pub fn read(
     if security == Security::DangerousPlaintext
         && matches!(auth, Some(AuthMethod::User | AuthMethod::Plain))
     {
+        // (An [[imap]] section's login is read here under its credential name, imap=NAME.)
+        let whose = name.strip_prefix("imap=").map_or_else(
+            || format!("account {name}"),
+            |n| format!("IMAP destination {n}"),
+        );
         tracing::warn!(
-            "account {name}: the password will cross the network unencrypted (security = \"dangerous-plaintext\")"
+            "{whose}: the password will cross the network unencrypted (security = \"dangerous-plaintext\")"
         );
     }
     Some(Login {
