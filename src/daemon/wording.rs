@@ -124,6 +124,88 @@ pub(super) fn advice(account: &Account, e: &FetchError, file: &std::path::Path) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::DeliveryError;
+    use crate::delivery::imap::ImapFailure;
+    use crate::imap::Error as ImapError;
+    use crate::imap::wire::{State, Tagged};
+
+    /// `home` delivering into the IMAP mailbox `dest`, whose login is `login` (keys).
+    fn config(login: &str) -> crate::config::Config {
+        let text = format!(
+            "[[imap]]\nname = \"dest\"\nhost = \"imap.example.net\"\nusername = \"me\"\n{login}\n\n\
+             [[account]]\nname = \"home\"\nhost = \"pop.example.net\"\nusername = \"me\"\n\
+             password-keyring = true\nimap-destination = \"dest\"\n"
+        );
+        crate::config::Config::parse(&text, std::path::Path::new("/etc/popsync.toml"), None)
+            .unwrap()
+    }
+
+    fn imap(failure: ImapFailure) -> FetchError {
+        FetchError::Delivery(DeliveryError::Imap(Box::new(failure)))
+    }
+
+    fn session(source: ImapError) -> FetchError {
+        imap(ImapFailure::Session {
+            name: "dest".into(),
+            host: "imap.example.net".into(),
+            doing: "logging in",
+            source: Box::new(source),
+        })
+    }
+
+    /// What to do about an IMAP destination's failure is said of its `[[imap]]` section and
+    /// with `--imap`, never of the account (whose own login is fine).
+    #[test]
+    fn advice_for_an_imap_destination_names_its_section() {
+        let refused = || {
+            session(ImapError::Login {
+                method: "LOGIN".into(),
+                text: "NO [AUTHENTICATIONFAILED]".into(),
+            })
+        };
+        let file = std::path::Path::new("/etc/popsync.toml");
+        let advise = |login: &str, e: &FetchError| {
+            let config = config(login);
+            advice(&config.accounts[0], e, file).unwrap()
+        };
+        assert_eq!(
+            advise("password = \"old\"", &refused()),
+            "Correct password for the [[imap]] section dest in /etc/popsync.toml, then run: popsync poll --account home"
+        );
+        assert_eq!(
+            advise("password-keyring = true", &refused()),
+            "Store the new password of the IMAP destination dest with: popsync password set --imap dest"
+        );
+        assert_eq!(
+            advise(
+                "password-command = [\"pass\", \"show\", \"imap\"]",
+                &refused()
+            ),
+            "Check what password-command of the [[imap]] section dest prints, then run: popsync poll --account home"
+        );
+        let missing = imap(ImapFailure::NoMailbox {
+            name: "dest".into(),
+            mailbox: "Archive".into(),
+            answer: Box::new(Tagged {
+                tag: "a3".into(),
+                state: State::No,
+                code: Some("NONEXISTENT".into()),
+                text: "Mailbox doesn't exist".into(),
+            }),
+        });
+        assert_eq!(missing.problem(), Problem::Misconfigured);
+        assert_eq!(
+            advise("password = \"old\"", &missing),
+            "Fix the [[imap]] section dest in /etc/popsync.toml, then run: popsync poll --account home"
+        );
+        // Passing trouble at the destination needs no one.
+        let lost = session(ImapError::Bye("shutting down".into()));
+        assert_eq!(lost.problem(), Problem::Other);
+        assert_eq!(
+            advice(&config("password = \"x\"").accounts[0], &lost, file),
+            None
+        );
+    }
 
     #[cfg(unix)]
     #[test]

@@ -68,8 +68,10 @@ fn configure(c: &mut Checker<'_>, layers: &Layered<'_>) -> Option<Delivery> {
         .iter()
         .find(|(table, n, _)| *table == section::TABLE && n == name)
         .map(|(_, _, s)| s.clone());
-    match found.and_then(|s| s.downcast::<Section>().ok()) {
-        Some(section) => Some(Delivery::new(Settings { section })),
+    match found.map(|s| s.downcast::<Section>()) {
+        Some(Ok(section)) => Some(Delivery::new(Settings { section })),
+        // There, but with problems of its own, told in its place.
+        Some(Err(_)) => None,
         None => {
             let mut names: Vec<String> = c
                 .named
