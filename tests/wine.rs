@@ -46,7 +46,25 @@ impl Wine {
         self.run_with_stdin(config, args, "")
     }
 
+    /// Runs popsync.exe. Wine's own loader killed by a signal (seen once under a loaded
+    /// suite, after popsync.exe had said what it should) is not popsync.exe's doing — a
+    /// Windows program that crashes exits with a code — so that run is made once more.
     fn run_with_stdin(&self, config: &Path, args: &[&str], stdin: &str) -> Output {
+        use std::os::unix::process::ExitStatusExt as _;
+        let out = self.run_once(config, args, stdin);
+        match out.status.signal() {
+            Some(signal) => {
+                eprintln!(
+                    "Wine was killed by signal {signal} running {args:?} ({}); once more",
+                    describe(&out)
+                );
+                self.run_once(config, args, stdin)
+            }
+            None => out,
+        }
+    }
+
+    fn run_once(&self, config: &Path, args: &[&str], stdin: &str) -> Output {
         use std::io::Write as _;
         let wine = ["/usr/lib/wine/wine64", "wine64", "wine"]
             .into_iter()
