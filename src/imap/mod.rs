@@ -33,7 +33,7 @@ use crate::pop3::auth::{
     AuthMethod, Credentials, oauth_error_ack, oauth_error_text, oauthbearer_response,
     plain_response, xoauth2_response,
 };
-use crate::pop3::session::{open_stream, upgrade_stream};
+use crate::pop3::transport::{open_stream, upgrade_stream};
 use crate::pop3::{CertificateInfo, ConnectOptions, Security};
 use wire::{LiteralSink, NoSink, Response, State, Tagged, WIRE, Wire, printable};
 

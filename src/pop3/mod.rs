@@ -34,15 +34,16 @@ pub(crate) mod script;
 pub mod secret;
 pub mod session;
 pub mod tls;
+pub mod transport;
 
 pub use auth::{AuthMethod, Credentials};
 pub use error::{Error, ErrorKind};
 pub use response::{Capabilities, ListEntry, MsgNum, ResponseCode, Status, Uidl, UidlEntry};
 pub use secret::Secret;
 pub use session::{
-    Authenticated, BodyCommand, ConnectOptions, Connector, Greeted, RetrieveHandler, Security, Tcp,
-    Timeouts, connect, over,
+    Authenticated, BodyCommand, Connector, Greeted, RetrieveHandler, Tcp, connect, over,
 };
 pub use tls::{
     CertificateInfo, TlsOptions, forget_connectors, format_fingerprint, parse_fingerprint,
 };
+pub use transport::{ConnectOptions, Security, Timeouts};

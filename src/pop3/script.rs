@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use super::session::{ConnectOptions, Connector, Greeted, over};
+use super::session::{Connector, Greeted, over};
+use super::transport::ConnectOptions;
 use super::{Error, codec};
 
 /// The longest the server waits for a line from the client.

@@ -2,6 +2,9 @@
 
 use super::*;
 use crate::pop3::script::{Step, expect, expect_alone, greeting, message, partial, send, serve};
+use crate::pop3::tls::TlsOptions;
+use crate::pop3::transport::Timeouts;
+use std::time::Duration;
 
 fn options() -> ConnectOptions {
     ConnectOptions {
