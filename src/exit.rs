@@ -37,6 +37,20 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// How a failure of the POP3 client's transport or protocol is treated — for a POP3
+    /// session, and for an IMAP destination reached over the same transport.
+    pub fn of_pop3(e: &crate::pop3::Error) -> Self {
+        if e.is_auth() || e.is_certificate() {
+            Self::Auth
+        } else if e.is_local() {
+            Self::Local
+        } else if e.is_permanent() {
+            Self::Config
+        } else {
+            Self::Temporary
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Self::Temporary => TEMPORARY,

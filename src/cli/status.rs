@@ -182,7 +182,6 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
     0
 }
 
-/// A time as local date and time, and how far from now: "in 4 min", "3 h ago", "now".
 /// The command that signs `account` in again: its own sign-in, or its IMAP destination's
 /// (both, when both sign in with OAuth2: `oauth2 status` tells which is gone).
 fn sign_in_with(account: &crate::config::Account) -> String {
@@ -204,6 +203,7 @@ fn sign_in_with(account: &crate::config::Account) -> String {
     }
 }
 
+/// A time as local date and time, and how far from now: "in 4 min", "3 h ago", "now".
 fn when(at: Option<i64>, now: i64) -> String {
     let Some(at) = at else {
         return "never".to_owned();

@@ -212,33 +212,47 @@ pub trait Target {
 
 /// The state database, as a target sees it while delivering one batch: the delivery steps
 /// of the message state machine, for the batch's messages by index.
-#[derive(Debug)]
 pub struct Journal<'a> {
     store: &'a mut Store,
     account: AccountId,
     uids: &'a [&'a [u8]],
     now: i64,
+    /// For the time a pending record is written (not the batch's: a destination that may
+    /// still be taking the message is waited for from when it was sent).
+    clock: &'a dyn crate::clock::Clock,
     headers_only: bool,
     delivered: Vec<(usize, u64)>,
     /// Each message's identity by content, once it has arrived.
     identities: Vec<Option<crate::identity::Identity>>,
 }
 
+impl std::fmt::Debug for Journal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("account", &self.account)
+            .field("uids", &self.uids.len())
+            .field("now", &self.now)
+            .field("headers_only", &self.headers_only)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Journal<'a> {
-    /// A journal for a batch of messages with these unique-ids, delivered at `now`;
-    /// `headers_only` when only their headers are delivered.
+    /// A journal for a batch of messages with these unique-ids, delivered at `clock`'s time
+    /// now; `headers_only` when only their headers are delivered.
     pub fn new(
         store: &'a mut Store,
         account: AccountId,
         uids: &'a [&'a [u8]],
-        now: i64,
+        clock: &'a dyn crate::clock::Clock,
         headers_only: bool,
     ) -> Self {
         Self {
             store,
             account,
             uids,
-            now,
+            now: clock.now(),
+            clock,
             headers_only,
             delivered: Vec::new(),
             identities: vec![None; uids.len()],
@@ -268,8 +282,9 @@ impl<'a> Journal<'a> {
     /// Records where these messages are about to be put. Durable when this returns.
     pub fn record_pending(&mut self, places: &[(usize, Place)]) -> Result<(), StoreError> {
         let rows: Vec<(&[u8], &Place)> = places.iter().map(|(i, p)| (self.uids[*i], p)).collect();
+        let written = self.clock.now();
         self.store
-            .record_pending(self.account, &rows, self.now, self.headers_only)?;
+            .record_pending(self.account, &rows, self.now, written, self.headers_only)?;
         crate::failpoint::hit("pending-committed");
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::pop3::auth::{
     plain_response, xoauth2_response,
 };
 use crate::pop3::transport::{open_stream, upgrade_stream};
-use crate::pop3::{CertificateInfo, ConnectOptions, Security};
+use crate::pop3::{ConnectOptions, Security};
 use wire::{LiteralSink, NoSink, Response, State, Tagged, WIRE, Wire, printable};
 
 /// Why an IMAP exchange failed.
@@ -115,11 +115,9 @@ pub struct Client {
     wire: Wire,
     caps: Capabilities,
     next_tag: u32,
-    encrypted: bool,
-    certificate: Option<CertificateInfo>,
     host: String,
     port: u16,
-    /// UIDPLUS is used only when the server offers it; tests may pretend it does not.
+    /// How appends go (MULTIAPPEND, LITERAL+/-), kept in step with the capabilities.
     pub mode: AppendMode,
 }
 
@@ -127,17 +125,8 @@ pub struct Client {
 /// `options` says so.
 pub async fn connect(options: &ConnectOptions) -> Result<Client, Error> {
     let implicit = options.security == Security::Tls;
-    let (stream, certificate) = open_stream(options, implicit).await?;
-    let mut client = Client {
-        wire: Wire::new(stream, options.timeouts.response),
-        caps: Capabilities::default(),
-        next_tag: 1,
-        encrypted: implicit,
-        certificate,
-        host: options.host.clone(),
-        port: options.port,
-        mode: AppendMode::default(),
-    };
+    let (stream, _) = open_stream(options, implicit).await?;
+    let mut client = Client::new(stream, options);
     client.greeting().await?;
     if options.security == Security::StartTls {
         if !client.caps.has("STARTTLS") {
@@ -148,10 +137,8 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client, Error> {
         if discarded > 0 {
             warn!("discarded {discarded} bytes the server sent before the TLS handshake");
         }
-        let (tls, certificate) = upgrade_stream(options, stream).await?;
+        let (tls, _) = upgrade_stream(options, stream).await?;
         client.wire = Wire::new(tls, options.timeouts.response);
-        client.certificate = certificate;
-        client.encrypted = true;
         client.caps = Capabilities::default();
         client.capability().await?;
     }
@@ -163,23 +150,24 @@ pub async fn connect(options: &ConnectOptions) -> Result<Client, Error> {
 pub async fn over(
     stream: Box<dyn crate::pop3::connection::Stream>,
     options: &ConnectOptions,
-    encrypted: bool,
 ) -> Result<Client, Error> {
-    let mut client = Client {
-        wire: Wire::new(stream, options.timeouts.response),
-        caps: Capabilities::default(),
-        next_tag: 1,
-        encrypted,
-        certificate: None,
-        host: options.host.clone(),
-        port: options.port,
-        mode: AppendMode::default(),
-    };
+    let mut client = Client::new(stream, options);
     client.greeting().await?;
     Ok(client)
 }
 
 impl Client {
+    fn new(stream: Box<dyn crate::pop3::connection::Stream>, options: &ConnectOptions) -> Self {
+        Self {
+            wire: Wire::new(stream, options.timeouts.response),
+            caps: Capabilities::default(),
+            next_tag: 1,
+            host: options.host.clone(),
+            port: options.port,
+            mode: AppendMode::default(),
+        }
+    }
+
     async fn greeting(&mut self) -> Result<(), Error> {
         match self.wire.response(&mut NoSink).await? {
             Response::Untagged(text) => {
@@ -219,10 +207,6 @@ impl Client {
     /// What the server offers now.
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
-    }
-
-    pub fn certificate(&self) -> Option<&CertificateInfo> {
-        self.certificate.as_ref()
     }
 
     /// Whether the server gives appended messages' UIDs (UIDPLUS).
@@ -550,11 +534,6 @@ impl Client {
     /// Whether the connection can no longer be used.
     pub fn is_broken(&self) -> bool {
         self.wire.is_broken()
-    }
-
-    /// Whether the connection is protected by TLS.
-    pub fn is_encrypted(&self) -> bool {
-        self.encrypted
     }
 }
 

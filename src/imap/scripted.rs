@@ -24,7 +24,7 @@ fn options() -> ConnectOptions {
 async fn with_script<T>(steps: Vec<Step>, client: impl AsyncFnOnce(Client) -> T) -> T {
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     let server = tokio::spawn(serve(theirs, steps));
-    let session = over(Box::new(ours), &options(), true).await.unwrap();
+    let session = over(Box::new(ours), &options()).await.unwrap();
     let out = client(session).await;
     server.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     out
@@ -257,7 +257,7 @@ async fn a_hostile_or_broken_server_is_an_error_not_a_hang() {
     let e = {
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(serve(theirs, vec![send("* BYE Too many connections")]));
-        let e = over(Box::new(ours), &options(), true).await.unwrap_err();
+        let e = over(Box::new(ours), &options()).await.unwrap_err();
         server.await.unwrap().unwrap();
         e
     };

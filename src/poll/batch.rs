@@ -43,8 +43,7 @@ pub async fn fetch_batch<'p>(
         return out;
     }
     let uids: Vec<&[u8]> = batch.iter().map(|l| l.uid).collect();
-    let now = sc.ctx.clock.now();
-    let mut journal = Journal::new(sc.store, sc.id, &uids, now, headers_only);
+    let mut journal = Journal::new(sc.store, sc.id, &uids, sc.ctx.clock, headers_only);
     if let Err(e) = sc.target.begin_batch(&mut journal) {
         out.result = Err(e.into());
         return out;

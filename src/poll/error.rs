@@ -81,15 +81,15 @@ fn password_problem(e: &crate::config::secret::PasswordError) -> Problem {
 /// certificate; the rest (a missing mailbox, a server without STARTTLS) needs its
 /// `[[imap]]` section fixed, and the error says what.
 fn imap_problem(e: &ImapFailure) -> Problem {
-    match e {
-        ImapFailure::Password { source, .. } => password_problem(source),
-        ImapFailure::Session { source, .. } => match &**source {
-            ImapError::Login { .. } => Problem::LoginRefused,
-            ImapError::Transport(p) if p.is_fingerprint_mismatch() => Problem::CertificateChanged,
-            ImapError::Transport(p) if p.is_certificate() => Problem::CertificateUntrusted,
-            _ if matches!(e.class(), ErrorClass::Temporary | ErrorClass::Local) => Problem::Other,
-            _ => Problem::Misconfigured,
-        },
+    let session = match e {
+        ImapFailure::Password { source, .. } => return password_problem(source),
+        ImapFailure::Session { source, .. } => Some(&**source),
+        _ => None,
+    };
+    match session {
+        Some(ImapError::Login { .. }) => Problem::LoginRefused,
+        Some(ImapError::Transport(p)) if p.is_fingerprint_mismatch() => Problem::CertificateChanged,
+        Some(ImapError::Transport(p)) if p.is_certificate() => Problem::CertificateUntrusted,
         _ if matches!(e.class(), ErrorClass::Temporary | ErrorClass::Local) => Problem::Other,
         _ => Problem::Misconfigured,
     }
@@ -104,10 +104,7 @@ pub const IN_USE_DELAY: Duration = Duration::from_secs(60);
 impl FetchError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Pop3(e) if e.is_auth() || e.is_certificate() => ErrorClass::Auth,
-            Self::Pop3(e) if e.is_local() => ErrorClass::Local,
-            Self::Pop3(e) if e.is_permanent() => ErrorClass::Config,
-            Self::Pop3(_) => ErrorClass::Temporary,
+            Self::Pop3(e) => ErrorClass::of_pop3(e),
             Self::Password(e) => e.class(),
             Self::Delivery(e) => e.class(),
             Self::Store(_) | Self::Runtime(_) => ErrorClass::Local,

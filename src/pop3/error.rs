@@ -249,8 +249,6 @@ impl std::error::Error for Error {
     }
 }
 
-/// Turns an `-ERR` to a login command into the right error, by its response code
-/// (RFC 3206). Without a code, a refused login is taken to be about the credentials.
 /// When the next login is allowed, in words.
 fn next_login_note(next: Option<(i64, u64)>) -> String {
     let Some((at, delay)) = next else {
@@ -292,6 +290,8 @@ impl Error {
     }
 }
 
+/// Turns an `-ERR` to a login command into the right error, by its response code
+/// (RFC 3206). Without a code, a refused login is taken to be about the credentials.
 pub(crate) fn login_error(method: &str, status: Status) -> Error {
     match status.code() {
         Some(ResponseCode::InUse) => ErrorKind::InUse(status),

@@ -217,12 +217,14 @@ impl Store {
 
     /// (unknown or `oversize`) → `pending`: delivery of these messages is starting, at these
     /// places. Durable when this returns, so call it before the first byte of a message can
-    /// reach its mailbox. `headers_only`: only their headers will be delivered.
+    /// reach its mailbox. `headers_only`: only their headers will be delivered. `now` is
+    /// the batch's time (when first seen), `written` this record's (when it went pending).
     pub fn record_pending(
         &mut self,
         account: AccountId,
         rows: &[(&[u8], &Place)],
         now: i64,
+        written: i64,
         headers_only: bool,
     ) -> Result<(), StoreError> {
         self.batch(|tx| {
@@ -230,11 +232,11 @@ impl Store {
                 "INSERT INTO message (account_id, uid, state, pending_kind, pending_dir, file_name, mbox_offset,
                                       mbox_length, mbox_hash, mbox_from, first_seen, headers_only,
                                       dest_uidvalidity, dest_uid, pending_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?10)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (account_id, uid) DO UPDATE SET state = 'pending',
                      pending_kind = ?3, pending_dir = ?4, file_name = ?5, mbox_offset = ?6,
                      mbox_length = ?7, mbox_hash = ?8, mbox_from = ?9, headers_only = ?11,
-                     dest_uidvalidity = ?12, dest_uid = ?13, pending_at = ?10
+                     dest_uidvalidity = ?12, dest_uid = ?13, pending_at = ?14
                  WHERE state = 'oversize'",
             )?;
             for (uid, p) in rows {
@@ -251,7 +253,8 @@ impl Store {
                     now,
                     headers_only,
                     p.uidvalidity,
-                    p.dest_uid
+                    p.dest_uid,
+                    written
                 ])?;
             }
             Ok(())
@@ -536,7 +539,7 @@ mod tests {
             "the same id for the same name"
         );
         let (p1, p2) = (maildir_place("n1"), maildir_place("n2"));
-        s.record_pending(a, &[(b"u1", &p1), (b"u2", &p2)], 100, false)
+        s.record_pending(a, &[(b"u1", &p1), (b"u2", &p2)], 100, 100, false)
             .unwrap();
         let pending = s.pending(a).unwrap();
         assert_eq!(pending.len(), 2);
@@ -563,13 +566,13 @@ mod tests {
     fn a_transition_leaves_messages_in_other_states_alone() {
         let (_d, mut s, a) = open();
         s.record_seen(a, &[b"seen"], 1).unwrap();
-        s.record_pending(a, &[(b"p", &maildir_place("n"))], 1, false)
+        s.record_pending(a, &[(b"p", &maildir_place("n"))], 1, 1, false)
             .unwrap();
         // Seen messages are never deleted, delivered or re-delivered.
         s.mark_delete_pending(a, &[b"seen"]).unwrap();
         s.mark_delivered(a, &[(b"seen", 1, None)], 1, false)
             .unwrap();
-        s.record_pending(a, &[(b"seen", &maildir_place("x"))], 1, false)
+        s.record_pending(a, &[(b"seen", &maildir_place("x"))], 1, 1, false)
             .unwrap();
         s.drop_pending(a, &[b"seen"]).unwrap();
         assert_eq!(state(&s, a, b"seen"), Some(MessageState::Seen));
@@ -608,7 +611,8 @@ mod tests {
             first_line: Some("From x Thu Jan  1 00:00:00 1970".into()),
             ..Place::default()
         };
-        s.record_pending(a, &[(b"big", &place)], 2, true).unwrap();
+        s.record_pending(a, &[(b"big", &place)], 2, 2, true)
+            .unwrap();
         let pending = s.pending(a).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].place, place);

@@ -131,7 +131,7 @@ mod tests {
             name: Some("n".into()),
             ..Place::default()
         };
-        s.record_pending(a, &[(b"u1", &place), (b"u2", &place)], 10, false)
+        s.record_pending(a, &[(b"u1", &place), (b"u2", &place)], 10, 10, false)
             .unwrap();
         s.mark_delivered(
             a,

@@ -214,7 +214,7 @@ mod tests {
             kind: "mda".into(),
             ..Default::default()
         };
-        s.record_pending(a, &[(b"old", &place), (b"new", &place)], 1, false)
+        s.record_pending(a, &[(b"old", &place), (b"new", &place)], 1, 1, false)
             .unwrap();
         s.mark_delivered(a, &[(b"old", 5, None)], 1, false).unwrap();
         s.mark_delivered(a, &[(b"new", 5, None)], 999_999, false)

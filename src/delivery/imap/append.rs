@@ -195,12 +195,9 @@ impl Appender {
         let outcome = self.link.run(|| async {
             let mut opened = Vec::with_capacity(files.len());
             for (path, len, date) in &files {
+                // Read in 64 KiB pieces as it is sent: no buffer of its own.
                 let file = std::fs::File::open(path).map_err(crate::imap::Error::Spool)?;
-                opened.push((
-                    std::io::BufReader::with_capacity(64 * 1024, file),
-                    *len,
-                    date,
-                ));
+                opened.push((file, *len, date));
             }
             let mut messages: Vec<Message<'_>> = opened
                 .iter_mut()

@@ -261,6 +261,9 @@ impl ImapFailure {
 fn class_of(e: &ImapError) -> ErrorClass {
     match e {
         ImapError::Login { .. } => ErrorClass::Auth,
+        // Connecting, TLS, time limits: as for a POP3 server (a certificate not trusted is
+        // Auth, plain TLS where the server has none is Config).
+        ImapError::Transport(p) => ErrorClass::of_pop3(p),
         ImapError::NoStartTls | ImapError::NoLoginMethod(_) => ErrorClass::Config,
         ImapError::Spool(_) => ErrorClass::Local,
         ImapError::Refused { answer, .. }
@@ -272,7 +275,7 @@ fn class_of(e: &ImapError) -> ErrorClass {
             ErrorClass::Config
         }
         e if e.is_transient() => ErrorClass::Temporary,
-        // A certificate not trusted, and the like.
+        // Refused for want of permission, and the like.
         _ => ErrorClass::Auth,
     }
 }
