@@ -379,7 +379,6 @@ retention = "keep"
         (Some("1995"), Some("account"))
     );
     assert!(!stdout(&out).contains("Secret-In-Defaults"));
-    let _ = stderr(&out);
 }
 
 /// `popsync config` shows each `[[imap]]` section too (IMAP's defaults, its secret as

@@ -152,6 +152,7 @@ fn the_manual_describes_every_configuration_key_with_its_default() {
     let keys: Vec<&popsync::config::KeyDoc> = popsync::config::top_keys()
         .iter()
         .chain(popsync::config::account_keys())
+        .chain(popsync::delivery::imap::section_keys())
         .collect();
     assert!(keys.len() >= 40, "{}", keys.len());
     for page in [dir.join("popsync.toml.5"), page.clone()] {
@@ -163,10 +164,17 @@ fn the_manual_describes_every_configuration_key_with_its_default() {
             assert!(flat.contains(&entry), "{}: no {entry:?}", page.display());
             if !key.default.is_empty() {
                 let default: String = key.default.split_whitespace().collect::<Vec<_>>().join(" ");
+                // In the key's own entry: the first "Type:" after one of its "name = example".
+                let typed = |t: &str| format!("Type: {t}. Default: {default}.");
                 assert!(
-                    ["string", "list of strings", "true or false", "whole number"]
-                        .iter()
-                        .any(|t| flat.contains(&format!("Type: {t}. Default: {default}."))),
+                    flat.match_indices(&entry).any(|(at, _)| {
+                        let rest = &flat[at..];
+                        rest.find("Type: ").is_some_and(|t| {
+                            ["string", "list of strings", "true or false", "whole number"]
+                                .iter()
+                                .any(|kind| rest[t..].starts_with(&typed(kind)))
+                        })
+                    }),
                     "{}: no default for {}",
                     page.display(),
                     key.name

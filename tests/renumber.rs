@@ -213,15 +213,7 @@ fn killed_while_recognising_a_renumbering_every_message_stays_exactly_once() {
     assert_same_messages(&maildir_contents(&md), &expected_contents(&messages));
     let mut rng = corpus::Rng::new(154);
     for _ in 0..4 {
-        let mut child = home
-            .command(&["fetch", "--no-progress"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50 + rng.below(400)));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        common::fetch_killed_after(&home, std::time::Duration::from_millis(50 + rng.below(400)));
     }
     let log = fetch(&home);
     assert!(

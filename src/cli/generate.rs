@@ -205,7 +205,8 @@ pub fn config_page() -> std::io::Result<Vec<u8>> {
         "popsync reads one TOML file: --config FILE, else $POPSYNC_CONFIG, else \
          ~/.config/popsync/config.toml (the platform's configuration directory). It holds a \
          few keys of its own, a [defaults] table whose keys every account takes unless it \
-         sets them itself, and one [[account]] table per account. `popsync generate config` \
+         sets them itself, one [[account]] table per account, and one [[imap]] table per \
+         IMAP mailbox that accounts deliver into (imap-destination). `popsync generate config` \
          prints a commented example; `popsync check` reads the file and names every problem \
          with its line, account and key.",
     )]);
@@ -323,15 +324,16 @@ fn environment_and_files() -> Roff {
         ),
         (
             "~/.local/state/popsync/locks/",
-            "One lock per account, and the agent's.",
+            "One lock per account (the agent's is daemon.lock, beside state.db).",
         ),
         (
             "~/.local/state/popsync/oauth2/NAME.token",
-            "An account's OAuth2 refresh token, with oauth2-token-store = \"file\".",
+            "An account's OAuth2 refresh token, with oauth2-token-store = \"file\" \
+             (an [[imap]] section's is imap=NAME.token).",
         ),
         (
             "~/.local/state/popsync/spool/NAME/",
-            "Messages on their way to an mbox or an MDA.",
+            "Messages on their way to an mbox, an MDA or an IMAP mailbox.",
         ),
     ] {
         roff.control("TP", []);

@@ -188,3 +188,25 @@ pub fn assert_same(
 ) {
     super::assert_same_messages(got, want);
 }
+
+/// Every one of `messages` is in the destination (`there`, as [`contents`] gives it) or
+/// still on user1's POP3 server: nothing the destination lacks was deleted.
+pub fn assert_none_lost(
+    server: &Dovecot,
+    messages: &[Vec<u8>],
+    there: &std::collections::BTreeMap<Vec<u8>, usize>,
+) {
+    let on_server: std::collections::BTreeSet<Vec<u8>> =
+        super::maildir_contents(&server.maildir("user1"))
+            .keys()
+            .map(|m| as_wire(m))
+            .collect();
+    for m in messages {
+        let m = as_wire(m);
+        assert!(
+            there.contains_key(&m) || on_server.contains(&m),
+            "deleted from the POP3 server but not in the destination: {:?}",
+            String::from_utf8_lossy(&m[..m.len().min(60)])
+        );
+    }
+}

@@ -268,6 +268,21 @@ pub fn kill_at(home: &Home, point: &str) {
     }
 }
 
+/// Runs `popsync fetch` and kills it (SIGKILL) after `delay`: whether the kill cut it off
+/// (it had not finished by itself).
+pub fn fetch_killed_after(home: &Home, delay: Duration) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = home
+        .command(&["fetch", "--no-progress"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    child.wait().unwrap().signal() == Some(9)
+}
+
 /// The library's fetch of a configuration's first account at `clock`'s time (for tests that
 /// move the clock); panics if it fails.
 pub fn fetch_at(

@@ -187,41 +187,40 @@ impl Appender {
         journal.record_pending(&places)?;
 
         // 2. The APPEND.
-        let files: Vec<(PathBuf, u64, Option<String>)> = arrived
+        let files: Vec<Spool> = arrived
             .iter()
             .map(|(_, s)| (s.path.clone(), s.len, s.date.as_ref().map(internal_date)))
             .collect();
         let mailbox = &section.mailbox;
-        let outcome = self.link.run(|| async {
-            let mut opened = Vec::with_capacity(files.len());
-            for (path, len, date) in &files {
-                // Read in 64 KiB pieces as it is sent: no buffer of its own.
-                let file = std::fs::File::open(path).map_err(crate::imap::Error::Spool)?;
-                opened.push((file, *len, date));
-            }
-            let mut messages: Vec<Message<'_>> = opened
-                .iter_mut()
-                .map(|(file, len, date)| Message {
-                    data: file,
-                    len: *len,
-                    date: (*date).clone(),
-                })
-                .collect();
-            client
-                .append(mailbox, &mut messages, &mut || {
-                    crate::failpoint::hit("imap-appending")
-                })
-                .await
-        });
-        let results = match outcome {
-            Ok(results) => results,
-            Err(e) => {
-                // (The client marked its connection broken: it is not used again.) What is
-                // pending stays so: whether the server took it is for the next
-                // run's recovery to find out.
-                return Err(self.section.failure(e, "appending").into());
-            }
+        let failed = |e| -> DeliveryError {
+            // (The client marked its connection broken: it is not used again.) What is
+            // pending stays so: whether the server took it is for the next run's
+            // recovery to find out.
+            section.failure(e, "appending").into()
         };
+        let mut results = send(&self.link, client, mailbox, &files).map_err(failed)?;
+        // A MULTIAPPEND refused is refused whole (a mailbox with room for some of the batch
+        // but not all, say): then one at a time, as many as it takes.
+        if files.len() > 1 && client.mode.multi && results.iter().all(Result::is_err) {
+            if let Some(Err(answer)) = results.first() {
+                info!(
+                    "the IMAP mailbox {mailbox:?} refused a batch of {} whole ({answer}): \
+                     appending them one at a time",
+                    files.len()
+                );
+            }
+            results.clear();
+            for file in &files {
+                let result = match results.last() {
+                    // After one refused, the rest are not tried: told the same.
+                    Some(Err(answer)) => Err(answer.clone()),
+                    _ => send(&self.link, client, mailbox, std::slice::from_ref(file))
+                        .map_err(failed)?
+                        .remove(0),
+                };
+                results.push(result);
+            }
+        }
         crate::failpoint::hit("imap-appended");
 
         // 3. The UIDs, then 4. delivered.
@@ -263,6 +262,40 @@ impl Appender {
         }
         Ok(())
     }
+}
+
+/// A spooled message to append: its file, length and internal date.
+type Spool = (PathBuf, u64, Option<String>);
+
+/// Appends `files` in one go (one APPEND, or one each, as the server allows): what became
+/// of each.
+fn send(
+    link: &Link,
+    client: &mut Client,
+    mailbox: &str,
+    files: &[Spool],
+) -> Result<Vec<Result<Appended, crate::imap::wire::Tagged>>, crate::imap::Error> {
+    link.run(|| async {
+        let mut opened = Vec::with_capacity(files.len());
+        for (path, len, date) in files {
+            // Read in 64 KiB pieces as it is sent: no buffer of its own.
+            let file = std::fs::File::open(path).map_err(crate::imap::Error::Spool)?;
+            opened.push((file, *len, date));
+        }
+        let mut messages: Vec<Message<'_>> = opened
+            .iter_mut()
+            .map(|(file, len, date)| Message {
+                data: file,
+                len: *len,
+                date: (*date).clone(),
+            })
+            .collect();
+        client
+            .append(mailbox, &mut messages, &mut || {
+                crate::failpoint::hit("imap-appending")
+            })
+            .await
+    })
 }
 
 #[cfg(test)]
