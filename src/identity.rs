@@ -94,6 +94,7 @@ impl StoredCopy {
     /// may be one popsync added (POP3 cannot carry a message without one), so the size
     /// without it is a possibility too. (A message that had bare LFs on the server has a
     /// smaller size there than either, and is simply not recognised.)
+    #[cfg(test)]
     pub fn of_lf(stored: &[u8]) -> Self {
         Self::read_lf(stored).expect("reading a slice cannot fail")
     }

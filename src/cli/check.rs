@@ -191,7 +191,9 @@ async fn check(config: &Config, account: &Account, out: &mut String) -> Result<(
     let policy = Policy::of(account, false);
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let known = if config.state_dir.join(crate::store::DB_FILE).exists() {
-        let store = Store::open(&config.state_dir)?;
+        // (One from an older popsync is brought up to date, as any command would.)
+        let store = Store::open_for_reading(&config.state_dir)
+            .or_else(|_| Store::open(&config.state_dir))?;
         match store.find_account(&account.name)? {
             Some(id) => store.known(id)?,
             None => Default::default(),

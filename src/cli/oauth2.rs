@@ -105,9 +105,7 @@ pub fn run(cli: &Cli, args: &OAuth2Args) -> u8 {
                         },
                         settings.store.describe(&who.key)
                     );
-                    for account in &who.accounts {
-                        super::password::try_again_now(cli, &config.state_dir, account);
-                    }
+                    super::password::try_again_now(cli, &config.state_dir, &who.accounts);
                     0
                 }
                 Err(e) => {

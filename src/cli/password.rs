@@ -71,9 +71,7 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
                             who.label
                         );
                     } else {
-                        for account in &who.accounts {
-                            try_again_now(cli, &config.state_dir, account);
-                        }
+                        try_again_now(cli, &config.state_dir, &who.accounts);
                     }
                     0
                 }
@@ -99,19 +97,30 @@ pub fn run(cli: &Cli, args: &PasswordArgs) -> u8 {
     }
 }
 
-/// A new password: an account paused after a refused login is tried again — now, if the
+/// A new password or sign-in: accounts paused after a refused login are tried again — now, if the
 /// agent runs (as `popsync poll --account` would ask), else by the next `fetch` or start.
-pub(super) fn try_again_now(cli: &Cli, state_dir: &std::path::Path, name: &str) {
-    if let Ok(mut store) = crate::store::Store::open(state_dir)
-        && let Ok(Some(id)) = store.find_account(name)
-        && let Ok(Some(_)) = store.pause(id)
-    {
-        let _ = store.set_pause(id, None);
+pub(super) fn try_again_now(cli: &Cli, state_dir: &std::path::Path, names: &[String]) {
+    // (An empty list would ask the daemon to poll every account.)
+    if names.is_empty() {
+        return;
     }
-    if let Ok(info) = crate::daemon::control::request_poll(state_dir, &[name.to_owned()])
+    if let Ok(mut store) = crate::store::Store::open(state_dir) {
+        for name in names {
+            if let Ok(Some(id)) = store.find_account(name)
+                && let Ok(Some(_)) = store.pause(id)
+            {
+                let _ = store.set_pause(id, None);
+            }
+        }
+    }
+    if let Ok(info) = crate::daemon::control::request_poll(state_dir, names)
         && !cli.quiet
     {
-        println!("asked the daemon (process {}) to poll {name} now", info.pid);
+        println!(
+            "asked the daemon (process {}) to poll {} now",
+            info.pid,
+            names.join(", ")
+        );
     }
 }
 

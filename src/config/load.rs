@@ -299,7 +299,10 @@ pub(super) fn parse(
     if defaults.is_some_and(|d| d.contains_key("password")) {
         password_sections.push("[defaults]".to_owned());
     }
-    if let Some(DeValue::Array(items)) = root.get("account").map(|v| v.get_ref()) {
+    for (table, label) in [("account", "account"), ("imap", "[[imap]]")] {
+        let Some(DeValue::Array(items)) = root.get(table).map(|v| v.get_ref()) else {
+            continue;
+        };
         for (i, item) in items.iter().enumerate() {
             if let DeValue::Table(t) = item.get_ref()
                 && t.contains_key("password")
@@ -308,20 +311,7 @@ pub(super) fn parse(
                     .get("name")
                     .and_then(|n| n.get_ref().as_str())
                     .map_or_else(|| format!("#{}", i + 1), str::to_owned);
-                password_sections.push(format!("account {name}"));
-            }
-        }
-    }
-    if let Some(DeValue::Array(items)) = root.get("imap").map(|v| v.get_ref()) {
-        for (i, item) in items.iter().enumerate() {
-            if let DeValue::Table(t) = item.get_ref()
-                && t.contains_key("password")
-            {
-                let name = t
-                    .get("name")
-                    .and_then(|n| n.get_ref().as_str())
-                    .map_or_else(|| format!("#{}", i + 1), str::to_owned);
-                password_sections.push(format!("[[imap]] {name}"));
+                password_sections.push(format!("{label} {name}"));
             }
         }
     }

@@ -113,17 +113,17 @@ impl Store {
         Ok(store)
     }
 
-    /// The state database opened for reading only, as it is on disk, for a state directory
-    /// popsync cannot write in (a read-only file system, someone else's files): what
-    /// `popsync status` shows then. Changes nothing, takes no lock, and reads what another
-    /// process may be writing as it is at that moment.
+    /// The state database opened for reading only, for a state directory popsync cannot
+    /// write in (a read-only file system, someone else's files): what `popsync status`
+    /// shows then. Changes nothing. Read as SQLite's readers do where it can (commits still
+    /// in the write-ahead log included); where even that cannot be (no shared-memory file to
+    /// use), as the database file is on disk, without a lock.
     pub fn open_for_reading(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join(DB_FILE);
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        // `immutable`: no -shm file, no lock, no WAL recovery (none is possible here).
         let mut uri = String::from("file:");
         for ch in path.to_string_lossy().chars() {
             match ch {
@@ -133,14 +133,17 @@ impl Store {
                 c => uri.push(c),
             }
         }
-        uri.push_str("?immutable=1");
-        let conn = Connection::open_with_flags(
-            &uri,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
+        let open = |query: &str| -> rusqlite::Result<(Connection, i64)> {
+            let conn = Connection::open_with_flags(
+                format!("{uri}?{query}"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        // `immutable`: no -shm file, no lock, no WAL recovery (none is possible there).
+        let (conn, version) = open("mode=ro")
+            .or_else(|_| open("immutable=1"))
             .map_err(err)?;
         if version > schema::VERSION {
             return Err(StoreError::TooNew {
@@ -282,6 +285,19 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader sees what a running agent committed, even while it is still in the
+    /// write-ahead log (not yet in the database file).
+    #[test]
+    fn reading_only_sees_commits_still_in_the_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Store::open(dir.path()).unwrap();
+        writer.account("home", 1).unwrap();
+        assert!(dir.path().join(format!("{DB_FILE}-wal")).exists());
+        let reader = Store::open_for_reading(dir.path()).unwrap();
+        assert!(reader.find_account("home").unwrap().is_some());
+        drop(writer);
+    }
 
     #[test]
     fn many_processes_opening_a_new_database_at_once_all_succeed() {
