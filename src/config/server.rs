@@ -40,6 +40,31 @@ pub struct Server {
     pub dangerous_accept_invalid_certs: bool,
 }
 
+impl Server {
+    /// How to connect to it, with `timeout` for every step; `ca-file` is read now (an
+    /// error is that file's).
+    pub fn connect_options(
+        &self,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<crate::pop3::ConnectOptions> {
+        let mut tls = TlsOptions {
+            pinned_sha256: self.tls_fingerprint,
+            dangerous_accept_invalid: self.dangerous_accept_invalid_certs,
+            ..TlsOptions::default()
+        };
+        if let Some(path) = &self.ca_file {
+            tls.extra_roots.push(std::fs::read(path)?);
+        }
+        Ok(crate::pop3::ConnectOptions {
+            host: self.host.clone(),
+            port: self.port,
+            security: self.security,
+            tls,
+            timeouts: crate::pop3::Timeouts::uniform(timeout),
+        })
+    }
+}
+
 /// The protocol a server speaks: its default ports and how it is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

@@ -41,7 +41,7 @@ use crate::config::Account;
 use crate::delivery::Target;
 use crate::lock::{AccountLock, LockError};
 use crate::plan::Policy;
-use crate::pop3::{ConnectOptions, Credentials, Timeouts, TlsOptions};
+use crate::pop3::{ConnectOptions, Credentials};
 use crate::store::{AccountId, PollRecord, Store};
 use crate::summary::MessageSummary;
 
@@ -289,25 +289,13 @@ struct SessionCtx<'a, 'c> {
 
 /// Connection settings for an account.
 pub fn connect_options(account: &Account) -> Result<ConnectOptions, FetchError> {
-    let mut tls = TlsOptions {
-        pinned_sha256: account.server.tls_fingerprint,
-        dangerous_accept_invalid: account.server.dangerous_accept_invalid_certs,
-        ..TlsOptions::default()
-    };
-    if let Some(path) = &account.server.ca_file {
-        let bytes = std::fs::read(path).map_err(|source| FetchError::CaFile {
-            path: path.clone(),
+    account
+        .server
+        .connect_options(account.timing.timeout)
+        .map_err(|source| FetchError::CaFile {
+            path: account.server.ca_file.clone().unwrap_or_default(),
             source,
-        })?;
-        tls.extra_roots.push(bytes);
-    }
-    Ok(ConnectOptions {
-        host: account.server.host.clone(),
-        port: account.server.port,
-        security: account.server.security,
-        tls,
-        timeouts: Timeouts::uniform(account.timing.timeout),
-    })
+        })
 }
 
 async fn run(

@@ -22,6 +22,8 @@ pub struct Appender {
     /// The mailbox's UIDVALIDITY, and the lowest UID the next appended message can get.
     validity: u32,
     floor: u32,
+    /// `floor` is the mailbox's UIDNEXT as asked at connecting, nothing appended since.
+    floor_fresh: bool,
 }
 
 impl Appender {
@@ -67,6 +69,7 @@ impl Appender {
             link,
             validity,
             floor,
+            floor_fresh: true,
         })
     }
 }
@@ -155,8 +158,8 @@ impl Appender {
                 .into());
         };
         // Without UIDPLUS the lowest UID these can get is asked for now (earlier batches
-        // took UIDs the server did not tell).
-        if !client.uidplus() {
+        // took UIDs the server did not tell), unless just asked at connecting.
+        if !client.uidplus() && !std::mem::take(&mut self.floor_fresh) {
             let (validity, next) = self
                 .link
                 .run(|| client.status(&section.mailbox))

@@ -18,7 +18,7 @@ use crate::config::server::{self, Protocol, ServerKeys};
 use crate::config::{Login, Server};
 use crate::imap::{Client, Error as ImapError};
 use crate::keys::{Checker, KeyDoc, Layered, keys};
-use crate::pop3::{ConnectOptions, Credentials, Timeouts, TlsOptions};
+use crate::pop3::{ConnectOptions, Credentials};
 
 /// The file's table of these sections.
 pub const TABLE: &str = "imap";
@@ -110,26 +110,13 @@ impl Section {
     }
 
     fn connect_options(&self) -> Result<ConnectOptions, ImapFailure> {
-        let mut tls = TlsOptions {
-            pinned_sha256: self.server.tls_fingerprint,
-            dangerous_accept_invalid: self.server.dangerous_accept_invalid_certs,
-            ..TlsOptions::default()
-        };
-        if let Some(path) = &self.server.ca_file {
-            let bytes = std::fs::read(path).map_err(|source| ImapFailure::CaFile {
+        self.server
+            .connect_options(self.timeout)
+            .map_err(|source| ImapFailure::CaFile {
                 name: self.name.clone(),
-                path: path.clone(),
+                path: self.server.ca_file.clone().unwrap_or_default(),
                 source,
-            })?;
-            tls.extra_roots.push(bytes);
-        }
-        Ok(ConnectOptions {
-            host: self.server.host.clone(),
-            port: self.server.port,
-            security: self.server.security,
-            tls,
-            timeouts: Timeouts::uniform(self.timeout),
-        })
+            })
     }
 
     /// Connects and logs in. An OAuth2 access token held from an earlier poll that the
