@@ -222,20 +222,19 @@ fn read_back(mut r: impl std::io::BufRead) -> Option<crate::identity::StoredCopy
     }
     let mut copy = crate::identity::Reading::default();
     // Each line goes in once the next is read: the last one is the blank separator.
-    let mut held: Option<Vec<u8>> = None;
+    // (One buffer, reused: no allocation a line.)
+    let (mut held, mut holding) = (Vec::new(), false);
     while next_line(&mut r, &mut line)? {
-        if let Some(previous) = held.take() {
-            copy.feed(&previous);
+        if holding {
+            copy.feed(&held);
         }
         let arrows = line.iter().take_while(|b| **b == b'>').count();
-        let unquoted = if arrows > 0 && line[arrows..].starts_with(b"From ") {
-            &line[1..]
-        } else {
-            &line[..]
-        };
-        held = Some(unquoted.to_vec());
+        let quoted = arrows > 0 && line[arrows..].starts_with(b"From ");
+        held.clear();
+        held.extend_from_slice(&line[usize::from(quoted)..]);
+        holding = true;
     }
-    (held.as_deref() == Some(b"\n")).then(|| copy.finish())
+    (holding && held == b"\n").then(|| copy.finish())
 }
 
 /// Appending a spooled batch to the mbox.
